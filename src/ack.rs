@@ -1,0 +1,174 @@
+//! Acknowledgements: how a sink's confirmation travels back to the source.
+//!
+//! A source hands out every message with an [`Ack`]. The router splits it
+//! into one handle per sink the message goes to ([`Ack::split`]); each sink
+//! completes its handle only after the target system confirmed the write.
+//! When the last handle is gone, the source's callback runs exactly once
+//! with [`Outcome::Delivered`] if every handle was completed as delivered,
+//! and [`Outcome::Failed`] otherwise.
+//!
+//! A handle that is dropped without being completed counts as failed. That
+//! makes the safe thing the default: a panicking task, an aborted shutdown
+//! or a forgotten code path can cause a redelivery, never a loss.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The final fate of one source message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every sink it was routed to confirmed it (or it was dropped on
+    /// purpose by a filter, or written to the dead-letter sink).
+    Delivered,
+    /// At least one sink did not confirm it. The source must make it
+    /// available again (not commit past it, requeue it, leave it pending).
+    Failed,
+}
+
+type Callback = Box<dyn FnOnce(Outcome) + Send>;
+
+struct Shared {
+    failed: AtomicBool,
+    callback: Mutex<Option<Callback>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let outcome = if *self.failed.get_mut() {
+            Outcome::Failed
+        } else {
+            Outcome::Delivered
+        };
+        let callback = match self.callback.get_mut() {
+            Ok(cb) => cb.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(callback) = callback {
+            callback(outcome);
+        }
+    }
+}
+
+/// A handle on the acknowledgement of one source message.
+#[must_use = "dropping an Ack without completing it reports the message as failed"]
+pub struct Ack {
+    shared: Arc<Shared>,
+    completed: bool,
+}
+
+impl Ack {
+    /// An acknowledgement that runs `callback` once every handle split from
+    /// it has been completed or dropped.
+    pub fn new(callback: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                failed: AtomicBool::new(false),
+                callback: Mutex::new(Some(Box::new(callback))),
+            }),
+            completed: false,
+        }
+    }
+
+    /// An acknowledgement nobody waits for (sources without acks).
+    pub fn none() -> Self {
+        Self::new(|_| {})
+    }
+
+    /// Splits this handle into `n` handles, one per sink. With `n == 0` the
+    /// message goes nowhere on purpose, which counts as delivered.
+    pub fn split(mut self, n: usize) -> Vec<Ack> {
+        let parts = (0..n)
+            .map(|_| Ack {
+                shared: Arc::clone(&self.shared),
+                completed: false,
+            })
+            .collect();
+        self.completed = true;
+        parts
+    }
+
+    /// Reports this handle's outcome. The source hears of it once every
+    /// handle of the message is done.
+    pub fn complete(mut self, outcome: Outcome) {
+        if outcome == Outcome::Failed {
+            self.shared.failed.store(true, Ordering::Relaxed);
+        }
+        self.completed = true;
+    }
+
+    pub fn delivered(self) {
+        self.complete(Outcome::Delivered);
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.shared.failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack")
+            .field("completed", &self.completed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn tracked() -> (Ack, mpsc::Receiver<Outcome>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Ack::new(move |o| {
+                tx.send(o).ok();
+            }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn source_hears_delivered_only_after_every_sink_confirmed() {
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(3);
+        parts.pop().unwrap().delivered();
+        parts.pop().unwrap().delivered();
+        assert!(rx.try_recv().is_err(), "one sink still pending");
+        parts.pop().unwrap().delivered();
+        assert_eq!(rx.try_recv(), Ok(Outcome::Delivered));
+        assert!(rx.try_recv().is_err(), "callback runs once");
+    }
+
+    #[test]
+    fn one_failed_sink_fails_the_message() {
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(2);
+        parts.pop().unwrap().complete(Outcome::Failed);
+        parts.pop().unwrap().delivered();
+        assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
+    }
+
+    #[test]
+    fn a_dropped_handle_counts_as_failed() {
+        let (ack, rx) = tracked();
+        let parts = ack.split(2);
+        drop(parts);
+        assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
+        let (ack, rx) = tracked();
+        drop(ack);
+        assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
+    }
+
+    #[test]
+    fn routing_to_no_sink_is_a_delivery() {
+        let (ack, rx) = tracked();
+        assert!(ack.split(0).is_empty());
+        assert_eq!(rx.try_recv(), Ok(Outcome::Delivered));
+    }
+}

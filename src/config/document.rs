@@ -1,0 +1,323 @@
+//! The config file as parsed TOML, before it is turned into types.
+//!
+//! Keeping the parsed document (with the byte span of every value) lets
+//! every later error point at a line: serde errors carry spans already, and
+//! validation errors carry a [`ConfigPath`] that [`Document::span_of`] turns
+//! back into a span. Environment variables are substituted here, inside
+//! string values only, so a secret can never change the file's structure
+//! and the spans stay those of the file the user wrote.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::Problem;
+
+/// One step of a path into the config: a key or an array index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Where a value sits in the config, e.g. `pipeline[0].sink[1].key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigPath(Vec<Segment>);
+
+impl ConfigPath {
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    pub fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Segment::Key(key.to_owned()));
+        p
+    }
+
+    pub fn index(&self, index: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Segment::Index(index));
+        p
+    }
+}
+
+impl fmt::Display for ConfigPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Segment::Key(k) if i == 0 => write!(f, "{k}")?,
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed config file with environment variables substituted.
+pub struct Document<'i> {
+    text: &'i str,
+    root: Spanned<DeTable<'i>>,
+    /// The document as written (before [`Document::lift_type_tags`]), for
+    /// turning config paths into spans.
+    as_written: Spanned<DeTable<'i>>,
+}
+
+impl<'i> Document<'i> {
+    /// Parses TOML text and substitutes `${VAR}` in every string value.
+    pub fn parse(text: &'i str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<Problem>> {
+        let mut root = DeTable::parse(text).map_err(|e| vec![Problem::from_toml(&e)])?;
+        let mut problems = Vec::new();
+        for (_, value) in root.get_mut().iter_mut() {
+            substitute(value, env, &mut problems);
+        }
+        if problems.is_empty() {
+            let as_written = root.clone();
+            Ok(Self {
+                text,
+                root,
+                as_written,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Rewrites every table at `pattern` (keys, with `*` for "every array
+    /// element") from `{ type = "kafka", brokers = ... }` into
+    /// `{ kafka = { brokers = ... } }`, keeping every span.
+    ///
+    /// serde's own `#[serde(tag = "type")]` buffers the table and loses the
+    /// position of each field, so an error inside a connector's settings
+    /// would only point at the start of its table. As an externally tagged
+    /// enum, every field error keeps its exact line and column.
+    pub fn lift_type_tags(&mut self, pattern: &[&str]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let root = self.root.get_mut();
+        if let Some((first, rest)) = pattern.split_first() {
+            if let Some(value) = root.get_mut(*first) {
+                lift_at(value, rest, &mut problems);
+            }
+        }
+        problems
+    }
+
+    /// Deserializes the whole document into `T`; serde errors keep their spans.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        let de = toml::de::Deserializer::from(self.root.clone());
+        T::deserialize(de).map_err(|e| Problem::from_toml(&e))
+    }
+
+    pub fn text(&self) -> &'i str {
+        self.text
+    }
+
+    /// The span of the value at `path`, or of its nearest ancestor that
+    /// exists (a missing field points at the table that should hold it).
+    pub fn span_of(&self, path: &ConfigPath) -> Option<Range<usize>> {
+        let mut span = None;
+        let mut table = Some(self.as_written.get_ref());
+        let mut value: Option<&Spanned<DeValue<'_>>> = None;
+        for seg in &path.0 {
+            let next = match (seg, table, value.map(Spanned::get_ref)) {
+                (Segment::Key(k), Some(t), _) => t.get(k.as_str()),
+                (Segment::Key(k), None, Some(DeValue::Table(t))) => t.get(k.as_str()),
+                (Segment::Index(i), None, Some(DeValue::Array(a))) => a.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(v) => {
+                    span = Some(v.span());
+                    value = Some(v);
+                    table = None;
+                }
+                None => break,
+            }
+        }
+        span
+    }
+}
+
+fn lift_at(value: &mut Spanned<DeValue<'_>>, pattern: &[&str], problems: &mut Vec<Problem>) {
+    let Some((first, rest)) = pattern.split_first() else {
+        lift_one(value, problems);
+        return;
+    };
+    match (value.get_mut(), *first) {
+        (DeValue::Array(items), "*") => {
+            for item in items.iter_mut() {
+                lift_at(item, rest, problems);
+            }
+        }
+        (DeValue::Table(table), key) => {
+            if let Some(v) = table.get_mut(key) {
+                lift_at(v, rest, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn lift_one(value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
+    let span = value.span();
+    let DeValue::Table(table) = value.get_mut() else {
+        return; // serde reports the wrong type
+    };
+    let Some(tag) = table.remove("type") else {
+        problems.push(Problem::at_span(
+            span,
+            "missing `type`",
+            Some("say which connector this is, e.g. type = \"kafka\" or type = \"redis\"".into()),
+        ));
+        return;
+    };
+    let tag_span = tag.span();
+    let DeValue::String(kind) = tag.into_inner() else {
+        problems.push(Problem::at_span(tag_span, "`type` must be a string", None));
+        return;
+    };
+    let rest = std::mem::take(table);
+    let mut lifted = DeTable::new();
+    lifted.insert(
+        Spanned::new(tag_span, kind),
+        Spanned::new(span.clone(), DeValue::Table(rest)),
+    );
+    *value = Spanned::new(span, DeValue::Table(lifted));
+}
+
+fn substitute(
+    value: &mut Spanned<DeValue<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) if s.contains('$') => match expand(s, env) {
+            Ok(expanded) => *s = expanded.into(),
+            Err(message) => problems.push(Problem::at_span(span, message, None)),
+        },
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                substitute(item, env, problems);
+            }
+        }
+        DeValue::Table(table) => {
+            for (_, v) in table.iter_mut() {
+                substitute(v, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in \"{s}\" (write `$${{` for a literal)"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{inner}}}` is not a valid environment variable reference; \
+                     write `${{NAME}}` or `${{NAME:-default}}`"
+                ));
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set; set it, or write \
+                         `${{{name}:-default}}` to give a default"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PASSWORD" => Some("s3cr\"et".into()),
+            "HOST" => Some("10.0.0.1".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_variables_defaults_and_escapes() {
+        assert_eq!(expand("a${HOST}:9092", &env).unwrap(), "a10.0.0.1:9092");
+        assert_eq!(expand("${NOPE:-fallback}", &env).unwrap(), "fallback");
+        assert_eq!(expand("cost $5 $${HOST}", &env).unwrap(), "cost $5 ${HOST}");
+        assert!(expand("${NOPE}", &env).unwrap_err().contains("`NOPE` is not set"));
+        assert!(expand("${HOST", &env).unwrap_err().contains("unclosed"));
+        assert!(expand("${a b}", &env).unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn substitution_cannot_change_the_structure_of_the_file() {
+        let text = "[a]\npassword = \"${PASSWORD}\"\n";
+        let doc = Document::parse(text, &env).unwrap();
+        let v: toml::Table = doc.deserialize().unwrap();
+        assert_eq!(v["a"]["password"].as_str(), Some("s3cr\"et"));
+    }
+
+    #[test]
+    fn an_unset_variable_points_at_its_line() {
+        let text = "[a]\nx = 1\npassword = \"${NOPE}\"\n";
+        let problems = Document::parse(text, &env).err().unwrap();
+        assert_eq!(problems.len(), 1);
+        let rendered = problems[0].render("f.toml", text);
+        assert!(rendered.starts_with("f.toml:3:"), "{rendered}");
+    }
+
+    #[test]
+    fn type_tags_are_lifted_into_enum_form_with_spans_kept() {
+        let text = "[[p]]\ns = { type = \"kafka\", b = 1 }\n[[p]]\ns = { b = 2 }\n";
+        let mut doc = Document::parse(text, &env).unwrap();
+        let problems = doc.lift_type_tags(&["p", "*", "s"]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("missing `type`"));
+        let v: toml::Table = doc.deserialize().unwrap();
+        assert_eq!(v["p"][0]["s"]["kafka"]["b"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn paths_resolve_to_spans_of_the_nearest_existing_value() {
+        let text = "[[pipeline]]\nname = \"a\"\n[[pipeline.sink]]\nkey = \"k\"\n";
+        let doc = Document::parse(text, &env).unwrap();
+        let p = ConfigPath::root().key("pipeline").index(0).key("sink").index(0);
+        let span = doc.span_of(&p.key("key")).unwrap();
+        assert_eq!(&text[span], "\"k\"");
+        let missing = doc.span_of(&p.key("url")).unwrap();
+        assert_eq!(&text[missing], "[[pipeline.sink]]", "the table that lacks it");
+        assert_eq!(p.key("url").to_string(), "pipeline[0].sink[0].url");
+    }
+}

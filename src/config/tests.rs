@@ -1,0 +1,174 @@
+//! Good and bad config files, and the exact errors users see.
+
+use std::path::Path;
+
+use super::*;
+use crate::connectors::kafka::config::{StartFrom, Until};
+
+fn env(name: &str) -> Option<String> {
+    (name == "KAFKA_BROKERS").then(|| "10.1.1.1:9092".to_owned())
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("ferry.toml"), &env)
+}
+
+/// Every problem, rendered as `ferry check` prints it.
+fn errors(text: &str) -> String {
+    parse(text).err().expect("config should be refused").to_string()
+}
+
+const GOOD: &str = r#"
+[[pipeline]]
+name = "orders-to-cache"
+source = { type = "kafka", brokers = "${KAFKA_BROKERS}", topics = ["orders"], group = "ferry-orders" }
+
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+write = "set"
+key = "order:{order_id}"
+
+[pipeline.dead_letter]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+write = "xadd"
+key = "dead:{topic}"
+"#;
+
+#[test]
+fn a_good_file_parses_with_defaults_and_substituted_variables() {
+    let config = parse(GOOD).unwrap();
+    let p = &config.pipelines[0];
+    assert_eq!(p.name.as_str(), "orders-to-cache");
+    let SourceConfig::Kafka(k) = &p.source else {
+        panic!("kafka source expected")
+    };
+    assert_eq!(k.brokers.as_str(), "10.1.1.1:9092");
+    assert_eq!(k.start, StartFrom::Earliest);
+    assert_eq!(k.until, Until::Forever);
+    assert_eq!(p.sinks.len(), 1);
+    assert_eq!(p.sinks[0].describe(), "redis set order:{order_id}");
+    assert!(p.dead_letter.is_some());
+    assert_eq!(p.buffer.get(), 1024);
+}
+
+#[test]
+fn a_misspelt_field_names_file_line_and_the_right_spelling() {
+    let text = GOOD.replace("write = \"set\"", "wrtie = \"set\"");
+    let e = errors(&text);
+    assert!(e.starts_with("error: ferry.toml:9:1: unknown field `wrtie`"), "{e}");
+    assert!(e.contains("help: did you mean `write`?"), "{e}");
+}
+
+#[test]
+fn an_unknown_write_mode_lists_the_allowed_ones() {
+    let text = GOOD.replace("write = \"set\"", "write = \"hsett\"");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:9:9: unknown variant `hsett`"), "{e}");
+    assert!(e.contains("did you mean `hset`?"), "{e}");
+}
+
+#[test]
+fn an_unknown_connector_type_is_refused() {
+    let text = GOOD.replace("type = \"kafka\"", "type = \"postgres\"");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:4:"), "{e}");
+    assert!(e.contains("unknown variant `postgres`"), "{e}");
+    assert!(e.contains("`kafka`"), "{e}");
+}
+
+#[test]
+fn a_bad_key_template_points_at_its_line_and_says_why() {
+    let text = GOOD.replace("order:{order_id}", "order:{order_id");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:10:7:"), "{e}");
+    assert!(e.contains("unclosed `{`"), "{e}");
+}
+
+#[test]
+fn a_missing_required_field_is_named() {
+    let text = GOOD.replace("group = \"ferry-orders\" ", "");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:4:"), "{e}");
+    assert!(e.contains("missing field `group`"), "{e}");
+}
+
+#[test]
+fn an_unset_environment_variable_is_reported_with_a_default_hint() {
+    let text = GOOD.replace("${KAFKA_BROKERS}", "${NOT_SET_ANYWHERE}");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:4:"), "{e}");
+    assert!(e.contains("`NOT_SET_ANYWHERE` is not set"), "{e}");
+}
+
+#[test]
+fn cross_field_problems_are_all_reported_with_lines() {
+    let text = r#"
+[[pipeline]]
+name = "a"
+source = { type = "generate", count = 10 }
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1"
+write = "set"
+key = "o:{partition}"
+
+[[pipeline]]
+name = "a"
+source = { type = "kafka", brokers = "b:9092", topics = [], group = "g", options = { "enable.auto.commit" = "true" } }
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1"
+write = "set"
+key = "{key}"
+[pipeline.dead_letter]
+type = "redis"
+url = "redis://127.0.0.1"
+write = "xadd"
+key = "dead:{order_id}"
+"#;
+    let e = errors(text);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 5, "{e}");
+    assert!(lines[0].contains(":9:7: pipeline[0].sink[0].key: `{partition}` is not available"), "{e}");
+    assert!(lines[1].contains(":12:8: pipeline[1].name: pipeline name `a` is used twice"), "{e}");
+    assert!(lines[2].contains(":13:"), "{e}");
+    assert!(lines[2].contains("no topics to consume"), "{e}");
+    assert!(lines[3].contains(":13:109: pipeline[1].source.options.enable.auto.commit"), "{e}");
+    assert!(lines[3].contains("`enable.auto.commit` cannot be set"), "{e}");
+    assert!(lines[4].contains(":23:7: pipeline[1].dead_letter.key"), "{e}");
+    assert!(e.contains("reads the payload"), "{e}");
+}
+
+#[test]
+fn a_pipeline_without_sinks_or_a_file_without_pipelines_is_refused() {
+    let e = errors("[[pipeline]]\nname = \"a\"\nsource = { type = \"generate\" }\n");
+    assert!(e.contains("pipeline `a` has no sink"), "{e}");
+    assert!(e.contains("[[pipeline.sink]]"), "{e}");
+    let e = errors("# nothing\n");
+    assert!(e.contains("defines no pipeline"), "{e}");
+}
+
+#[test]
+fn values_are_checked_while_parsing() {
+    let bad_duration = GOOD.replace(
+        "group = \"ferry-orders\"",
+        "group = \"g\", commit_interval = \"5\"",
+    );
+    assert!(errors(&bad_duration).contains("e.g. \"500ms\""));
+    let bad_topic = GOOD.replace("[\"orders\"]", "[\"or ders\"]");
+    assert!(errors(&bad_topic).contains("invalid topic name"));
+    let bad_count = GOOD.replace("key = \"order:{order_id}\"", "key = \"order:{order_id}\"\nbatch_size = 0");
+    assert!(errors(&bad_count).contains("at least 1"));
+    let bad_url = GOOD.replace("redis://127.0.0.1:6379\"\nwrite = \"set\"", "http://x\"\nwrite = \"set\"");
+    assert!(errors(&bad_url).contains("invalid redis url"), "{}", errors(&bad_url));
+    let bad_name = GOOD.replace("orders-to-cache", "orders to cache");
+    assert!(errors(&bad_name).contains("invalid pipeline name"));
+}
+
+#[test]
+fn invalid_toml_is_reported_with_its_position() {
+    let e = errors("[[pipeline]\nname = 1\n");
+    assert!(e.starts_with("error: ferry.toml:1:"), "{e}");
+}

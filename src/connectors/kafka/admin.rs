@@ -1,0 +1,69 @@
+//! Topic checks and creation.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::error::ConnectorError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many partitions `topic` has, or `None` if it does not exist.
+pub async fn partition_count(
+    config: &ClientConfig,
+    topic: &str,
+) -> Result<Option<usize>, ConnectorError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
+    let topic_name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&topic_name), TIMEOUT)
+            .map_err(|e| ConnectorError::kafka(format!("reading metadata of `{topic_name}`"), e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic_name)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    })
+    .await
+    .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
+}
+
+/// Creates `topic`; an existing topic is not an error.
+pub async fn create_topic(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: usize,
+    replication: usize,
+) -> Result<(), ConnectorError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
+    let new = NewTopic::new(
+        topic,
+        i32::try_from(partitions).unwrap_or(i32::MAX),
+        TopicReplication::Fixed(i32::try_from(replication).unwrap_or(i32::MAX)),
+    );
+    let results = admin
+        .create_topics([&new], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
+        .await
+        .map_err(|e| ConnectorError::kafka(format!("creating topic `{topic}`"), e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(ConnectorError::Fatal(format!(
+                    "kafka refused to create topic `{name}`: {code}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

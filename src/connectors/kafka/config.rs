@@ -1,0 +1,293 @@
+//! Kafka source and sink settings, and the librdkafka configuration built
+//! from them.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::config::values::{Count, NonEmpty, Span, TopicName};
+use crate::config::{ConfigPath, Problem};
+use crate::template::Template;
+
+/// `type = "kafka"` as a source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: NonEmpty,
+    /// Topics to consume.
+    pub topics: Vec<TopicName>,
+    /// Consumer group. Several ferry processes with the same group share the
+    /// partitions: this is how ferry scales out.
+    pub group: NonEmpty,
+    /// Where to begin on a partition the group has no committed offset for.
+    #[serde(default)]
+    pub start: StartFrom,
+    /// How often confirmed offsets are committed.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval: Span,
+    /// `forever` (a daemon) or `end`: stop once every partition has been
+    /// read up to the end it had when ferry started (a one-off copy).
+    #[serde(default)]
+    pub until: Until,
+    /// Upper bound, in KiB, of records librdkafka fetches ahead of the
+    /// pipeline. Together with the pipeline's bounded buffers this bounds
+    /// memory however large the backlog in Kafka is.
+    #[serde(default = "default_prefetch")]
+    pub prefetch_kbytes: Count,
+    /// Extra librdkafka settings (security, timeouts), passed as they are.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest record still in the partition.
+    #[default]
+    Earliest,
+    /// Only records produced after ferry joined.
+    Latest,
+    /// Refuse to start a partition without a committed offset.
+    Committed,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Until {
+    #[default]
+    Forever,
+    End,
+}
+
+fn default_commit_interval() -> Span {
+    Span(std::time::Duration::from_secs(1))
+}
+
+fn default_prefetch() -> Count {
+    Count::new(8 * 1024)
+}
+
+/// Settings ferry sets itself because its guarantees depend on them.
+const CONSUMER_MANAGED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "ferry commits offsets itself, only once every sink confirmed"),
+    ("enable.auto.offset.store", "ferry stores offsets itself, only once every sink confirmed"),
+    ("group.id", "use `group`"),
+    ("bootstrap.servers", "use `brokers`"),
+    ("auto.offset.reset", "use `start`"),
+    ("queued.max.messages.kbytes", "use `prefetch_kbytes`"),
+];
+
+const PRODUCER_MANAGED: &[(&str, &str)] = &[
+    ("enable.idempotence", "ferry always uses the idempotent producer"),
+    ("bootstrap.servers", "use `brokers`"),
+    ("compression.type", "use `compression`"),
+    ("compression.codec", "use `compression`"),
+    ("linger.ms", "use `linger`"),
+    ("queue.buffering.max.ms", "use `linger`"),
+    ("acks", "use `acks`"),
+    ("request.required.acks", "use `acks`"),
+];
+
+fn check_options(
+    options: &BTreeMap<String, String>,
+    managed: &[(&str, &str)],
+    path: &ConfigPath,
+    problems: &mut Vec<Problem>,
+) {
+    for key in options.keys() {
+        if let Some((_, why)) = managed.iter().find(|(k, _)| k == key) {
+            problems.push(
+                Problem::at_path(
+                    path.key("options").key(key),
+                    format!("`{key}` cannot be set in `options`"),
+                )
+                .with_help(*why),
+            );
+        }
+    }
+}
+
+impl KafkaSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if self.topics.is_empty() {
+            problems.push(
+                Problem::at_path(path.key("topics"), "no topics to consume")
+                    .with_help("write e.g. topics = [\"orders\"]"),
+            );
+        }
+        check_options(&self.options, CONSUMER_MANAGED, path, problems);
+    }
+
+    /// The librdkafka consumer configuration.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.as_str())
+            .set("group.id", self.group.as_str())
+            .set("client.id", client_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match self.start {
+                    StartFrom::Earliest => "earliest",
+                    StartFrom::Latest => "latest",
+                    StartFrom::Committed => "error",
+                },
+            )
+            .set(
+                "queued.max.messages.kbytes",
+                self.prefetch_kbytes.get().to_string(),
+            )
+            .set(
+                "enable.partition.eof",
+                if self.until == Until::End { "true" } else { "false" },
+            );
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// `type = "kafka"` as a sink.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    pub brokers: NonEmpty,
+    pub topic: TopicName,
+    /// Record key; by default the message's own key. Records with the same
+    /// key go to the same partition.
+    pub key: Option<Template>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub acks: Acks,
+    /// How long the producer waits to fill a batch.
+    #[serde(default = "default_linger")]
+    pub linger: Span,
+    /// Messages ferry hands to the producer before waiting for their
+    /// delivery reports.
+    #[serde(default = "default_sink_batch")]
+    pub batch_size: Count,
+    /// Create the topic at start if it does not exist.
+    pub create_topic: Option<CreateTopic>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Which brokers must have a record before it counts as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// Every in-sync replica (no loss when a broker dies).
+    #[default]
+    All,
+    /// The partition leader only.
+    Leader,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    pub partitions: Count,
+    #[serde(default = "one")]
+    pub replication: Count,
+}
+
+fn one() -> Count {
+    Count::new(1)
+}
+
+fn default_linger() -> Span {
+    Span(std::time::Duration::from_millis(5))
+}
+
+fn default_sink_batch() -> Count {
+    Count::new(1000)
+}
+
+impl KafkaSinkConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        check_options(&self.options, PRODUCER_MANAGED, path, problems);
+        if self.acks == Acks::Leader {
+            problems.push(
+                Problem::at_path(
+                    path.key("acks"),
+                    "`acks = \"leader\"` cannot be combined with the idempotent producer",
+                )
+                .with_help("remove `acks` (the default is \"all\")"),
+            );
+        }
+    }
+
+    /// The librdkafka producer configuration.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.as_str())
+            .set("client.id", client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", self.compression.name())
+            .set("linger.ms", self.linger.0.as_millis().to_string());
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(extra: &str) -> KafkaSourceConfig {
+        toml::from_str(&format!(
+            "brokers = \"127.0.0.1:9092\"\ntopics = [\"orders\"]\ngroup = \"g\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_consumer_never_commits_on_its_own() {
+        let c = source("start = \"latest\"").client_config("ferry-test");
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("8192"));
+    }
+
+    #[test]
+    fn options_that_would_break_guarantees_are_refused() {
+        let c = source("options = { \"enable.auto.commit\" = \"true\", \"security.protocol\" = \"ssl\" }");
+        let mut problems = Vec::new();
+        c.check(&ConfigPath::root(), &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("enable.auto.commit"));
+        assert_eq!(c.client_config("x").get("security.protocol"), Some("ssl"));
+    }
+}

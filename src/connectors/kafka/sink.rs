@@ -1,0 +1,177 @@
+//! Kafka sink: an idempotent producer whose writes count only when the
+//! delivery report says the brokers have them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+use tracing::{info, warn};
+
+use super::admin;
+use super::config::KafkaSinkConfig;
+use super::log_librdkafka;
+use super::mapping::{to_kafka_headers, to_kafka_timestamp};
+use crate::connectors::Sink;
+use crate::error::{ConnectorError, MessageError, kafka_code_is_per_message};
+use crate::message::{Headers, Message};
+use crate::template::Template;
+
+pub struct SinkContext {
+    pipeline: String,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka(&self.pipeline, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(pipeline = %self.pipeline, "kafka producer: {error}: {reason}");
+    }
+}
+
+/// One record ready to produce.
+#[derive(Debug, Clone)]
+pub struct Record {
+    key: Option<Bytes>,
+    payload: Option<Bytes>,
+    headers: Headers,
+    timestamp: Option<i64>,
+}
+
+pub struct KafkaSink {
+    producer: FutureProducer<SinkContext>,
+    topic: String,
+    key: Option<Template>,
+}
+
+impl KafkaSink {
+    pub async fn open(pipeline: &str, config: &KafkaSinkConfig) -> Result<Self, ConnectorError> {
+        let client_config = config.client_config(&format!("ferry-{pipeline}"));
+        let topic = config.topic.as_str();
+        if admin::partition_count(&client_config, topic).await?.is_none() {
+            match config.create_topic {
+                Some(create) => {
+                    admin::create_topic(
+                        &client_config,
+                        topic,
+                        create.partitions.get(),
+                        create.replication.get(),
+                    )
+                    .await?;
+                    info!(pipeline, topic, partitions = create.partitions.get(), "kafka topic created");
+                }
+                None => {
+                    return Err(ConnectorError::Fatal(format!(
+                        "kafka topic `{topic}` does not exist; create it, or add \
+                         `create_topic = {{ partitions = 3 }}` to the sink"
+                    )));
+                }
+            }
+        }
+        let producer = client_config
+            .create_with_context(SinkContext {
+                pipeline: pipeline.to_owned(),
+            })
+            .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            key: config.key.clone(),
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    type Prepared = Record;
+
+    fn prepare(&self, message: &Message) -> Result<Record, MessageError> {
+        let key = match &self.key {
+            Some(t) => Some(Bytes::from(t.render(message)?)),
+            None => message.key.clone(),
+        };
+        Ok(Record {
+            key,
+            payload: message.payload.clone(),
+            headers: message.headers.clone(),
+            timestamp: to_kafka_timestamp(message),
+        })
+    }
+
+    async fn write(
+        &mut self,
+        batch: &[Record],
+    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        let mut results: Vec<Result<(), MessageError>> = vec![Ok(()); batch.len()];
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            loop {
+                let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic);
+                if let Some(k) = &r.key {
+                    record = record.key(k.as_ref());
+                }
+                if let Some(p) = &r.payload {
+                    record = record.payload(p.as_ref());
+                }
+                if let Some(h) = to_kafka_headers(&r.headers) {
+                    record = record.headers(h);
+                }
+                if let Some(t) = r.timestamp {
+                    record = record.timestamp(t);
+                }
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push((i, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // librdkafka's queue drains in its own thread.
+                        self.producer.poll(Duration::from_millis(0));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        classify(e, &mut results[i])?;
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, delivery) in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => classify(e, &mut results[i])?,
+                Err(_) => {
+                    return Err(ConnectorError::Fatal(
+                        "the kafka producer shut down before confirming".into(),
+                    ));
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// A per-record error goes into that record's result; anything else fails
+/// the batch (which is then retried or fails the pipeline).
+fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), ConnectorError> {
+    match e.rdkafka_error_code() {
+        Some(code) if kafka_code_is_per_message(code) => {
+            *result = Err(MessageError::Refused {
+                system: "kafka",
+                reason: code.to_string(),
+            });
+            Ok(())
+        }
+        _ => Err(ConnectorError::kafka("producing", e)),
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Every write was already confirmed; this only sends what a failed
+        // batch may have left queued before the client goes away.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,382 @@
+//! Kafka source: a consumer-group member that commits only confirmed offsets.
+//!
+//! Offsets are committed by a background task every `commit_interval`,
+//! from the [`OffsetTracker`], which never lets a commit pass a message that
+//! a sink has not confirmed. Before partitions are taken away in a
+//! rebalance, their confirmed offsets are committed synchronously so that
+//! the next owner starts where this one stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::config::{KafkaSourceConfig, StartFrom, Until};
+use super::log_librdkafka;
+use super::mapping::to_message;
+use super::offsets::{OffsetTracker, Partition};
+use crate::ack::{Ack, Outcome};
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Tracker = Arc<Mutex<OffsetTracker>>;
+
+fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
+    tracker.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// librdkafka callbacks: logging, rebalances, commit results.
+pub struct SourceContext {
+    pipeline: String,
+    tracker: Tracker,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_librdkafka(&self.pipeline, level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            debug!(pipeline = %self.pipeline, "{reason}");
+        } else {
+            warn!(pipeline = %self.pipeline, "kafka consumer: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions_of(tpl);
+            let commits = lock(&self.tracker).revoke(&revoked);
+            info!(pipeline = %self.pipeline, partitions = revoked.len(), "kafka partitions revoked");
+            if !commits.is_empty() {
+                if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Sync) {
+                    warn!(pipeline = %self.pipeline, "commit before rebalance failed: {e}; \
+                        the next owner re-reads from the previous commit");
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let assigned = partitions_of(tpl);
+            info!(pipeline = %self.pipeline, partitions = ?assigned, "kafka partitions assigned");
+            lock(&self.tracker).assigned(&assigned);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(pipeline = %self.pipeline, "offsets committed"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(pipeline = %self.pipeline, "offset commit failed: {e}; retrying");
+                let failed: Vec<(Partition, i64)> = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((e.topic().into(), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect();
+                lock(&self.tracker).commit_failed(&failed);
+            }
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn commit_list(commits: &[(Partition, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in commits {
+        // Only fails for Offset::Invalid etc., which we never build.
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+type Consumer_ = StreamConsumer<SourceContext>;
+
+pub struct KafkaSource {
+    pipeline: String,
+    consumer: Arc<Consumer_>,
+    tracker: Tracker,
+    topics: HashMap<String, Arc<str>>,
+    committer: Option<(CancellationToken, JoinHandle<()>)>,
+    /// With `until = "end"`: partitions not yet read to the end they had at
+    /// start, and that end.
+    remaining: Option<HashMap<Partition, i64>>,
+    start: StartFrom,
+    group: String,
+}
+
+impl KafkaSource {
+    pub async fn open(pipeline: &str, config: &KafkaSourceConfig) -> Result<Self, ConnectorError> {
+        let tracker: Tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+        let context = SourceContext {
+            pipeline: pipeline.to_owned(),
+            tracker: Arc::clone(&tracker),
+        };
+        let consumer: Arc<Consumer_> = Arc::new(
+            config
+                .client_config(&format!("ferry-{pipeline}"))
+                .create_with_context(context)
+                .map_err(|e| ConnectorError::kafka("creating the consumer", e))?,
+        );
+        let topics: Vec<String> = config.topics.iter().map(|t| t.to_string()).collect();
+
+        let until_end = config.until == Until::End;
+        let remaining = {
+            let consumer = Arc::clone(&consumer);
+            let topics = topics.clone();
+            let start = config.start;
+            tokio::task::spawn_blocking(move || end_positions(&consumer, &topics, start))
+                .await
+                .map_err(|e| ConnectorError::Fatal(format!("kafka set-up task failed: {e}")))?
+        };
+        let remaining = match remaining {
+            Ok(r) => r,
+            Err(e) if until_end => return Err(e),
+            // A daemon waits for its topics and brokers; librdkafka retries.
+            Err(e) => {
+                warn!(pipeline, "{e}; consuming once it is available");
+                HashMap::new()
+            }
+        };
+
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&refs)
+            .map_err(|e| ConnectorError::kafka(format!("subscribing to {topics:?}"), e))?;
+        info!(pipeline, ?topics, group = %config.group, "kafka source subscribed");
+
+        let stop = CancellationToken::new();
+        let committer = tokio::spawn(commit_loop(
+            Arc::clone(&consumer),
+            Arc::clone(&tracker),
+            config.commit_interval.0,
+            stop.clone(),
+        ));
+        Ok(Self {
+            pipeline: pipeline.to_owned(),
+            consumer,
+            tracker,
+            topics: topics
+                .iter()
+                .map(|t| (t.clone(), Arc::from(t.as_str())))
+                .collect(),
+            committer: Some((stop, committer)),
+            remaining: until_end.then_some(remaining),
+            start: config.start,
+            group: config.group.to_string(),
+        })
+    }
+
+    /// With `until = "end"`: a partition reported end-of-partition.
+    fn reached_eof(&mut self, partition: i32) {
+        let Some(remaining) = &mut self.remaining else {
+            return;
+        };
+        let positions = self.consumer.position().ok();
+        remaining.retain(|(topic, p), end| {
+            let single_topic = self.topics.len() == 1;
+            let caught_up = positions.as_ref().is_some_and(|tpl| {
+                tpl.find_partition(topic, *p)
+                    .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *end))
+            });
+            !((single_topic && *p == partition) || caught_up)
+        });
+    }
+}
+
+/// For `until = "end"`: every partition of the topics with the end offset it
+/// has now, minus those whose starting position is already there.
+fn end_positions(
+    consumer: &Consumer_,
+    topics: &[String],
+    start: StartFrom,
+) -> Result<HashMap<Partition, i64>, ConnectorError> {
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| ConnectorError::kafka(format!("reading metadata of topic `{topic}`"), e))?;
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| {
+                ConnectorError::Fatal(format!(
+                    "kafka topic `{topic}` does not exist (or has no partitions); \
+                     create it, or fix `topics`"
+                ))
+            })?;
+        for p in found.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), METADATA_TIMEOUT)
+                .map_err(|e| ConnectorError::kafka(format!("reading offsets of `{topic}`"), e))?;
+            ends.insert((Arc::from(topic.as_str()), p.id()), (low, high));
+            let _ = tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, METADATA_TIMEOUT)
+        .map_err(|e| ConnectorError::kafka("reading committed offsets", e))?;
+    let mut remaining = HashMap::new();
+    for (partition, (low, high)) in ends {
+        let from = match committed
+            .find_partition(&partition.0, partition.1)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => o.max(low),
+            _ => match start {
+                StartFrom::Earliest | StartFrom::Committed => low,
+                StartFrom::Latest => high,
+            },
+        };
+        if from < high {
+            remaining.insert(partition, high);
+        }
+    }
+    Ok(remaining)
+}
+
+/// One shared `Arc<str>` per topic name instead of a copy per message.
+fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(t) = topics.get(name) {
+        return Arc::clone(t);
+    }
+    let t: Arc<str> = Arc::from(name);
+    topics.insert(name.to_owned(), Arc::clone(&t));
+    t
+}
+
+async fn commit_loop(
+    consumer: Arc<Consumer_>,
+    tracker: Tracker,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let commits = lock(&tracker).take_commits();
+        if commits.is_empty() {
+            continue;
+        }
+        if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Async) {
+            warn!("offset commit failed: {e}; retrying");
+            lock(&tracker).commit_failed(&commits);
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        loop {
+            if self.remaining.as_ref().is_some_and(HashMap::is_empty) {
+                return Ok(None);
+            }
+            let record = match self.consumer.recv().await {
+                Ok(record) => record,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.reached_eof(p);
+                    continue;
+                }
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))
+                    if self.start == StartFrom::Committed =>
+                {
+                    return Err(ConnectorError::Fatal(format!(
+                        "a partition has no committed offset for group `{}` and `start = \"committed\"`; \
+                         set `start = \"earliest\"` or `\"latest\"` to say where to begin",
+                        self.group
+                    )));
+                }
+                Err(e) => {
+                    let e = ConnectorError::kafka("consuming", e);
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    warn!(pipeline = %self.pipeline, "{e}; librdkafka retries");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let topic = intern(&mut self.topics, record.topic());
+            let offset = record.offset();
+            let partition: Partition = (Arc::clone(&topic), record.partition());
+            let message = to_message(&record, topic);
+            drop(record);
+
+            if let Some(remaining) = &mut self.remaining {
+                if remaining.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+                    remaining.remove(&partition);
+                }
+            }
+            let epoch = lock(&self.tracker).received(&partition, offset);
+            let tracker = Arc::clone(&self.tracker);
+            let ack = Ack::new(move |outcome| {
+                if outcome == Outcome::Delivered {
+                    lock(&tracker).confirmed(&partition, offset, epoch);
+                }
+            });
+            return Ok(Some(Envelope { message, ack }));
+        }
+    }
+
+    async fn close(mut self) -> Result<(), ConnectorError> {
+        if let Some((stop, task)) = self.committer.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        let commits = lock(&self.tracker).all_commits();
+        let in_flight = lock(&self.tracker).in_flight();
+        let consumer = Arc::clone(&self.consumer);
+        let pipeline = self.pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = if commits.is_empty() {
+                Ok(())
+            } else {
+                consumer.commit(&commit_list(&commits), CommitMode::Sync)
+            };
+            consumer.unsubscribe();
+            result
+        })
+        .await
+        .map_err(|e| ConnectorError::Fatal(format!("kafka close task failed: {e}")))?
+        .map_err(|e| ConnectorError::kafka("final offset commit", e))?;
+        info!(
+            pipeline = %pipeline,
+            unconfirmed = in_flight,
+            "kafka source closed; confirmed offsets committed"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Sources and sinks, one folder per system, and the contracts they keep.
+//!
+//! The set of connectors is closed: [`SourceConfig`] and [`SinkConfig`] are
+//! enums with one variant per connector, so adding one means adding a
+//! variant, and the compiler lists every place that must learn about it.
+
+pub mod generate;
+pub mod kafka;
+pub mod redis;
+
+use std::future::Future;
+
+use serde::Deserialize;
+
+use crate::ack::Ack;
+use crate::config::{ConfigPath, Problem};
+use crate::error::{ConnectorError, MessageError};
+use crate::message::{Coordinate, Message};
+use crate::template::Template;
+
+/// A message and the handle that acknowledges it to its source.
+#[derive(Debug)]
+pub struct Envelope {
+    pub message: Message,
+    pub ack: Ack,
+}
+
+/// Where a pipeline reads.
+///
+/// A source hands out messages with an [`Ack`] each and acts on their
+/// outcome: commit, XACK, basic.ack only for [`crate::ack::Outcome::Delivered`],
+/// and make failed ones available again. It must never acknowledge a
+/// message before its ack says so.
+pub trait Source: Send {
+    /// The next message; `Ok(None)` when a finite source is exhausted.
+    /// Must be cancel-safe: the runtime drops this future on shutdown.
+    fn next(&mut self) -> impl Future<Output = Result<Option<Envelope>, ConnectorError>> + Send;
+
+    /// Called once the pipeline has drained (every handed-out message
+    /// acknowledged or the drain timed out): commit what was confirmed and
+    /// disconnect.
+    fn close(self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+}
+
+/// Where a pipeline writes.
+///
+/// `prepare` turns a message into the system's write (rendering key
+/// templates, checking the payload); it is pure and its errors belong to
+/// the message. `write` performs a batch of prepared writes and returns only
+/// when the target system confirmed them, with one result per write.
+pub trait Sink: Send + 'static {
+    type Prepared: Send + Sync;
+
+    fn prepare(&self, message: &Message) -> Result<Self::Prepared, MessageError>;
+
+    fn write(
+        &mut self,
+        batch: &[Self::Prepared],
+    ) -> impl Future<Output = Result<Vec<Result<(), MessageError>>, ConnectorError>> + Send;
+}
+
+/// A source's settings, as written in the config (`type = "..."`, which
+/// the config loader lifts into this enum's tag).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceConfig {
+    Kafka(kafka::KafkaSourceConfig),
+    Generate(generate::GenerateConfig),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Kafka(_) => "kafka",
+            SourceConfig::Generate(_) => "generate",
+        }
+    }
+
+    /// Source coordinates its messages carry, for checking key templates.
+    pub fn coordinates(&self) -> &'static [Coordinate] {
+        match self {
+            SourceConfig::Kafka(_) => &[Coordinate::Topic, Coordinate::Partition, Coordinate::Offset],
+            SourceConfig::Generate(_) => &[],
+        }
+    }
+
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        match self {
+            SourceConfig::Kafka(c) => c.check(path, problems),
+            SourceConfig::Generate(_) => {}
+        }
+    }
+}
+
+/// A sink's settings, as written in the config (`type = "..."`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkConfig {
+    Redis(redis::RedisSinkConfig),
+    Kafka(kafka::KafkaSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Redis(_) => "redis",
+            SinkConfig::Kafka(_) => "kafka",
+        }
+    }
+
+    /// Messages per write batch.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            SinkConfig::Redis(c) => c.batch_size.get(),
+            SinkConfig::Kafka(c) => c.batch_size.get(),
+        }
+    }
+
+    /// A short human name: `redis set order:{order_id}`, `kafka topic orders`.
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::Redis(c) => format!("redis {} {}", c.write.name(), c.key),
+            SinkConfig::Kafka(c) => format!("kafka topic {}", c.topic),
+        }
+    }
+
+    /// The templates of this sink, with the field each is written in.
+    pub fn templates(&self) -> Vec<(&'static str, &Template)> {
+        match self {
+            SinkConfig::Redis(c) => vec![("key", &c.key)],
+            SinkConfig::Kafka(c) => c.key.iter().map(|k| ("key", k)).collect(),
+        }
+    }
+
+    pub fn check(&self, path: &ConfigPath, source: &SourceConfig, problems: &mut Vec<Problem>) {
+        for (field, template) in self.templates() {
+            for c in template.coordinates() {
+                if !source.coordinates().contains(&c) {
+                    problems.push(
+                        Problem::at_path(
+                            path.key(field),
+                            format!(
+                                "`{{{}}}` is not available: messages from a {} source have no {}",
+                                c.name(),
+                                source.kind(),
+                                c.name()
+                            ),
+                        )
+                        .with_help("use payload fields (`{field}`), `{key}` or `{header.NAME}`"),
+                    );
+                }
+            }
+        }
+        match self {
+            SinkConfig::Redis(c) => c.check(path, problems),
+            SinkConfig::Kafka(c) => c.check(path, problems),
+        }
+    }
+}
+
+/// An open source of any kind.
+pub enum AnySource {
+    Kafka(kafka::KafkaSource),
+    Generate(generate::GenerateSource),
+}
+
+impl AnySource {
+    pub async fn open(pipeline: &str, config: &SourceConfig) -> Result<Self, ConnectorError> {
+        Ok(match config {
+            SourceConfig::Kafka(c) => AnySource::Kafka(kafka::KafkaSource::open(pipeline, c).await?),
+            SourceConfig::Generate(c) => AnySource::Generate(generate::GenerateSource::open(c)),
+        })
+    }
+}
+
+impl Source for AnySource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        match self {
+            AnySource::Kafka(s) => s.next().await,
+            AnySource::Generate(s) => s.next().await,
+        }
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        match self {
+            AnySource::Kafka(s) => s.close().await,
+            AnySource::Generate(s) => s.close().await,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Redis sink: pipelined batches, one reply per write.
+//!
+//! A batch is sent as one pipeline. Redis answers every command; a command
+//! refused because of that message (`WRONGTYPE`, say) fails only that
+//! message, which then goes to the dead-letter sink. Connection errors and
+//! timeouts fail the batch, which the runtime retries: writes are
+//! idempotent except `XADD`, which can then repeat entries (at-least-once).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::{info, warn};
+
+use super::config::{RedisSinkConfig, WriteMode};
+use super::mapping::Write;
+use crate::connectors::Sink;
+use crate::error::{ConnectorError, MessageError};
+use crate::message::Message;
+use crate::template::Template;
+
+pub struct RedisSink {
+    conn: ConnectionManager,
+    mode: WriteMode,
+    key: Template,
+}
+
+impl RedisSink {
+    pub async fn open(pipeline: &str, config: &RedisSinkConfig) -> Result<Self, ConnectorError> {
+        let conn = connect(config.url.as_str(), config.timeout.0)?;
+        let mut probe = conn.clone();
+        match redis::cmd("PING").query_async::<String>(&mut probe).await {
+            Ok(_) => info!(pipeline, "redis sink connected"),
+            Err(e) => warn!(pipeline, "redis is not reachable yet ({e}); writes will wait for it"),
+        }
+        Ok(Self {
+            conn,
+            mode: config.write,
+            key: config.key.clone(),
+        })
+    }
+}
+
+/// A connection manager that reconnects by itself, with a response timeout
+/// so that a hung server fails a batch (which is retried) instead of
+/// blocking the pipeline forever.
+pub fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, ConnectorError> {
+    let client = redis::Client::open(url).map_err(|e| ConnectorError::redis("opening the url", e))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| ConnectorError::redis("creating the connection", e))
+}
+
+impl Sink for RedisSink {
+    type Prepared = Write;
+
+    fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
+        Write::prepare(self.mode, &self.key, message)
+    }
+
+    async fn write(
+        &mut self,
+        batch: &[Write],
+    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for w in batch {
+            pipe.add_command(w.command());
+        }
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Ok(_) => Ok(Ok(())),
+                Err(e) => classify_reply(e),
+            })
+            .collect()
+    }
+}
+
+/// A refused command fails its message, unless the refusal says something
+/// about the server (loading, out of memory, permissions) rather than the
+/// message: then the whole batch fails and is retried or stops the pipeline.
+fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
+    let code = e.code().unwrap_or_default().to_owned();
+    let code = code.as_str();
+    let server_side = matches!(code, "OOM" | "NOPERM" | "NOAUTH" | "LOADING" | "READONLY" | "MASTERDOWN" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MISCONF");
+    let connector = ConnectorError::redis("writing", e);
+    if server_side || connector.is_retryable() {
+        if code == "NOPERM" || code == "NOAUTH" {
+            return Err(ConnectorError::Fatal(connector.to_string()));
+        }
+        return Err(connector);
+    }
+    Ok(Err(MessageError::Refused {
+        system: "redis",
+        reason: connector.to_string(),
+    }))
+}

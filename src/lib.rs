@@ -1,0 +1,14 @@
+//! ferry moves data between Redis, Kafka and RabbitMQ without losing it.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view. In short: a [`config`]
+//! file describes pipelines; the [`runtime`] runs each as a source, bounded
+//! channels and sink tasks; [`connectors`] hold one folder per system;
+//! [`ack`] carries sink confirmations back to the source.
+
+pub mod ack;
+pub mod config;
+pub mod connectors;
+pub mod error;
+pub mod message;
+pub mod runtime;
+pub mod template;

@@ -1,0 +1,129 @@
+//! The `ferry` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use ferry::config::Config;
+use ferry::config::values::Span;
+use ferry::runtime::{self, RunOptions};
+
+/// Moves data between Redis, Kafka and RabbitMQ, in any direction, without
+/// losing it.
+#[derive(Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or per module
+    /// (`info,ferry=debug`). Also read from FERRY_LOG.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every pipeline of a config file until stopped (SIGINT/SIGTERM)
+    /// or until their sources are exhausted.
+    Run {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// After SIGINT/SIGTERM, how long to let in-flight messages finish
+        /// before giving up on them (they are then read again next time).
+        #[arg(long, default_value = "30s", value_parser = parse_span)]
+        drain_timeout: Duration,
+        /// How often each pipeline logs its progress.
+        #[arg(long, default_value = "10s", value_parser = parse_span)]
+        progress_every: Duration,
+    },
+    /// Check a config file and print every problem; exits non-zero if any.
+    Check {
+        /// The config file (TOML).
+        config: PathBuf,
+    },
+}
+
+fn parse_span(s: &str) -> Result<Duration, String> {
+    Span::parse(s).map(|s| s.0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: invalid --log filter `{}`: {e}", cli.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} pipeline{})",
+                    config.display(),
+                    c.pipelines.len(),
+                    if c.pipelines.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            config,
+            drain_timeout,
+            progress_every,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = RunOptions {
+                drain_timeout,
+                progress_every,
+            };
+            runtime.block_on(run(config, options))
+        }
+    }
+}
+
+async fn run(config: Config, options: RunOptions) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    if let Err(e) = runtime::shutdown::cancel_on_signal(shutdown.clone()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    match runtime::run(config, shutdown, options).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => {
+            for e in errors.iter().filter(|e| !matches!(e, runtime::PipelineError::Stopped)) {
+                eprintln!("error: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

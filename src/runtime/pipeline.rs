@@ -1,0 +1,305 @@
+//! One pipeline: a source, its sinks, the channels between them, and the
+//! order in which they stop.
+//!
+//! ```text
+//!  source ──read_loop──> [bounded channel] ──SinkTask──> sink 1
+//!                    └─> [bounded channel] ──SinkTask──> sink 2
+//!                                      rejected ──> [bounded] ──SinkTask──> dead letter
+//! ```
+//!
+//! Stopping: the read loop ends (shutdown, exhausted source, failure) and
+//! drops its senders; each sink task drains its channel and ends, which
+//! drops the dead-letter sender, so the dead-letter task ends last. Only
+//! then is the source closed, so its final commit covers everything that
+//! was confirmed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::backoff::Backoff;
+use super::sink_task::{Delivery, SinkTask};
+use super::stats::{Stats, Totals, report_progress};
+use super::{PipelineError, RunOptions};
+use crate::ack::{Ack, Outcome};
+use crate::config::PipelineConfig;
+use crate::connectors::kafka::KafkaSink;
+use crate::connectors::redis::RedisSink;
+use crate::connectors::{AnySource, SinkConfig, Source};
+use crate::error::ConnectorError;
+
+type SinkHandle = JoinHandle<Result<(), PipelineError>>;
+
+/// Runs one pipeline until its source is exhausted, `shutdown` is
+/// cancelled, or it fails.
+pub async fn run_pipeline(
+    config: PipelineConfig,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> Result<Totals, PipelineError> {
+    let name = config.name.to_string();
+    let stats = Arc::new(Stats::default());
+    let stop = shutdown.child_token();
+    let started = Instant::now();
+
+    let Some(mut source) =
+        open_retrying(&name, "source", &stop, || AnySource::open(&name, &config.source)).await?
+    else {
+        return Ok(stats.totals());
+    };
+
+    let capacity = config.buffer.get();
+    let mut tasks = Vec::new();
+    let dead_letter = match &config.dead_letter {
+        Some(dl) => {
+            let (tx, rx) = mpsc::channel(capacity);
+            let Some(task) = spawn_sink(&name, "dead_letter", dl, rx, None, &stats, &stop).await?
+            else {
+                return Ok(stats.totals());
+            };
+            tasks.push(task);
+            Some(tx)
+        }
+        None => None,
+    };
+    let mut senders = Vec::new();
+    for (i, sink) in config.sinks.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(capacity);
+        let label = format!("sink[{i}] {}", sink.describe());
+        let Some(task) =
+            spawn_sink(&name, &label, sink, rx, dead_letter.clone(), &stats, &stop).await?
+        else {
+            return Ok(stats.totals());
+        };
+        tasks.push(task);
+        senders.push(tx);
+    }
+    // From here on only the sink tasks hold the dead-letter sender.
+    drop(dead_letter);
+
+    let progress_stop = CancellationToken::new();
+    let progress = tokio::spawn(report_progress(
+        name.clone(),
+        Arc::clone(&stats),
+        options.progress_every,
+        progress_stop.clone(),
+    ));
+
+    info!(pipeline = %name, sinks = senders.len(), "pipeline running");
+    let read_result = read_loop(&name, &mut source, &senders, &stop, &stats).await;
+    drop(senders);
+
+    let sink_results = drain(&name, tasks, &stop, options.drain_timeout).await;
+    let close_result = source.close().await.map_err(|e| PipelineError::Source {
+        pipeline: name.clone(),
+        source: e,
+    });
+    progress_stop.cancel();
+    let _ = progress.await;
+
+    let totals = stats.totals();
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        pipeline = %name,
+        received = totals.received,
+        confirmed = totals.confirmed,
+        failed = totals.failed,
+        dead_lettered = totals.dead_lettered,
+        seconds = format!("{secs:.1}"),
+        rate = format!("{:.0}/s", totals.confirmed as f64 / secs.max(0.001)),
+        "pipeline stopped"
+    );
+
+    // The first real error wins; `Stopped` only says "because of another".
+    let mut errors: Vec<PipelineError> = std::iter::once(read_result)
+        .chain(sink_results)
+        .chain(std::iter::once(close_result))
+        .filter_map(Result::err)
+        .collect();
+    errors.sort_by_key(|e| matches!(e, PipelineError::Stopped));
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(totals),
+    }
+}
+
+/// Opens a connector, retrying while the error is retryable (the broker is
+/// not up yet). `Ok(None)` when shutdown came first.
+async fn open_retrying<T, F, Fut>(
+    pipeline: &str,
+    role: &str,
+    stop: &CancellationToken,
+    open: F,
+) -> Result<Option<T>, PipelineError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, ConnectorError>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    loop {
+        let attempt = tokio::select! {
+            r = open() => r,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        match attempt {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next_delay();
+                warn!(pipeline, role, "cannot open: {e}; retrying in {delay:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return Ok(None),
+                }
+            }
+            Err(e) => {
+                return Err(PipelineError::Open {
+                    pipeline: pipeline.to_owned(),
+                    role: role.to_owned(),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+/// Opens a sink and starts the task that feeds it.
+async fn spawn_sink(
+    pipeline: &str,
+    label: &str,
+    config: &SinkConfig,
+    rx: mpsc::Receiver<Delivery>,
+    dead_letter: Option<mpsc::Sender<Delivery>>,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+) -> Result<Option<SinkHandle>, PipelineError> {
+    let task = SinkTask {
+        pipeline: pipeline.to_owned(),
+        sink_name: label.to_owned(),
+        batch_size: config.batch_size(),
+        stats: Arc::clone(stats),
+        dead_letter,
+        pipeline_stop: stop.clone(),
+    };
+    Ok(match config {
+        SinkConfig::Redis(c) => open_retrying(pipeline, label, stop, || RedisSink::open(pipeline, c))
+            .await?
+            .map(|sink| tokio::spawn(task.run(sink, rx))),
+        SinkConfig::Kafka(c) => open_retrying(pipeline, label, stop, || KafkaSink::open(pipeline, c))
+            .await?
+            .map(|sink| tokio::spawn(task.run(sink, rx))),
+    })
+}
+
+/// Reads from the source and hands every message to every sink. Waiting
+/// for room in a full sink channel is the backpressure: while the sinks
+/// are behind, nothing more is read.
+async fn read_loop(
+    pipeline: &str,
+    source: &mut AnySource,
+    sinks: &[mpsc::Sender<Delivery>],
+    stop: &CancellationToken,
+    stats: &Arc<Stats>,
+) -> Result<(), PipelineError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            next = source.next() => next,
+        };
+        let envelope = match next {
+            Ok(Some(envelope)) => {
+                backoff.reset();
+                envelope
+            }
+            Ok(None) => {
+                info!(pipeline, "source exhausted; finishing");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next_delay();
+                warn!(pipeline, "source: {e}; retrying in {delay:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+            Err(e) => {
+                stop.cancel();
+                return Err(PipelineError::Source {
+                    pipeline: pipeline.to_owned(),
+                    source: e,
+                });
+            }
+        };
+        Stats::add(&stats.received, 1);
+        let ack = counted(envelope.ack, Arc::clone(stats));
+        let message = Arc::new(envelope.message);
+        for (tx, ack) in sinks.iter().zip(ack.split(sinks.len())) {
+            let delivery = Delivery {
+                message: Arc::clone(&message),
+                ack,
+            };
+            tokio::select! {
+                sent = tx.send(delivery) => {
+                    if sent.is_err() {
+                        return Err(PipelineError::Stopped);
+                    }
+                }
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Wraps a source's ack so the pipeline counts outcomes.
+fn counted(inner: Ack, stats: Arc<Stats>) -> Ack {
+    Ack::new(move |outcome| {
+        match outcome {
+            Outcome::Delivered => Stats::add(&stats.confirmed, 1),
+            Outcome::Failed => Stats::add(&stats.failed, 1),
+        }
+        inner.complete(outcome);
+    })
+}
+
+/// Waits for the sink tasks to finish their channels. Once `stop` is
+/// cancelled they get `timeout` more; then they are aborted, and whatever
+/// they held is reported to the source as failed (read again later).
+async fn drain(
+    pipeline: &str,
+    tasks: Vec<SinkHandle>,
+    stop: &CancellationToken,
+    timeout: Duration,
+) -> Vec<Result<(), PipelineError>> {
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let all = futures::future::join_all(tasks);
+    tokio::pin!(all);
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    let joined = tokio::select! {
+        joined = &mut all => joined,
+        _ = deadline => {
+            warn!(pipeline, ?timeout, "sinks did not drain in time; unconfirmed messages will be read again");
+            for a in &aborts {
+                a.abort();
+            }
+            all.await
+        }
+    };
+    joined
+        .into_iter()
+        .map(|r| match r {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(PipelineError::Bug(format!("sink task panicked: {e}"))),
+        })
+        .collect()
+}

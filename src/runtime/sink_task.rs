@@ -1,0 +1,176 @@
+//! The loop that feeds one sink: batch, prepare, write, retry, confirm.
+//!
+//! Batches form by themselves: the task takes whatever is waiting in its
+//! bounded channel (up to the sink's batch size) after the first message
+//! arrives, so a busy pipeline writes large batches and a quiet one writes
+//! each message at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::backoff::Backoff;
+use super::stats::Stats;
+use super::PipelineError;
+use crate::ack::Ack;
+use crate::connectors::Sink;
+use crate::error::MessageError;
+use crate::message::Message;
+
+/// A message on its way to one sink, with that sink's share of the ack.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub ack: Ack,
+}
+
+/// Headers ferry adds to a dead-lettered message.
+pub mod dead_letter_headers {
+    pub const ERROR: &str = "ferry.error";
+    pub const PIPELINE: &str = "ferry.pipeline";
+    pub const SINK: &str = "ferry.sink";
+    pub const ORIGIN: &str = "ferry.origin";
+}
+
+/// Everything a sink task needs besides the sink.
+pub struct SinkTask {
+    pub pipeline: String,
+    pub sink_name: String,
+    pub batch_size: usize,
+    pub stats: Arc<Stats>,
+    /// Where rejected messages go; `None` for the dead-letter sink itself
+    /// and for pipelines without one (a rejection then stops the pipeline).
+    pub dead_letter: Option<mpsc::Sender<Delivery>>,
+    /// Cancelled when this task fails, so that the source stops reading.
+    pub pipeline_stop: CancellationToken,
+}
+
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl SinkTask {
+    pub async fn run<S: Sink>(
+        self,
+        mut sink: S,
+        mut rx: mpsc::Receiver<Delivery>,
+    ) -> Result<(), PipelineError> {
+        let result = self.feed(&mut sink, &mut rx).await;
+        if result.is_err() {
+            self.pipeline_stop.cancel();
+        }
+        result
+    }
+
+    async fn feed<S: Sink>(
+        &self,
+        sink: &mut S,
+        rx: &mut mpsc::Receiver<Delivery>,
+    ) -> Result<(), PipelineError> {
+        let mut incoming = Vec::with_capacity(self.batch_size);
+        let mut prepared = Vec::with_capacity(self.batch_size);
+        let mut pending = Vec::with_capacity(self.batch_size);
+        loop {
+            if rx.recv_many(&mut incoming, self.batch_size).await == 0 {
+                return Ok(());
+            }
+            for delivery in incoming.drain(..) {
+                match sink.prepare(&delivery.message) {
+                    Ok(p) => {
+                        prepared.push(p);
+                        pending.push(delivery);
+                    }
+                    Err(e) => self.reject(delivery, e).await?,
+                }
+            }
+            if prepared.is_empty() {
+                continue;
+            }
+            let results = self.write_until_done(sink, &prepared).await?;
+            prepared.clear();
+            if results.len() != pending.len() {
+                return Err(PipelineError::Bug(format!(
+                    "sink `{}` returned {} results for {} writes",
+                    self.sink_name,
+                    results.len(),
+                    pending.len()
+                )));
+            }
+            for (delivery, result) in pending.drain(..).zip(results) {
+                match result {
+                    Ok(()) => delivery.ack.delivered(),
+                    Err(e) => self.reject(delivery, e).await?,
+                }
+            }
+        }
+    }
+
+    /// Writes a batch, retrying with backoff while the error is retryable
+    /// (broker down, timeout). Gives up only on a fatal error, or when the
+    /// runtime aborts the task at the end of a shutdown's drain period.
+    async fn write_until_done<S: Sink>(
+        &self,
+        sink: &mut S,
+        batch: &[S::Prepared],
+    ) -> Result<Vec<Result<(), MessageError>>, PipelineError> {
+        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        loop {
+            match sink.write(batch).await {
+                Ok(results) => {
+                    if backoff.attempts() > 0 {
+                        warn!(pipeline = %self.pipeline, sink = %self.sink_name,
+                            attempts = backoff.attempts() + 1, "write succeeded after retries");
+                    }
+                    return Ok(results);
+                }
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    warn!(pipeline = %self.pipeline, sink = %self.sink_name,
+                        attempt = backoff.attempts(), "{e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    return Err(PipelineError::Sink {
+                        pipeline: self.pipeline.clone(),
+                        sink: self.sink_name.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A message this sink cannot take: to the dead-letter sink with the
+    /// reason, or, without one, stop the pipeline (never drop it).
+    async fn reject(&self, delivery: Delivery, e: MessageError) -> Result<(), PipelineError> {
+        let origin = delivery.message.describe_origin();
+        let Some(dead_letter) = &self.dead_letter else {
+            error!(pipeline = %self.pipeline, sink = %self.sink_name, %origin, "{e}");
+            return Err(PipelineError::Undeliverable {
+                pipeline: self.pipeline.clone(),
+                sink: self.sink_name.clone(),
+                origin,
+                error: e,
+            });
+        };
+        warn!(pipeline = %self.pipeline, sink = %self.sink_name, %origin,
+            "{e}; sent to the dead-letter sink");
+        let mut message = Message::clone(&delivery.message);
+        use dead_letter_headers as h;
+        message.headers.set(h::ERROR, Bytes::from(e.to_string()));
+        message.headers.set(h::PIPELINE, Bytes::from(self.pipeline.clone()));
+        message.headers.set(h::SINK, Bytes::from(self.sink_name.clone()));
+        message.headers.set(h::ORIGIN, Bytes::from(origin));
+        Stats::add(&self.stats.dead_lettered, 1);
+        dead_letter
+            .send(Delivery {
+                message: Arc::new(message),
+                ack: delivery.ack,
+            })
+            .await
+            .map_err(|_| PipelineError::Stopped)
+    }
+}
