@@ -33,7 +33,9 @@ pub struct KafkaSourceConfig {
     pub until: Until,
     /// Upper bound, in KiB, of records librdkafka fetches ahead of the
     /// pipeline. Together with the pipeline's bounded buffers this bounds
-    /// memory however large the backlog in Kafka is.
+    /// memory however large the backlog in Kafka is. librdkafka counts
+    /// compressed bytes, so very compressible records can take a multiple
+    /// of this once decompressed.
     #[serde(default = "default_prefetch")]
     pub prefetch_kbytes: Count,
     /// Extra librdkafka settings (security, timeouts), passed as they are.

@@ -46,6 +46,10 @@ impl ClientContext for SourceContext {
         log_librdkafka(&self.pipeline, level, fac, message);
     }
 
+    fn stats_raw(&self, statistics: &[u8]) {
+        debug!(target: "librdkafka::stats", pipeline = %self.pipeline, "{}", String::from_utf8_lossy(statistics));
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
@@ -291,6 +295,7 @@ async fn commit_loop(
         if commits.is_empty() {
             continue;
         }
+        debug!(?commits, "committing offsets");
         if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Async) {
             warn!("offset commit failed: {e}; retrying");
             lock(&tracker).commit_failed(&commits);
