@@ -21,7 +21,10 @@ pub enum MessageError {
     #[error("{0}")]
     Unsupported(String),
     #[error("{system} refused the message: {reason}")]
-    Refused { system: &'static str, reason: String },
+    Refused {
+        system: &'static str,
+        reason: String,
+    },
 }
 
 /// A problem talking to an external system.
@@ -72,8 +75,7 @@ impl ConnectorError {
 
 fn redis_retryable(e: &redis::RedisError) -> bool {
     use redis::RetryMethod::*;
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return true;
     }
     match e.retry_method() {
@@ -146,7 +148,11 @@ mod tests {
 
     #[test]
     fn oversized_records_are_message_errors() {
-        assert!(kafka_code_is_per_message(RDKafkaErrorCode::MessageSizeTooLarge));
-        assert!(!kafka_code_is_per_message(RDKafkaErrorCode::BrokerTransportFailure));
+        assert!(kafka_code_is_per_message(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        ));
+        assert!(!kafka_code_is_per_message(
+            RDKafkaErrorCode::BrokerTransportFailure
+        ));
     }
 }

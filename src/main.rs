@@ -120,7 +120,10 @@ async fn run(config: Config, options: RunOptions) -> ExitCode {
     match runtime::run(config, shutdown, options).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(errors) => {
-            for e in errors.iter().filter(|e| !matches!(e, runtime::PipelineError::Stopped)) {
+            for e in errors
+                .iter()
+                .filter(|e| !matches!(e, runtime::PipelineError::Stopped))
+            {
                 eprintln!("error: {e}");
             }
             ExitCode::FAILURE

@@ -181,7 +181,10 @@ impl fmt::Display for Origin {
                 topic,
                 partition,
                 offset,
-            } => write!(f, "kafka topic={topic} partition={partition} offset={offset}"),
+            } => write!(
+                f,
+                "kafka topic={topic} partition={partition} offset={offset}"
+            ),
         }
     }
 }

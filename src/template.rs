@@ -89,7 +89,10 @@ impl Template {
                             }
                             Some((_, c)) => name.push(c),
                             None => {
-                                return Err(err(i, "unclosed `{` (write `{{` for a literal brace)"));
+                                return Err(err(
+                                    i,
+                                    "unclosed `{` (write `{{` for a literal brace)",
+                                ));
                             }
                         }
                     }
@@ -199,7 +202,9 @@ fn parse_placeholder(name: &str) -> Result<Part, String> {
         return Err("empty placeholder `{}`".into());
     }
     if name.trim() != name {
-        return Err(format!("placeholder `{{{name}}}` has spaces around its name"));
+        return Err(format!(
+            "placeholder `{{{name}}}` has spaces around its name"
+        ));
     }
     Ok(match name {
         "key" => Part::Key,
@@ -281,12 +286,18 @@ mod tests {
         let p = r#"{"order_id": 17, "customer": {"id": "c-3"}, "items": ["a", "b"], "key": "pk", "vip": true}"#;
         assert_eq!(render("order:{order_id}", p).unwrap(), "order:17");
         assert_eq!(render("{customer.id}/{items.1}", p).unwrap(), "c-3/b");
-        assert_eq!(render("{key}|{payload.key}|{vip}", p).unwrap(), "k1|pk|true");
+        assert_eq!(
+            render("{key}|{payload.key}|{vip}", p).unwrap(),
+            "k1|pk|true"
+        );
         assert_eq!(
             render("{topic}-{partition}-{offset}", p).unwrap(),
             "orders-1-42"
         );
-        assert_eq!(render("{header.trace}@{timestamp}", p).unwrap(), "t-9@1700000000000");
+        assert_eq!(
+            render("{header.trace}@{timestamp}", p).unwrap(),
+            "t-9@1700000000000"
+        );
         assert_eq!(render("{{literal}}", p).unwrap(), "{literal}");
         assert_eq!(render("plain", "not json").unwrap(), "plain");
     }

@@ -67,7 +67,11 @@ async fn a_stalled_redis_keeps_ferry_memory_bounded_while_the_backlog_waits_in_k
         during_stall.last().copied().unwrap_or(0) / MIB,
         max_after / MIB
     );
-    assert_eq!(redis.dbsize(), ORDERS, "everything arrives once Redis is back");
+    assert_eq!(
+        redis.dbsize(),
+        ORDERS,
+        "everything arrives once Redis is back"
+    );
     assert_eq!(stalled_written, 0, "nothing could be written while stalled");
     let bound = 100 * MIB;
     assert!(

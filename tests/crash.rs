@@ -38,7 +38,10 @@ async fn sigkill_mid_stream_then_restart_loses_no_order() {
     first.wait_timeout(Duration::from_secs(10)).expect("killed");
     let at_kill = redis.dbsize();
     let committed_at_kill: i64 = committed(&group, &topic, 3).iter().map(|c| c.max(&0)).sum();
-    assert!(at_kill < ORDERS, "the kill must land mid-stream (had {at_kill})");
+    assert!(
+        at_kill < ORDERS,
+        "the kill must land mid-stream (had {at_kill})"
+    );
     // Restart the way a supervisor would, after the dead member's session
     // expired. (Real Kafka also copes with an immediate restart; tansu 0.6.0
     // then hands the newcomer an empty assignment and never rebalances.)
@@ -68,7 +71,10 @@ async fn sigkill_mid_stream_then_restart_loses_no_order() {
          (ferry re-reads from the last commit); total {:.1}s",
         elapsed.as_secs_f64()
     );
-    assert!(committed_at_kill > 0, "offsets are committed while ferry runs");
+    assert!(
+        committed_at_kill > 0,
+        "offsets are committed while ferry runs"
+    );
     // Only what was written but not yet committed when ferry died is
     // written again (plus commands Redis still had in its buffers).
     let uncommitted = (at_kill as i64 - committed_at_kill).max(0) as u64;

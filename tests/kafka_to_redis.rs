@@ -36,9 +36,16 @@ async fn ten_thousand_orders_on_three_partitions_all_arrive_and_offsets_reach_th
             assert_eq!(v.as_deref(), Some(order(n).as_str()), "order {n}");
         }
     }
-    let ends: Vec<i64> = watermarks(&topic, 3).iter().map(|(_, high)| *high).collect();
+    let ends: Vec<i64> = watermarks(&topic, 3)
+        .iter()
+        .map(|(_, high)| *high)
+        .collect();
     assert_eq!(ends.iter().sum::<i64>(), 10_000);
-    assert_eq!(committed(&group, &topic, 3), ends, "committed offsets = end offsets");
+    assert_eq!(
+        committed(&group, &topic, 3),
+        ends,
+        "committed offsets = end offsets"
+    );
     let log = ferry.log();
     assert!(log.contains("received=10000 confirmed=10000"), "{log}");
 }
@@ -77,7 +84,8 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
         .unwrap();
     assert_eq!(entries.ids.len(), 1);
     let entry = &entries.ids[0];
-    let field = |name: &str| -> String { entry.get(name).unwrap_or_else(|| panic!("no field {name}")) };
+    let field =
+        |name: &str| -> String { entry.get(name).unwrap_or_else(|| panic!("no field {name}")) };
     assert_eq!(field("payload"), "this is not json");
     assert_eq!(field("key"), "bad");
     assert!(field("header.ferry.error").contains("not valid JSON"));
@@ -89,7 +97,10 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
     );
     assert_eq!(committed(&group, &topic, 1), vec![101]);
     let log = ferry.log();
-    assert!(log.contains("partition=0 offset=50"), "the log names the message: {log}");
+    assert!(
+        log.contains("partition=0 offset=50"),
+        "the log names the message: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -98,7 +109,11 @@ async fn without_a_dead_letter_sink_a_bad_payload_stops_the_pipeline_and_is_not_
     let group = unique("group");
     create_topic(&topic, 1).await;
     produce_orders(&topic, 0..10).await;
-    produce(&topic, [("bad".to_owned(), b"{\"no_order_id\": 1}".to_vec())]).await;
+    produce(
+        &topic,
+        [("bad".to_owned(), b"{\"no_order_id\": 1}".to_vec())],
+    )
+    .await;
     produce_orders(&topic, 11..20).await;
     let redis = RedisServer::start();
 
@@ -109,11 +124,17 @@ async fn without_a_dead_letter_sink_a_bad_payload_stops_the_pipeline_and_is_not_
         .expect("ferry should stop by itself");
     assert!(!status.success());
     let log = ferry.log();
-    assert!(log.contains(&format!("kafka topic={topic} partition=0 offset=10")), "{log}");
+    assert!(
+        log.contains(&format!("kafka topic={topic} partition=0 offset=10")),
+        "{log}"
+    );
     assert!(log.contains("order_id"), "{log}");
     assert!(log.contains("no `dead_letter` sink is configured"), "{log}");
     let committed = committed(&group, &topic, 1)[0];
-    assert!(committed <= 10, "committed {committed}: past the undelivered message");
+    assert!(
+        committed <= 10,
+        "committed {committed}: past the undelivered message"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,8 +169,10 @@ key = "orders-log:{{partition}}"
     ferry.wait_success(Duration::from_secs(60));
 
     let mut conn = redis.conn();
-    let h: std::collections::HashMap<String, String> =
-        redis::cmd("HGETALL").arg("order:42").query(&mut conn).unwrap();
+    let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("order:42")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(h["order_id"], "42");
     assert_eq!(h["currency"], "EUR");
     assert_eq!(h["customer_id"], "c-42");

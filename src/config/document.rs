@@ -69,7 +69,10 @@ pub struct Document<'i> {
 
 impl<'i> Document<'i> {
     /// Parses TOML text and substitutes `${VAR}` in every string value.
-    pub fn parse(text: &'i str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<Problem>> {
+    pub fn parse(
+        text: &'i str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<Problem>> {
         let mut root = DeTable::parse(text).map_err(|e| vec![Problem::from_toml(&e)])?;
         let mut problems = Vec::new();
         for (_, value) in root.get_mut().iter_mut() {
@@ -98,10 +101,10 @@ impl<'i> Document<'i> {
     pub fn lift_type_tags(&mut self, pattern: &[&str]) -> Vec<Problem> {
         let mut problems = Vec::new();
         let root = self.root.get_mut();
-        if let Some((first, rest)) = pattern.split_first() {
-            if let Some(value) = root.get_mut(*first) {
-                lift_at(value, rest, &mut problems);
-            }
+        if let Some((first, rest)) = pattern.split_first()
+            && let Some(value) = root.get_mut(*first)
+        {
+            lift_at(value, rest, &mut problems);
         }
         problems
     }
@@ -276,7 +279,11 @@ mod tests {
         assert_eq!(expand("a${HOST}:9092", &env).unwrap(), "a10.0.0.1:9092");
         assert_eq!(expand("${NOPE:-fallback}", &env).unwrap(), "fallback");
         assert_eq!(expand("cost $5 $${HOST}", &env).unwrap(), "cost $5 ${HOST}");
-        assert!(expand("${NOPE}", &env).unwrap_err().contains("`NOPE` is not set"));
+        assert!(
+            expand("${NOPE}", &env)
+                .unwrap_err()
+                .contains("`NOPE` is not set")
+        );
         assert!(expand("${HOST", &env).unwrap_err().contains("unclosed"));
         assert!(expand("${a b}", &env).unwrap_err().contains("not a valid"));
     }
@@ -313,11 +320,18 @@ mod tests {
     fn paths_resolve_to_spans_of_the_nearest_existing_value() {
         let text = "[[pipeline]]\nname = \"a\"\n[[pipeline.sink]]\nkey = \"k\"\n";
         let doc = Document::parse(text, &env).unwrap();
-        let p = ConfigPath::root().key("pipeline").index(0).key("sink").index(0);
+        let p = ConfigPath::root()
+            .key("pipeline")
+            .index(0)
+            .key("sink")
+            .index(0);
         let span = doc.span_of(&p.key("key")).unwrap();
         assert_eq!(&text[span], "\"k\"");
         let missing = doc.span_of(&p.key("url")).unwrap();
-        assert_eq!(&text[missing], "[[pipeline.sink]]", "the table that lacks it");
+        assert_eq!(
+            &text[missing], "[[pipeline.sink]]",
+            "the table that lacks it"
+        );
         assert_eq!(p.key("url").to_string(), "pipeline[0].sink[0].url");
     }
 }

@@ -63,10 +63,10 @@ impl Problem {
             out.push_str(&format!("{path}: "));
         }
         out.push_str(&self.message);
-        if let Some((line, _)) = location {
-            if let Some(content) = text.lines().nth(line - 1) {
-                out.push_str(&format!("\n  {line:>4} | {content}"));
-            }
+        if let Some((line, _)) = location
+            && let Some(content) = text.lines().nth(line - 1)
+        {
+            out.push_str(&format!("\n  {line:>4} | {content}"));
         }
         if let Some(help) = &self.help {
             out.push_str(&format!("\n  help: {help}"));
@@ -174,7 +174,11 @@ mod tests {
     #[test]
     fn renders_file_line_column_and_the_line() {
         let text = "a = 1\nbad = 2\n";
-        let p = Problem::at_span(6..9, "unknown field `bad`", Some("did you mean `bat`?".into()));
+        let p = Problem::at_span(
+            6..9,
+            "unknown field `bad`",
+            Some("did you mean `bat`?".into()),
+        );
         assert_eq!(
             p.render("c.toml", text),
             "c.toml:2:1: unknown field `bad`\n     2 | bad = 2\n  help: did you mean `bat`?"

@@ -79,7 +79,8 @@ impl<'de> Deserialize<'de> for PipelineName {
         let s = String::deserialize(d)?;
         let ok = !s.is_empty()
             && s.len() <= 100
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if ok {
             Ok(Self(s))
         } else {
@@ -99,7 +100,8 @@ impl fmt::Display for PipelineName {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path.to_owned(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::io(path.to_owned(), e))?;
         Self::parse(&text, path, &|name| std::env::var(name).ok())
     }
 
@@ -140,8 +142,9 @@ impl Config {
     fn check(&self, problems: &mut Vec<Problem>) {
         if self.pipelines.is_empty() {
             problems.push(
-                Problem::at_path(ConfigPath::root(), "the config defines no pipeline")
-                    .with_help("add a `[[pipeline]]` table with a name, a source and a `[[pipeline.sink]]`"),
+                Problem::at_path(ConfigPath::root(), "the config defines no pipeline").with_help(
+                    "add a `[[pipeline]]` table with a name, a source and a `[[pipeline.sink]]`",
+                ),
             );
         }
         let mut names = HashSet::new();
@@ -149,8 +152,13 @@ impl Config {
             let path = ConfigPath::root().key("pipeline").index(i);
             if !names.insert(p.name.as_str()) {
                 problems.push(
-                    Problem::at_path(path.key("name"), format!("pipeline name `{}` is used twice", p.name))
-                        .with_help("give every pipeline its own name; offsets and metrics are kept by name"),
+                    Problem::at_path(
+                        path.key("name"),
+                        format!("pipeline name `{}` is used twice", p.name),
+                    )
+                    .with_help(
+                        "give every pipeline its own name; offsets and metrics are kept by name",
+                    ),
                 );
             }
             p.source.check(&path.key("source"), problems);

@@ -15,7 +15,9 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 
 /// Every problem, rendered as `ferry check` prints it.
 fn errors(text: &str) -> String {
-    parse(text).err().expect("config should be refused").to_string()
+    parse(text)
+        .expect_err("config should be refused")
+        .to_string()
 }
 
 const GOOD: &str = r#"
@@ -57,7 +59,10 @@ fn a_good_file_parses_with_defaults_and_substituted_variables() {
 fn a_misspelt_field_names_file_line_and_the_right_spelling() {
     let text = GOOD.replace("write = \"set\"", "wrtie = \"set\"");
     let e = errors(&text);
-    assert!(e.starts_with("error: ferry.toml:9:1: unknown field `wrtie`"), "{e}");
+    assert!(
+        e.starts_with("error: ferry.toml:9:1: unknown field `wrtie`"),
+        "{e}"
+    );
     assert!(e.contains("help: did you mean `write`?"), "{e}");
 }
 
@@ -131,13 +136,28 @@ key = "dead:{order_id}"
     let e = errors(text);
     let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 5, "{e}");
-    assert!(lines[0].contains(":9:7: pipeline[0].sink[0].key: `{partition}` is not available"), "{e}");
-    assert!(lines[1].contains(":12:8: pipeline[1].name: pipeline name `a` is used twice"), "{e}");
+    assert!(
+        lines[0].contains(":9:7: pipeline[0].sink[0].key: `{partition}` is not available"),
+        "{e}"
+    );
+    assert!(
+        lines[1].contains(":12:8: pipeline[1].name: pipeline name `a` is used twice"),
+        "{e}"
+    );
     assert!(lines[2].contains(":13:"), "{e}");
     assert!(lines[2].contains("no topics to consume"), "{e}");
-    assert!(lines[3].contains(":13:109: pipeline[1].source.options.enable.auto.commit"), "{e}");
-    assert!(lines[3].contains("`enable.auto.commit` cannot be set"), "{e}");
-    assert!(lines[4].contains(":23:7: pipeline[1].dead_letter.key"), "{e}");
+    assert!(
+        lines[3].contains(":13:109: pipeline[1].source.options.enable.auto.commit"),
+        "{e}"
+    );
+    assert!(
+        lines[3].contains("`enable.auto.commit` cannot be set"),
+        "{e}"
+    );
+    assert!(
+        lines[4].contains(":23:7: pipeline[1].dead_letter.key"),
+        "{e}"
+    );
     assert!(e.contains("reads the payload"), "{e}");
 }
 
@@ -159,10 +179,20 @@ fn values_are_checked_while_parsing() {
     assert!(errors(&bad_duration).contains("e.g. \"500ms\""));
     let bad_topic = GOOD.replace("[\"orders\"]", "[\"or ders\"]");
     assert!(errors(&bad_topic).contains("invalid topic name"));
-    let bad_count = GOOD.replace("key = \"order:{order_id}\"", "key = \"order:{order_id}\"\nbatch_size = 0");
+    let bad_count = GOOD.replace(
+        "key = \"order:{order_id}\"",
+        "key = \"order:{order_id}\"\nbatch_size = 0",
+    );
     assert!(errors(&bad_count).contains("at least 1"));
-    let bad_url = GOOD.replace("redis://127.0.0.1:6379\"\nwrite = \"set\"", "http://x\"\nwrite = \"set\"");
-    assert!(errors(&bad_url).contains("invalid redis url"), "{}", errors(&bad_url));
+    let bad_url = GOOD.replace(
+        "redis://127.0.0.1:6379\"\nwrite = \"set\"",
+        "http://x\"\nwrite = \"set\"",
+    );
+    assert!(
+        errors(&bad_url).contains("invalid redis url"),
+        "{}",
+        errors(&bad_url)
+    );
     let bad_name = GOOD.replace("orders-to-cache", "orders to cache");
     assert!(errors(&bad_name).contains("invalid pipeline name"));
 }

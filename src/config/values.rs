@@ -32,7 +32,9 @@ impl Span {
 }
 
 fn bad_duration(s: &str) -> String {
-    format!("invalid duration \"{s}\": write a whole number and a unit, e.g. \"500ms\", \"5s\", \"2m\", \"1h\"")
+    format!(
+        "invalid duration \"{s}\": write a whole number and a unit, e.g. \"500ms\", \"5s\", \"2m\", \"1h\""
+    )
 }
 
 impl<'de> Deserialize<'de> for Span {
@@ -84,7 +86,8 @@ impl TopicName {
             && s.len() <= 249
             && s != "."
             && s != ".."
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -136,7 +139,9 @@ impl<'de> Deserialize<'de> for Count {
             .ok()
             .and_then(NonZeroUsize::new)
             .map(Count)
-            .ok_or_else(|| de::Error::custom(format!("must be a whole number of at least 1, not {n}")))
+            .ok_or_else(|| {
+                de::Error::custom(format!("must be a whole number of at least 1, not {n}"))
+            })
     }
 }
 

@@ -79,7 +79,9 @@ impl SourceConfig {
     /// Source coordinates its messages carry, for checking key templates.
     pub fn coordinates(&self) -> &'static [Coordinate] {
         match self {
-            SourceConfig::Kafka(_) => &[Coordinate::Topic, Coordinate::Partition, Coordinate::Offset],
+            SourceConfig::Kafka(_) => {
+                &[Coordinate::Topic, Coordinate::Partition, Coordinate::Offset]
+            }
             SourceConfig::Generate(_) => &[],
         }
     }
@@ -167,7 +169,9 @@ pub enum AnySource {
 impl AnySource {
     pub async fn open(pipeline: &str, config: &SourceConfig) -> Result<Self, ConnectorError> {
         Ok(match config {
-            SourceConfig::Kafka(c) => AnySource::Kafka(kafka::KafkaSource::open(pipeline, c).await?),
+            SourceConfig::Kafka(c) => {
+                AnySource::Kafka(kafka::KafkaSource::open(pipeline, c).await?)
+            }
             SourceConfig::Generate(c) => AnySource::Generate(generate::GenerateSource::open(c)),
         })
     }

@@ -23,20 +23,20 @@ pub enum PipelineError {
         pipeline: String,
         role: String,
         #[source]
-        source: ConnectorError,
+        source: Box<ConnectorError>,
     },
     #[error("pipeline `{pipeline}`: source failed: {source}")]
     Source {
         pipeline: String,
         #[source]
-        source: ConnectorError,
+        source: Box<ConnectorError>,
     },
     #[error("pipeline `{pipeline}`: {sink} failed: {source}")]
     Sink {
         pipeline: String,
         sink: String,
         #[source]
-        source: ConnectorError,
+        source: Box<ConnectorError>,
     },
     #[error(
         "pipeline `{pipeline}`: {sink} cannot take the message from {origin}: {error}; \
@@ -47,7 +47,7 @@ pub enum PipelineError {
         pipeline: String,
         sink: String,
         origin: String,
-        error: MessageError,
+        error: Box<MessageError>,
     },
     /// This part stopped because another part of the pipeline failed.
     #[error("stopped because another part of the pipeline failed")]
@@ -104,7 +104,9 @@ pub async fn run(
         match handle.await {
             Ok(Ok(t)) => totals.push((name, t)),
             Ok(Err(e)) => errors.push(e),
-            Err(e) => errors.push(PipelineError::Bug(format!("pipeline `{name}` panicked: {e}"))),
+            Err(e) => errors.push(PipelineError::Bug(format!(
+                "pipeline `{name}` panicked: {e}"
+            ))),
         }
     }
     if errors.is_empty() {

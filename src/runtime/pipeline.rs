@@ -47,8 +47,10 @@ pub async fn run_pipeline(
     let stop = shutdown.child_token();
     let started = Instant::now();
 
-    let Some(mut source) =
-        open_retrying(&name, "source", &stop, || AnySource::open(&name, &config.source)).await?
+    let Some(mut source) = open_retrying(&name, "source", &stop, || {
+        AnySource::open(&name, &config.source)
+    })
+    .await?
     else {
         return Ok(stats.totals());
     };
@@ -97,7 +99,7 @@ pub async fn run_pipeline(
     let sink_results = drain(&name, tasks, &stop, options.drain_timeout).await;
     let close_result = source.close().await.map_err(|e| PipelineError::Source {
         pipeline: name.clone(),
-        source: e,
+        source: Box::new(e),
     });
     progress_stop.cancel();
     let _ = progress.await;
@@ -160,7 +162,7 @@ where
                 return Err(PipelineError::Open {
                     pipeline: pipeline.to_owned(),
                     role: role.to_owned(),
-                    source: e,
+                    source: Box::new(e),
                 });
             }
         }
@@ -186,12 +188,16 @@ async fn spawn_sink(
         pipeline_stop: stop.clone(),
     };
     Ok(match config {
-        SinkConfig::Redis(c) => open_retrying(pipeline, label, stop, || RedisSink::open(pipeline, c))
-            .await?
-            .map(|sink| tokio::spawn(task.run(sink, rx))),
-        SinkConfig::Kafka(c) => open_retrying(pipeline, label, stop, || KafkaSink::open(pipeline, c))
-            .await?
-            .map(|sink| tokio::spawn(task.run(sink, rx))),
+        SinkConfig::Redis(c) => {
+            open_retrying(pipeline, label, stop, || RedisSink::open(pipeline, c))
+                .await?
+                .map(|sink| tokio::spawn(task.run(sink, rx)))
+        }
+        SinkConfig::Kafka(c) => {
+            open_retrying(pipeline, label, stop, || KafkaSink::open(pipeline, c))
+                .await?
+                .map(|sink| tokio::spawn(task.run(sink, rx)))
+        }
     })
 }
 
@@ -233,7 +239,7 @@ async fn read_loop(
                 stop.cancel();
                 return Err(PipelineError::Source {
                     pipeline: pipeline.to_owned(),
-                    source: e,
+                    source: Box::new(e),
                 });
             }
         };

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::PipelineError;
 use super::backoff::Backoff;
 use super::stats::Stats;
-use super::PipelineError;
 use crate::ack::Ack;
 use crate::connectors::Sink;
 use crate::error::MessageError;
@@ -136,7 +136,7 @@ impl SinkTask {
                     return Err(PipelineError::Sink {
                         pipeline: self.pipeline.clone(),
                         sink: self.sink_name.clone(),
-                        source: e,
+                        source: Box::new(e),
                     });
                 }
             }
@@ -153,7 +153,7 @@ impl SinkTask {
                 pipeline: self.pipeline.clone(),
                 sink: self.sink_name.clone(),
                 origin,
-                error: e,
+                error: Box::new(e),
             });
         };
         warn!(pipeline = %self.pipeline, sink = %self.sink_name, %origin,
@@ -161,8 +161,12 @@ impl SinkTask {
         let mut message = Message::clone(&delivery.message);
         use dead_letter_headers as h;
         message.headers.set(h::ERROR, Bytes::from(e.to_string()));
-        message.headers.set(h::PIPELINE, Bytes::from(self.pipeline.clone()));
-        message.headers.set(h::SINK, Bytes::from(self.sink_name.clone()));
+        message
+            .headers
+            .set(h::PIPELINE, Bytes::from(self.pipeline.clone()));
+        message
+            .headers
+            .set(h::SINK, Bytes::from(self.sink_name.clone()));
         message.headers.set(h::ORIGIN, Bytes::from(origin));
         Stats::add(&self.stats.dead_lettered, 1);
         dead_letter

@@ -190,7 +190,10 @@ impl RedisServer {
     }
 
     fn try_conn(&self) -> Option<redis::Connection> {
-        let mut c = redis::Client::open(self.url()).ok()?.get_connection().ok()?;
+        let mut c = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
         redis::cmd("PING").query::<String>(&mut c).ok()?;
         Some(c)
     }
@@ -232,7 +235,10 @@ impl Drop for RedisServer {
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -109,7 +109,10 @@ mod tests {
         while let Some(e) = s.next().await.unwrap() {
             let json = e.message.json().unwrap().clone();
             ids.push(json["order_id"].as_u64().unwrap());
-            assert_eq!(e.message.key.as_deref(), Some(json["order_id"].to_string().as_bytes()));
+            assert_eq!(
+                e.message.key.as_deref(),
+                Some(json["order_id"].to_string().as_bytes())
+            );
             e.ack.delivered();
         }
         assert_eq!(ids, vec![10, 11, 12]);

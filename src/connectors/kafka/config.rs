@@ -73,8 +73,14 @@ fn default_prefetch() -> Count {
 
 /// Settings ferry sets itself because its guarantees depend on them.
 const CONSUMER_MANAGED: &[(&str, &str)] = &[
-    ("enable.auto.commit", "ferry commits offsets itself, only once every sink confirmed"),
-    ("enable.auto.offset.store", "ferry stores offsets itself, only once every sink confirmed"),
+    (
+        "enable.auto.commit",
+        "ferry commits offsets itself, only once every sink confirmed",
+    ),
+    (
+        "enable.auto.offset.store",
+        "ferry stores offsets itself, only once every sink confirmed",
+    ),
     ("group.id", "use `group`"),
     ("bootstrap.servers", "use `brokers`"),
     ("auto.offset.reset", "use `start`"),
@@ -82,7 +88,10 @@ const CONSUMER_MANAGED: &[(&str, &str)] = &[
 ];
 
 const PRODUCER_MANAGED: &[(&str, &str)] = &[
-    ("enable.idempotence", "ferry always uses the idempotent producer"),
+    (
+        "enable.idempotence",
+        "ferry always uses the idempotent producer",
+    ),
     ("bootstrap.servers", "use `brokers`"),
     ("compression.type", "use `compression`"),
     ("compression.codec", "use `compression`"),
@@ -144,7 +153,11 @@ impl KafkaSourceConfig {
             )
             .set(
                 "enable.partition.eof",
-                if self.until == Until::End { "true" } else { "false" },
+                if self.until == Until::End {
+                    "true"
+                } else {
+                    "false"
+                },
             );
         for (k, v) in &self.options {
             c.set(k, v);
@@ -285,7 +298,9 @@ mod tests {
 
     #[test]
     fn options_that_would_break_guarantees_are_refused() {
-        let c = source("options = { \"enable.auto.commit\" = \"true\", \"security.protocol\" = \"ssl\" }");
+        let c = source(
+            "options = { \"enable.auto.commit\" = \"true\", \"security.protocol\" = \"ssl\" }",
+        );
         let mut problems = Vec::new();
         c.check(&ConfigPath::root(), &mut problems);
         assert_eq!(problems.len(), 1);

@@ -30,7 +30,7 @@ pub fn to_message<M: rdkafka::Message>(record: &M, topic: Arc<str>) -> Message {
                 })
                 .collect()
         })
-        .unwrap_or_else(Headers::new);
+        .unwrap_or_default();
     Message {
         key: record.key().map(Bytes::copy_from_slice),
         payload: record.payload().map(Bytes::copy_from_slice),
@@ -99,13 +99,19 @@ mod tests {
                 key: "empty",
                 value: None,
             });
-        let m = to_message(&record(Some(r#"{"order_id":7}"#), Some(hs)), "orders".into());
+        let m = to_message(
+            &record(Some(r#"{"order_id":7}"#), Some(hs)),
+            "orders".into(),
+        );
         assert_eq!(m.key.as_deref(), Some(&b"order-7"[..]));
         assert_eq!(m.payload.as_deref(), Some(&br#"{"order_id":7}"#[..]));
         assert_eq!(m.headers.get("trace").unwrap().as_ref(), b"abc");
         assert_eq!(m.headers.get("empty").unwrap().as_ref(), b"");
         assert_eq!(m.timestamp, Some(1_700_000_000_123));
-        assert_eq!(m.origin.to_string(), "kafka topic=orders partition=2 offset=41");
+        assert_eq!(
+            m.origin.to_string(),
+            "kafka topic=orders partition=2 offset=41"
+        );
     }
 
     #[test]

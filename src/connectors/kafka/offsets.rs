@@ -84,10 +84,10 @@ impl OffsetTracker {
 
     /// Every sink confirmed the message at `offset`.
     pub fn confirmed(&mut self, partition: &Partition, offset: i64, epoch: u64) {
-        if let Some(state) = self.partitions.get_mut(partition) {
-            if state.epoch == epoch {
-                state.pending.remove(&offset);
-            }
+        if let Some(state) = self.partitions.get_mut(partition)
+            && state.epoch == epoch
+        {
+            state.pending.remove(&offset);
         }
     }
 
@@ -96,11 +96,11 @@ impl OffsetTracker {
     pub fn take_commits(&mut self) -> Vec<(Partition, i64)> {
         let mut out = Vec::new();
         for (p, state) in &mut self.partitions {
-            if let Some(c) = state.committable() {
-                if state.committed != Some(c) {
-                    state.committed = Some(c);
-                    out.push((p.clone(), c));
-                }
+            if let Some(c) = state.committable()
+                && state.committed != Some(c)
+            {
+                state.committed = Some(c);
+                out.push((p.clone(), c));
             }
         }
         out.sort();
@@ -126,10 +126,10 @@ impl OffsetTracker {
     /// A commit of these offsets failed: offer them again next time.
     pub fn commit_failed(&mut self, commits: &[(Partition, i64)]) {
         for (p, offset) in commits {
-            if let Some(state) = self.partitions.get_mut(p) {
-                if state.committed == Some(*offset) {
-                    state.committed = None;
-                }
+            if let Some(state) = self.partitions.get_mut(p)
+                && state.committed == Some(*offset)
+            {
+                state.committed = None;
             }
         }
     }
@@ -139,12 +139,11 @@ impl OffsetTracker {
     pub fn revoke(&mut self, partitions: &[Partition]) -> Vec<(Partition, i64)> {
         let mut out = Vec::new();
         for p in partitions {
-            if let Some(state) = self.partitions.remove(p) {
-                if let Some(c) = state.committable() {
-                    if state.committed != Some(c) {
-                        out.push((p.clone(), c));
-                    }
-                }
+            if let Some(state) = self.partitions.remove(p)
+                && let Some(c) = state.committable()
+                && state.committed != Some(c)
+            {
+                out.push((p.clone(), c));
             }
         }
         out
@@ -203,7 +202,11 @@ mod tests {
         let new = t.received(&p(0), 3);
         t.confirmed(&p(0), 5, old);
         t.confirmed(&p(0), 3, old);
-        assert_eq!(t.take_commits(), vec![(p(0), 3)], "3 not confirmed in this epoch");
+        assert_eq!(
+            t.take_commits(),
+            vec![(p(0), 3)],
+            "3 not confirmed in this epoch"
+        );
         t.confirmed(&p(0), 3, new);
         assert_eq!(t.take_commits(), vec![(p(0), 4)]);
     }

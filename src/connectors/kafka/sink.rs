@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientContext;
 use tracing::{info, warn};
 
 use super::admin;
@@ -51,7 +51,10 @@ impl KafkaSink {
     pub async fn open(pipeline: &str, config: &KafkaSinkConfig) -> Result<Self, ConnectorError> {
         let client_config = config.client_config(&format!("ferry-{pipeline}"));
         let topic = config.topic.as_str();
-        if admin::partition_count(&client_config, topic).await?.is_none() {
+        if admin::partition_count(&client_config, topic)
+            .await?
+            .is_none()
+        {
             match config.create_topic {
                 Some(create) => {
                     admin::create_topic(
@@ -61,7 +64,12 @@ impl KafkaSink {
                         create.replication.get(),
                     )
                     .await?;
-                    info!(pipeline, topic, partitions = create.partitions.get(), "kafka topic created");
+                    info!(
+                        pipeline,
+                        topic,
+                        partitions = create.partitions.get(),
+                        "kafka topic created"
+                    );
                 }
                 None => {
                     return Err(ConnectorError::Fatal(format!(

@@ -67,11 +67,11 @@ impl ConsumerContext for SourceContext {
             let revoked = partitions_of(tpl);
             let commits = lock(&self.tracker).revoke(&revoked);
             info!(pipeline = %self.pipeline, partitions = revoked.len(), "kafka partitions revoked");
-            if !commits.is_empty() {
-                if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Sync) {
-                    warn!(pipeline = %self.pipeline, "commit before rebalance failed: {e}; \
+            if !commits.is_empty()
+                && let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Sync)
+            {
+                warn!(pipeline = %self.pipeline, "commit before rebalance failed: {e}; \
                         the next owner re-reads from the previous commit");
-                }
             }
         }
     }
@@ -226,7 +226,9 @@ fn end_positions(
     for topic in topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(|e| ConnectorError::kafka(format!("reading metadata of topic `{topic}`"), e))?;
+            .map_err(|e| {
+                ConnectorError::kafka(format!("reading metadata of topic `{topic}`"), e)
+            })?;
         let found = metadata
             .topics()
             .iter()
@@ -340,10 +342,12 @@ impl Source for KafkaSource {
             let message = to_message(&record, topic);
             drop(record);
 
-            if let Some(remaining) = &mut self.remaining {
-                if remaining.get(&partition).is_some_and(|end| offset + 1 >= *end) {
-                    remaining.remove(&partition);
-                }
+            if let Some(remaining) = &mut self.remaining
+                && remaining
+                    .get(&partition)
+                    .is_some_and(|end| offset + 1 >= *end)
+            {
+                remaining.remove(&partition);
             }
             let epoch = lock(&self.tracker).received(&partition, offset);
             let tracker = Arc::clone(&self.tracker);

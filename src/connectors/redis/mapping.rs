@@ -27,14 +27,29 @@ pub const HEADER_FIELD_PREFIX: &str = "header.";
 /// One Redis write, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    Set { key: Vec<u8>, value: Bytes },
-    Hset { key: Vec<u8>, fields: Vec<(String, Bytes)> },
-    Xadd { key: Vec<u8>, fields: Vec<(String, Bytes)> },
-    Del { key: Vec<u8> },
+    Set {
+        key: Vec<u8>,
+        value: Bytes,
+    },
+    Hset {
+        key: Vec<u8>,
+        fields: Vec<(String, Bytes)>,
+    },
+    Xadd {
+        key: Vec<u8>,
+        fields: Vec<(String, Bytes)>,
+    },
+    Del {
+        key: Vec<u8>,
+    },
 }
 
 impl Write {
-    pub fn prepare(mode: WriteMode, key: &Template, message: &Message) -> Result<Self, MessageError> {
+    pub fn prepare(
+        mode: WriteMode,
+        key: &Template,
+        message: &Message,
+    ) -> Result<Self, MessageError> {
         let key = key.render(message)?;
         Ok(match (mode, &message.payload) {
             (WriteMode::Set | WriteMode::Hset, None) => Write::Del { key },
@@ -87,9 +102,9 @@ impl Write {
 
 /// The fields of a JSON object payload, as hash fields.
 pub fn hash_fields(message: &Message) -> Result<Vec<(String, Bytes)>, MessageError> {
-    let json = message
-        .json()
-        .map_err(|e| MessageError::Unsupported(format!("`write = \"hset\"` needs a JSON object: {e}")))?;
+    let json = message.json().map_err(|e| {
+        MessageError::Unsupported(format!("`write = \"hset\"` needs a JSON object: {e}"))
+    })?;
     let object = json.as_object().ok_or_else(|| {
         MessageError::Unsupported(format!(
             "`write = \"hset\"` needs a JSON object, but the payload is {}",
@@ -157,7 +172,10 @@ mod tests {
     fn set_writes_the_payload_under_the_rendered_key() {
         let m = Message::from_payload(r#"{"order_id":7,"total":9.5}"#);
         let w = Write::prepare(WriteMode::Set, &t("order:{order_id}"), &m).unwrap();
-        assert_eq!(args(&w), ["SET", "order:7", r#"{"order_id":7,"total":9.5}"#]);
+        assert_eq!(
+            args(&w),
+            ["SET", "order:7", r#"{"order_id":7,"total":9.5}"#]
+        );
     }
 
     #[test]
@@ -166,15 +184,24 @@ mod tests {
         let w = Write::prepare(WriteMode::Hset, &t("h:{id}"), &m).unwrap();
         assert_eq!(
             args(&w),
-            ["HSET", "h:a1", "id", "a1", "n", "3", "ok", "true", "tags", r#"["x"]"#]
+            [
+                "HSET", "h:a1", "id", "a1", "n", "3", "ok", "true", "tags", r#"["x"]"#
+            ]
         );
     }
 
     #[test]
     fn hset_refuses_what_is_not_an_object() {
         let m = Message::from_payload("[1,2]");
-        let e = Write::prepare(WriteMode::Hset, &t("h:{key}"), &Message { key: Some("k".into()), ..m })
-            .unwrap_err();
+        let e = Write::prepare(
+            WriteMode::Hset,
+            &t("h:{key}"),
+            &Message {
+                key: Some("k".into()),
+                ..m
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("an array"), "{e}");
         let m = Message {
             key: Some("k".into()),
@@ -205,7 +232,17 @@ mod tests {
         let w = Write::prepare(WriteMode::Xadd, &t("events"), &m).unwrap();
         assert_eq!(
             args(&w),
-            ["XADD", "events", "*", "payload", "hello", "key", "k1", "header.trace", "t1"]
+            [
+                "XADD",
+                "events",
+                "*",
+                "payload",
+                "hello",
+                "key",
+                "k1",
+                "header.trace",
+                "t1"
+            ]
         );
         let w = Write::prepare(WriteMode::Xadd, &t("events"), &Message::default()).unwrap();
         assert_eq!(args(&w), ["XADD", "events", "*", "tombstone", "1"]);

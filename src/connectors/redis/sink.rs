@@ -30,7 +30,10 @@ impl RedisSink {
         let mut probe = conn.clone();
         match redis::cmd("PING").query_async::<String>(&mut probe).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
-            Err(e) => warn!(pipeline, "redis is not reachable yet ({e}); writes will wait for it"),
+            Err(e) => warn!(
+                pipeline,
+                "redis is not reachable yet ({e}); writes will wait for it"
+            ),
         }
         Ok(Self {
             conn,
@@ -44,7 +47,8 @@ impl RedisSink {
 /// so that a hung server fails a batch (which is retried) instead of
 /// blocking the pipeline forever.
 pub fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, ConnectorError> {
-    let client = redis::Client::open(url).map_err(|e| ConnectorError::redis("opening the url", e))?;
+    let client =
+        redis::Client::open(url).map_err(|e| ConnectorError::redis("opening the url", e))?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -90,7 +94,19 @@ impl Sink for RedisSink {
 fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
     let code = e.code().unwrap_or_default().to_owned();
     let code = code.as_str();
-    let server_side = matches!(code, "OOM" | "NOPERM" | "NOAUTH" | "LOADING" | "READONLY" | "MASTERDOWN" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN" | "MISCONF");
+    let server_side = matches!(
+        code,
+        "OOM"
+            | "NOPERM"
+            | "NOAUTH"
+            | "LOADING"
+            | "READONLY"
+            | "MASTERDOWN"
+            | "BUSY"
+            | "TRYAGAIN"
+            | "CLUSTERDOWN"
+            | "MISCONF"
+    );
     let connector = ConnectorError::redis("writing", e);
     if server_side || connector.is_retryable() {
         if code == "NOPERM" || code == "NOAUTH" {
