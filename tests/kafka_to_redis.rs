@@ -187,3 +187,52 @@ key = "orders-log:{{partition}}"
     assert_eq!(lens.iter().sum::<u64>(), 200);
     assert_eq!(redis.calls("hset"), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_latest_skips_the_backlog_and_start_committed_refuses_a_group_without_offsets() {
+    let topic = unique("orders");
+    create_topic(&topic, 1).await;
+    produce_orders(&topic, 1..101).await;
+    let redis = RedisServer::start();
+
+    let latest = kafka_to_redis_config(
+        "latest",
+        &topic,
+        &unique("group"),
+        &redis.url(),
+        ", start = \"latest\"",
+        "",
+    );
+    let mut ferry = Ferry::start(&latest);
+    wait_until(
+        Duration::from_secs(30),
+        "the partition to be assigned",
+        || ferry.log().contains("kafka partitions assigned"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    produce_orders(&topic, 101..111).await;
+    wait_until(Duration::from_secs(30), "the new orders", || {
+        redis.dbsize() == 10
+    });
+    assert_eq!(redis.get("order:1"), None, "the backlog was skipped");
+    assert!(redis.get("order:105").is_some());
+    ferry.signal(nix::sys::signal::Signal::SIGTERM);
+    ferry.wait_success(Duration::from_secs(10));
+
+    let committed = kafka_to_redis_config(
+        "committed",
+        &topic,
+        &unique("group"),
+        &redis.url(),
+        ", start = \"committed\"",
+        "",
+    );
+    let mut ferry = Ferry::start(&committed);
+    let status = ferry
+        .wait_timeout(Duration::from_secs(60))
+        .expect("ferry refuses to start the partition");
+    assert!(!status.success());
+    let log = ferry.log();
+    assert!(log.contains("has no committed offset"), "{log}");
+    assert!(log.contains("start = \"earliest\""), "{log}");
+}
