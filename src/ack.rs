@@ -4,42 +4,68 @@
 //! into one handle per sink the message goes to ([`Ack::split`]); each sink
 //! completes its handle only after the target system confirmed the write.
 //! When the last handle is gone, the source's callback runs exactly once
-//! with [`Outcome::Delivered`] if every handle was completed as delivered,
-//! and [`Outcome::Failed`] otherwise.
+//! with the worst outcome of all handles: [`Outcome::Failed`] if any failed,
+//! else [`Outcome::Rejected`] if any was rejected, else
+//! [`Outcome::Delivered`].
 //!
 //! A handle that is dropped without being completed counts as failed. That
 //! makes the safe thing the default: a panicking task, an aborted shutdown
 //! or a forgotten code path can cause a redelivery, never a loss.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The final fate of one source message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The final fate of one source message, from best to worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
     /// Every sink it was routed to confirmed it (or it was dropped on
     /// purpose by a filter, or written to the dead-letter sink).
     Delivered,
+    /// A sink cannot ever take it and there is no dead-letter sink, but the
+    /// source has its own dead-lettering (AMQP `basic.reject` to the queue's
+    /// dead-letter exchange), which the source applies.
+    Rejected,
     /// At least one sink did not confirm it. The source must make it
     /// available again (not commit past it, requeue it, leave it pending).
     Failed,
 }
 
+impl Outcome {
+    fn code(self) -> u8 {
+        match self {
+            Outcome::Delivered => 0,
+            Outcome::Rejected => 1,
+            Outcome::Failed => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            0 => Outcome::Delivered,
+            1 => Outcome::Rejected,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
 type Callback = Box<dyn FnOnce(Outcome) + Send>;
 
 struct Shared {
-    failed: AtomicBool,
+    /// The worst outcome reported so far, as [`Outcome::code`].
+    worst: AtomicU8,
     callback: Mutex<Option<Callback>>,
+}
+
+impl Shared {
+    fn report(&self, outcome: Outcome) {
+        self.worst.fetch_max(outcome.code(), Ordering::Relaxed);
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let outcome = if *self.failed.get_mut() {
-            Outcome::Failed
-        } else {
-            Outcome::Delivered
-        };
+        let outcome = Outcome::from_code(*self.worst.get_mut());
         let callback = match self.callback.get_mut() {
             Ok(cb) => cb.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -63,7 +89,7 @@ impl Ack {
     pub fn new(callback: impl FnOnce(Outcome) + Send + 'static) -> Self {
         Self {
             shared: Arc::new(Shared {
-                failed: AtomicBool::new(false),
+                worst: AtomicU8::new(0),
                 callback: Mutex::new(Some(Box::new(callback))),
             }),
             completed: false,
@@ -91,9 +117,7 @@ impl Ack {
     /// Reports this handle's outcome. The source hears of it once every
     /// handle of the message is done.
     pub fn complete(mut self, outcome: Outcome) {
-        if outcome == Outcome::Failed {
-            self.shared.failed.store(true, Ordering::Relaxed);
-        }
+        self.shared.report(outcome);
         self.completed = true;
     }
 
@@ -105,7 +129,7 @@ impl Ack {
 impl Drop for Ack {
     fn drop(&mut self) {
         if !self.completed {
-            self.shared.failed.store(true, Ordering::Relaxed);
+            self.shared.report(Outcome::Failed);
         }
     }
 }
@@ -151,6 +175,21 @@ mod tests {
         let mut parts = ack.split(2);
         parts.pop().unwrap().complete(Outcome::Failed);
         parts.pop().unwrap().delivered();
+        assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
+    }
+
+    #[test]
+    fn the_worst_outcome_wins() {
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(3);
+        parts.pop().unwrap().complete(Outcome::Rejected);
+        parts.pop().unwrap().delivered();
+        parts.pop().unwrap().delivered();
+        assert_eq!(rx.try_recv(), Ok(Outcome::Rejected));
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(2);
+        parts.pop().unwrap().complete(Outcome::Failed);
+        parts.pop().unwrap().complete(Outcome::Rejected);
         assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
     }
 

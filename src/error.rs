@@ -25,6 +25,9 @@ pub enum MessageError {
         system: &'static str,
         reason: String,
     },
+    /// The source gave up on it (delivered too many times).
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 /// A problem talking to an external system.

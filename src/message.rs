@@ -158,17 +158,42 @@ pub enum Origin {
         partition: i32,
         offset: i64,
     },
+    /// A Redis Stream entry.
+    RedisStream { stream: Arc<str>, id: String },
+    /// An element popped from a Redis list.
+    RedisList { list: Arc<str> },
+    /// A Redis pub/sub message.
+    RedisChannel { channel: String },
+    /// A Redis key that changed (keyspace notification or snapshot).
+    RedisKeyspace { key: String, event: String },
+    /// An AMQP delivery.
+    Amqp {
+        queue: Arc<str>,
+        exchange: String,
+        routing_key: String,
+        delivery_tag: u64,
+    },
 }
 
 impl Origin {
     /// The value of a source coordinate usable in key templates
-    /// (`{topic}`, `{partition}`, `{offset}`), if this origin has it.
+    /// (`{topic}`, `{stream}`, `{routing_key}`, ...), if this origin has it.
     pub fn coordinate(&self, name: Coordinate) -> Option<String> {
+        use Coordinate as C;
         match (self, name) {
-            (Origin::Kafka { topic, .. }, Coordinate::Topic) => Some(topic.to_string()),
-            (Origin::Kafka { partition, .. }, Coordinate::Partition) => Some(partition.to_string()),
-            (Origin::Kafka { offset, .. }, Coordinate::Offset) => Some(offset.to_string()),
-            (Origin::Generated, _) => None,
+            (Origin::Kafka { topic, .. }, C::Topic | C::Source) => Some(topic.to_string()),
+            (Origin::Kafka { partition, .. }, C::Partition) => Some(partition.to_string()),
+            (Origin::Kafka { offset, .. }, C::Offset) => Some(offset.to_string()),
+            (Origin::RedisStream { stream, .. }, C::Stream | C::Source) => Some(stream.to_string()),
+            (Origin::RedisStream { id, .. }, C::EntryId) => Some(id.clone()),
+            (Origin::RedisList { list }, C::List | C::Source) => Some(list.to_string()),
+            (Origin::RedisChannel { channel }, C::Channel | C::Source) => Some(channel.clone()),
+            (Origin::RedisKeyspace { key, .. }, C::Source) => Some(key.clone()),
+            (Origin::RedisKeyspace { event, .. }, C::KeyspaceEvent) => Some(event.clone()),
+            (Origin::Amqp { queue, .. }, C::Queue | C::Source) => Some(queue.to_string()),
+            (Origin::Amqp { exchange, .. }, C::Exchange) => Some(exchange.clone()),
+            (Origin::Amqp { routing_key, .. }, C::RoutingKey) => Some(routing_key.clone()),
+            _ => None,
         }
     }
 }
@@ -181,9 +206,19 @@ impl fmt::Display for Origin {
                 topic,
                 partition,
                 offset,
+            } => write!(f, "kafka topic={topic} partition={partition} offset={offset}"),
+            Origin::RedisStream { stream, id } => write!(f, "redis stream={stream} id={id}"),
+            Origin::RedisList { list } => write!(f, "redis list={list}"),
+            Origin::RedisChannel { channel } => write!(f, "redis channel={channel}"),
+            Origin::RedisKeyspace { key, event } => write!(f, "redis key={key} event={event}"),
+            Origin::Amqp {
+                queue,
+                exchange,
+                routing_key,
+                delivery_tag,
             } => write!(
                 f,
-                "kafka topic={topic} partition={partition} offset={offset}"
+                "amqp queue={queue} exchange={exchange} routing_key={routing_key} delivery_tag={delivery_tag}"
             ),
         }
     }
@@ -192,18 +227,58 @@ impl fmt::Display for Origin {
 /// Source coordinates a key template can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Coordinate {
+    /// Where the message was read: topic, stream, list, channel, queue, or
+    /// the key that changed.
+    Source,
     Topic,
     Partition,
     Offset,
+    Stream,
+    EntryId,
+    List,
+    Channel,
+    KeyspaceEvent,
+    Queue,
+    Exchange,
+    RoutingKey,
 }
 
 impl Coordinate {
+    pub const ALL: [Coordinate; 12] = [
+        Coordinate::Source,
+        Coordinate::Topic,
+        Coordinate::Partition,
+        Coordinate::Offset,
+        Coordinate::Stream,
+        Coordinate::EntryId,
+        Coordinate::List,
+        Coordinate::Channel,
+        Coordinate::KeyspaceEvent,
+        Coordinate::Queue,
+        Coordinate::Exchange,
+        Coordinate::RoutingKey,
+    ];
+
+    /// The placeholder name, as written in a template.
     pub fn name(self) -> &'static str {
         match self {
+            Coordinate::Source => "source",
             Coordinate::Topic => "topic",
             Coordinate::Partition => "partition",
             Coordinate::Offset => "offset",
+            Coordinate::Stream => "stream",
+            Coordinate::EntryId => "entry_id",
+            Coordinate::List => "list",
+            Coordinate::Channel => "channel",
+            Coordinate::KeyspaceEvent => "keyspace_event",
+            Coordinate::Queue => "queue",
+            Coordinate::Exchange => "exchange",
+            Coordinate::RoutingKey => "routing_key",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 

@@ -9,7 +9,10 @@
 //! | `{payload.key}`      | payload field whose name is also a reserved word |
 //! | `{key}`              | the message key                                  |
 //! | `{header.NAME}`      | a header's value                                 |
-//! | `{topic}`, `{partition}`, `{offset}` | source coordinates (Kafka)       |
+//! | `{topic}`, `{partition}`, `{offset}` | Kafka coordinates                |
+//! | `{stream}`, `{entry_id}`, `{list}`, `{channel}`, `{keyspace_event}` | Redis coordinates |
+//! | `{queue}`, `{exchange}`, `{routing_key}` | AMQP coordinates             |
+//! | `{source}`           | topic, stream, list, channel, queue or changed key |
 //! | `{timestamp}`        | the message timestamp in epoch milliseconds      |
 //!
 //! `{{` and `}}` write literal braces. Rendering fails (and the message goes
@@ -209,15 +212,14 @@ fn parse_placeholder(name: &str) -> Result<Part, String> {
     Ok(match name {
         "key" => Part::Key,
         "timestamp" => Part::Timestamp,
-        "topic" => Part::Coordinate(Coordinate::Topic),
-        "partition" => Part::Coordinate(Coordinate::Partition),
-        "offset" => Part::Coordinate(Coordinate::Offset),
         "payload" => {
             return Err("`{payload}` needs a field: write `{payload.FIELD}` or `{FIELD}`".into());
         }
         "header" => return Err("`{header}` needs a name: write `{header.NAME}`".into()),
         _ => {
-            if let Some(header) = name.strip_prefix("header.") {
+            if let Some(c) = Coordinate::from_name(name) {
+                Part::Coordinate(c)
+            } else if let Some(header) = name.strip_prefix("header.") {
                 if header.is_empty() {
                     return Err("`{header.}` needs a name".into());
                 }

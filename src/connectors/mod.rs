@@ -23,6 +23,20 @@ use crate::template::Template;
 pub struct Envelope {
     pub message: Message,
     pub ack: Ack,
+    /// Set by a source that decided on its own that the message must not
+    /// be delivered (a Redis Stream entry delivered too many times): the
+    /// runtime sends it straight to the dead-letter sink with this reason.
+    pub dead_letter: Option<String>,
+}
+
+impl Envelope {
+    pub fn new(message: Message, ack: Ack) -> Self {
+        Self {
+            message,
+            ack,
+            dead_letter: None,
+        }
+    }
 }
 
 /// Where a pipeline reads.
@@ -83,6 +97,14 @@ impl SourceConfig {
                 &[Coordinate::Topic, Coordinate::Partition, Coordinate::Offset]
             }
             SourceConfig::Generate(_) => &[],
+        }
+    }
+
+    /// Whether the source dead-letters rejected messages itself when the
+    /// pipeline has no dead-letter sink (AMQP `basic.reject`).
+    pub fn rejects_natively(&self) -> bool {
+        match self {
+            SourceConfig::Kafka(_) | SourceConfig::Generate(_) => false,
         }
     }
 

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::backoff::Backoff;
-use super::sink_task::{Delivery, SinkTask};
+use super::sink_task::{Delivery, Rejections, SinkTask};
 use super::stats::{Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
 use crate::ack::{Ack, Outcome};
@@ -31,7 +31,7 @@ use crate::config::PipelineConfig;
 use crate::connectors::kafka::KafkaSink;
 use crate::connectors::redis::RedisSink;
 use crate::connectors::{AnySource, SinkConfig, Source};
-use crate::error::ConnectorError;
+use crate::error::{ConnectorError, MessageError};
 
 type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
@@ -57,32 +57,32 @@ pub async fn run_pipeline(
 
     let capacity = config.buffer.get();
     let mut tasks = Vec::new();
-    let dead_letter = match &config.dead_letter {
+    let rejections = match &config.dead_letter {
         Some(dl) => {
             let (tx, rx) = mpsc::channel(capacity);
-            let Some(task) = spawn_sink(&name, "dead_letter", dl, rx, None, &stats, &stop).await?
+            let Some(task) =
+                spawn_sink(&name, "dead_letter", dl, rx, Rejections::Stop, &stats, &stop).await?
             else {
                 return Ok(stats.totals());
             };
             tasks.push(task);
-            Some(tx)
+            Rejections::DeadLetterSink(tx)
         }
-        None => None,
+        None if config.source.rejects_natively() => Rejections::Source,
+        None => Rejections::Stop,
     };
     let mut senders = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         let (tx, rx) = mpsc::channel(capacity);
         let label = format!("sink[{i}] {}", sink.describe());
         let Some(task) =
-            spawn_sink(&name, &label, sink, rx, dead_letter.clone(), &stats, &stop).await?
+            spawn_sink(&name, &label, sink, rx, rejections.clone(), &stats, &stop).await?
         else {
             return Ok(stats.totals());
         };
         tasks.push(task);
         senders.push(tx);
     }
-    // From here on only the sink tasks hold the dead-letter sender.
-    drop(dead_letter);
 
     let progress_stop = CancellationToken::new();
     let progress = tokio::spawn(report_progress(
@@ -93,8 +93,11 @@ pub async fn run_pipeline(
     ));
 
     info!(pipeline = %name, sinks = senders.len(), "pipeline running");
-    let read_result = read_loop(&name, &mut source, &senders, &stop, &stats).await;
+    let read_result = read_loop(&name, &mut source, &senders, &rejections, &stop, &stats).await;
+    // Once the read loop and the sink tasks let go of their senders, the
+    // dead-letter task sees its channel close and ends last.
     drop(senders);
+    drop(rejections);
 
     let sink_results = drain(&name, tasks, &stop, options.drain_timeout).await;
     let close_result = source.close().await.map_err(|e| PipelineError::Source {
@@ -175,7 +178,7 @@ async fn spawn_sink(
     label: &str,
     config: &SinkConfig,
     rx: mpsc::Receiver<Delivery>,
-    dead_letter: Option<mpsc::Sender<Delivery>>,
+    rejections: Rejections,
     stats: &Arc<Stats>,
     stop: &CancellationToken,
 ) -> Result<Option<SinkHandle>, PipelineError> {
@@ -184,7 +187,7 @@ async fn spawn_sink(
         sink_name: label.to_owned(),
         batch_size: config.batch_size(),
         stats: Arc::clone(stats),
-        dead_letter,
+        rejections,
         pipeline_stop: stop.clone(),
     };
     Ok(match config {
@@ -208,6 +211,7 @@ async fn read_loop(
     pipeline: &str,
     source: &mut AnySource,
     sinks: &[mpsc::Sender<Delivery>],
+    rejections: &Rejections,
     stop: &CancellationToken,
     stats: &Arc<Stats>,
 ) -> Result<(), PipelineError> {
@@ -246,6 +250,16 @@ async fn read_loop(
         Stats::add(&stats.received, 1);
         let ack = counted(envelope.ack, Arc::clone(stats));
         let message = Arc::new(envelope.message);
+        if let Some(reason) = envelope.dead_letter {
+            let delivery = Delivery { message, ack };
+            let error = MessageError::GaveUp(reason);
+            let rejected = rejections.reject(pipeline, "source", delivery, error, stats);
+            tokio::select! {
+                r = rejected => r?,
+                _ = stop.cancelled() => return Ok(()),
+            }
+            continue;
+        }
         for (tx, ack) in sinks.iter().zip(ack.split(sinks.len())) {
             let delivery = Delivery {
                 message: Arc::clone(&message),
@@ -268,6 +282,7 @@ fn counted(inner: Ack, stats: Arc<Stats>) -> Ack {
     Ack::new(move |outcome| {
         match outcome {
             Outcome::Delivered => Stats::add(&stats.confirmed, 1),
+            Outcome::Rejected => Stats::add(&stats.rejected, 1),
             Outcome::Failed => Stats::add(&stats.failed, 1),
         }
         inner.complete(outcome);

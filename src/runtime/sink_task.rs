@@ -16,7 +16,7 @@ use tracing::{error, warn};
 use super::PipelineError;
 use super::backoff::Backoff;
 use super::stats::Stats;
-use crate::ack::Ack;
+use crate::ack::{Ack, Outcome};
 use crate::connectors::Sink;
 use crate::error::MessageError;
 use crate::message::Message;
@@ -36,15 +36,73 @@ pub mod dead_letter_headers {
     pub const ORIGIN: &str = "ferry.origin";
 }
 
+/// Where a message goes that cannot be delivered.
+#[derive(Clone, Debug)]
+pub enum Rejections {
+    /// To the dead-letter sink, with the reason in headers.
+    DeadLetterSink(mpsc::Sender<Delivery>),
+    /// Back to the source, which has its own dead-lettering (AMQP).
+    Source,
+    /// Nowhere: the pipeline stops rather than drop it.
+    Stop,
+}
+
+impl Rejections {
+    /// Sets `delivery` aside because of `error`, raised at `stage` (a
+    /// sink's name, or "source").
+    pub async fn reject(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        delivery: Delivery,
+        error: MessageError,
+        stats: &Stats,
+    ) -> Result<(), PipelineError> {
+        let origin = delivery.message.describe_origin();
+        match self {
+            Rejections::Stop => {
+                error!(pipeline, stage, %origin, "{error}");
+                Err(PipelineError::Undeliverable {
+                    pipeline: pipeline.to_owned(),
+                    sink: stage.to_owned(),
+                    origin,
+                    error: Box::new(error),
+                })
+            }
+            Rejections::Source => {
+                warn!(pipeline, stage, %origin, "{error}; rejected to the source");
+                delivery.ack.complete(Outcome::Rejected);
+                Ok(())
+            }
+            Rejections::DeadLetterSink(dead_letter) => {
+                warn!(pipeline, stage, %origin, "{error}; sent to the dead-letter sink");
+                let mut message = Message::clone(&delivery.message);
+                use dead_letter_headers as h;
+                message.headers.set(h::ERROR, Bytes::from(error.to_string()));
+                message.headers.set(h::PIPELINE, Bytes::from(pipeline.to_owned()));
+                message.headers.set(h::SINK, Bytes::from(stage.to_owned()));
+                message.headers.set(h::ORIGIN, Bytes::from(origin));
+                Stats::add(&stats.dead_lettered, 1);
+                dead_letter
+                    .send(Delivery {
+                        message: Arc::new(message),
+                        ack: delivery.ack,
+                    })
+                    .await
+                    .map_err(|_| PipelineError::Stopped)
+            }
+        }
+    }
+}
+
 /// Everything a sink task needs besides the sink.
 pub struct SinkTask {
     pub pipeline: String,
     pub sink_name: String,
     pub batch_size: usize,
     pub stats: Arc<Stats>,
-    /// Where rejected messages go; `None` for the dead-letter sink itself
-    /// and for pipelines without one (a rejection then stops the pipeline).
-    pub dead_letter: Option<mpsc::Sender<Delivery>>,
+    /// Where rejected messages go.
+    pub rejections: Rejections,
     /// Cancelled when this task fails, so that the source stops reading.
     pub pipeline_stop: CancellationToken,
 }
@@ -65,6 +123,11 @@ impl SinkTask {
         result
     }
 
+    async fn reject(&self, delivery: Delivery, e: MessageError) -> Result<(), PipelineError> {
+        self.rejections
+            .reject(&self.pipeline, &self.sink_name, delivery, e, &self.stats)
+            .await
+    }
     async fn feed<S: Sink>(
         &self,
         sink: &mut S,
@@ -143,38 +206,4 @@ impl SinkTask {
         }
     }
 
-    /// A message this sink cannot take: to the dead-letter sink with the
-    /// reason, or, without one, stop the pipeline (never drop it).
-    async fn reject(&self, delivery: Delivery, e: MessageError) -> Result<(), PipelineError> {
-        let origin = delivery.message.describe_origin();
-        let Some(dead_letter) = &self.dead_letter else {
-            error!(pipeline = %self.pipeline, sink = %self.sink_name, %origin, "{e}");
-            return Err(PipelineError::Undeliverable {
-                pipeline: self.pipeline.clone(),
-                sink: self.sink_name.clone(),
-                origin,
-                error: Box::new(e),
-            });
-        };
-        warn!(pipeline = %self.pipeline, sink = %self.sink_name, %origin,
-            "{e}; sent to the dead-letter sink");
-        let mut message = Message::clone(&delivery.message);
-        use dead_letter_headers as h;
-        message.headers.set(h::ERROR, Bytes::from(e.to_string()));
-        message
-            .headers
-            .set(h::PIPELINE, Bytes::from(self.pipeline.clone()));
-        message
-            .headers
-            .set(h::SINK, Bytes::from(self.sink_name.clone()));
-        message.headers.set(h::ORIGIN, Bytes::from(origin));
-        Stats::add(&self.stats.dead_lettered, 1);
-        dead_letter
-            .send(Delivery {
-                message: Arc::new(message),
-                ack: delivery.ack,
-            })
-            .await
-            .map_err(|_| PipelineError::Stopped)
-    }
 }

@@ -16,6 +16,8 @@ pub struct Stats {
     pub confirmed: AtomicU64,
     /// Messages reported to the source as not delivered.
     pub failed: AtomicU64,
+    /// Messages handed back to the source's own dead-lettering.
+    pub rejected: AtomicU64,
     /// Messages written to the dead-letter sink instead of a sink.
     pub dead_lettered: AtomicU64,
 }
@@ -26,6 +28,7 @@ pub struct Totals {
     pub received: u64,
     pub confirmed: u64,
     pub failed: u64,
+    pub rejected: u64,
     pub dead_lettered: u64,
 }
 
@@ -35,6 +38,7 @@ impl Stats {
             received: self.received.load(Ordering::Relaxed),
             confirmed: self.confirmed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
         }
     }
@@ -68,7 +72,9 @@ pub async fn report_progress(
             pipeline = %pipeline,
             received = now.received,
             confirmed = now.confirmed,
-            in_flight = now.received.saturating_sub(now.confirmed + now.failed),
+            in_flight = now
+                .received
+                .saturating_sub(now.confirmed + now.failed + now.rejected),
             dead_lettered = now.dead_lettered,
             rate = format!("{rate:.0}/s"),
             "progress"

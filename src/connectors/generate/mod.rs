@@ -80,10 +80,7 @@ impl Source for GenerateSource {
             timestamp: Some(now_ms()),
             ..Message::from_payload(order(n))
         };
-        Ok(Some(Envelope {
-            message,
-            ack: Ack::none(),
-        }))
+        Ok(Some(Envelope::new(message, Ack::none())))
     }
 
     async fn close(self) -> Result<(), ConnectorError> {

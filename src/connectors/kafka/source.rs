@@ -356,7 +356,7 @@ impl Source for KafkaSource {
                     lock(&tracker).confirmed(&partition, offset, epoch);
                 }
             });
-            return Ok(Some(Envelope { message, ack }));
+            return Ok(Some(Envelope::new(message, ack)));
         }
     }
 
