@@ -151,7 +151,10 @@ impl SinkConfig {
     /// The templates of this sink, with the field each is written in.
     pub fn templates(&self) -> Vec<(&'static str, &Template)> {
         match self {
-            SinkConfig::Redis(c) => vec![("key", &c.key)],
+            SinkConfig::Redis(c) => std::iter::once(("key", &c.key))
+                .chain(c.score.iter().map(|t| ("score", t)))
+                .chain(c.member.iter().map(|t| ("member", t)))
+                .collect(),
             SinkConfig::Kafka(c) => c.key.iter().map(|k| ("key", k)).collect(),
         }
     }

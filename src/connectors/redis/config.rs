@@ -1,4 +1,6 @@
-//! Redis sink settings.
+//! Redis settings: the sink, and the connection URL shared with sources.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
@@ -14,6 +16,13 @@ pub struct RedisUrl(String);
 impl RedisUrl {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The database number the URL selects (keyspace channels name it).
+    pub fn db(&self) -> i64 {
+        redis::IntoConnectionInfo::into_connection_info(self.0.as_str())
+            .map(|i| i.redis_settings().db())
+            .unwrap_or(0)
     }
 }
 
@@ -36,8 +45,26 @@ pub struct RedisSinkConfig {
     pub url: RedisUrl,
     /// Which command writes a message.
     pub write: WriteMode,
-    /// Key template, e.g. `order:{order_id}`.
+    /// Key template, e.g. `order:{order_id}` (the channel for `publish`).
     pub key: Template,
+    /// Expire the key this long after each write.
+    pub ttl: Option<Span>,
+    /// `hset`: only these payload fields (dotted paths), instead of all.
+    pub fields: Option<Vec<String>>,
+    /// `zadd`: the score, e.g. `"{amount}"` or `"{timestamp}"`.
+    pub score: Option<Template>,
+    /// `sadd` / `zadd`: the member (the payload when absent).
+    pub member: Option<Template>,
+    /// `xadd`: keep about this many entries (`MAXLEN ~`).
+    pub maxlen: Option<Count>,
+    /// `xadd`: `envelope` (payload, key and headers as fields) or `json`
+    /// (the fields of a JSON object payload).
+    #[serde(default)]
+    pub stream_fields: StreamFields,
+    /// `hset`, `rpush`, `lpush`, `sadd`, `zadd`: replace the key's content
+    /// (`DEL` and write in one `MULTI`) instead of adding to it.
+    #[serde(default)]
+    pub replace: bool,
     /// Commands per pipelined round trip.
     #[serde(default = "default_batch")]
     pub batch_size: Count,
@@ -54,8 +81,18 @@ pub enum WriteMode {
     Set,
     /// `HSET key field value ...` from the fields of a JSON object payload.
     Hset,
+    /// `RPUSH key payload`.
+    Rpush,
+    /// `LPUSH key payload`.
+    Lpush,
+    /// `SADD key member`.
+    Sadd,
+    /// `ZADD key score member`.
+    Zadd,
     /// `XADD key * ...` with the message as stream fields.
     Xadd,
+    /// `PUBLISH channel payload`.
+    Publish,
 }
 
 impl WriteMode {
@@ -63,9 +100,37 @@ impl WriteMode {
         match self {
             WriteMode::Set => "set",
             WriteMode::Hset => "hset",
+            WriteMode::Rpush => "rpush",
+            WriteMode::Lpush => "lpush",
+            WriteMode::Sadd => "sadd",
+            WriteMode::Zadd => "zadd",
             WriteMode::Xadd => "xadd",
+            WriteMode::Publish => "publish",
         }
     }
+}
+
+/// How a message is laid out in a stream entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFields {
+    /// `payload`, `key` and `header.NAME` fields: any message, losslessly.
+    #[default]
+    Envelope,
+    /// One field per member of a JSON object payload.
+    Json,
+}
+
+/// A checked sink configuration: exactly the options that `write` uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WritePlan {
+    Set { ttl: Option<Duration> },
+    Hset { fields: Option<Vec<Vec<String>>>, replace: bool, ttl: Option<Duration> },
+    Push { left: bool, replace: bool, ttl: Option<Duration> },
+    Sadd { member: Option<Template>, replace: bool, ttl: Option<Duration> },
+    Zadd { score: Template, member: Option<Template>, replace: bool, ttl: Option<Duration> },
+    Xadd { maxlen: Option<usize>, fields: StreamFields, ttl: Option<Duration> },
+    Publish,
 }
 
 fn default_batch() -> Count {
@@ -73,9 +138,113 @@ fn default_batch() -> Count {
 }
 
 fn default_timeout() -> Span {
-    Span(std::time::Duration::from_secs(10))
+    Span(Duration::from_secs(10))
 }
 
 impl RedisSinkConfig {
-    pub fn check(&self, _path: &ConfigPath, _problems: &mut Vec<Problem>) {}
+    /// Options that do not fit `write`, and options it needs.
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        use WriteMode::*;
+        let mode = self.write;
+        let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
+            if set && !allowed.contains(&mode) {
+                let names: Vec<_> = allowed.iter().map(|m| format!("\"{}\"", m.name())).collect();
+                problems.push(
+                    Problem::at_path(
+                        path.key(field),
+                        format!("`{field}` does nothing with `write = \"{}\"`", mode.name()),
+                    )
+                    .with_help(format!("it applies to write = {}; remove it", names.join(" or "))),
+                );
+            }
+        };
+        only("ttl", self.ttl.is_some(), &[Set, Hset, Rpush, Lpush, Sadd, Zadd, Xadd], problems);
+        only("fields", self.fields.is_some(), &[Hset], problems);
+        only("score", self.score.is_some(), &[Zadd], problems);
+        only("member", self.member.is_some(), &[Sadd, Zadd], problems);
+        only("maxlen", self.maxlen.is_some(), &[Xadd], problems);
+        only("stream_fields", self.stream_fields != StreamFields::Envelope, &[Xadd], problems);
+        only("replace", self.replace, &[Hset, Rpush, Lpush, Sadd, Zadd], problems);
+        if mode == Zadd && self.score.is_none() {
+            problems.push(
+                Problem::at_path(path.clone(), "`write = \"zadd\"` needs a `score`")
+                    .with_help("e.g. score = \"{amount}\" or score = \"{timestamp}\""),
+            );
+        }
+        if let Some(fields) = &self.fields {
+            if fields.is_empty() || fields.iter().any(|f| f.split('.').any(str::is_empty)) {
+                problems.push(
+                    Problem::at_path(path.key("fields"), "`fields` needs field names or dotted paths")
+                        .with_help("e.g. fields = [\"status\", \"customer.id\"]"),
+                );
+            }
+        }
+    }
+
+    /// The write plan; call after [`RedisSinkConfig::check`] found nothing.
+    pub fn plan(&self) -> WritePlan {
+        let ttl = self.ttl.map(|s| s.0);
+        let replace = self.replace;
+        match self.write {
+            WriteMode::Set => WritePlan::Set { ttl },
+            WriteMode::Hset => WritePlan::Hset {
+                fields: self.fields.as_ref().map(|fs| {
+                    fs.iter()
+                        .map(|f| f.split('.').map(str::to_owned).collect())
+                        .collect()
+                }),
+                replace,
+                ttl,
+            },
+            WriteMode::Rpush => WritePlan::Push { left: false, replace, ttl },
+            WriteMode::Lpush => WritePlan::Push { left: true, replace, ttl },
+            WriteMode::Sadd => WritePlan::Sadd {
+                member: self.member.clone(),
+                replace,
+                ttl,
+            },
+            WriteMode::Zadd => WritePlan::Zadd {
+                // `check` refuses zadd without a score.
+                score: self
+                    .score
+                    .clone()
+                    .unwrap_or_else(|| Template::parse("{score}").expect("valid template")),
+                member: self.member.clone(),
+                replace,
+                ttl,
+            },
+            WriteMode::Xadd => WritePlan::Xadd {
+                maxlen: self.maxlen.map(Count::get),
+                fields: self.stream_fields,
+                ttl,
+            },
+            WriteMode::Publish => WritePlan::Publish,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(extra: &str) -> (RedisSinkConfig, Vec<Problem>) {
+        let c: RedisSinkConfig =
+            toml::from_str(&format!("url = \"redis://127.0.0.1/2\"\nkey = \"k\"\n{extra}")).unwrap();
+        let mut problems = Vec::new();
+        c.check(&ConfigPath::root(), &mut problems);
+        (c, problems)
+    }
+
+    #[test]
+    fn options_must_fit_the_write_mode() {
+        let (_, p) = sink("write = \"set\"\nscore = \"{a}\"\nmaxlen = 10");
+        assert_eq!(p.len(), 2);
+        assert!(p[0].message.contains("`score` does nothing with `write = \"set\"`"));
+        let (_, p) = sink("write = \"zadd\"");
+        assert!(p[0].message.contains("needs a `score`"));
+        let (c, p) = sink("write = \"zadd\"\nscore = \"{amount}\"\nmember = \"{key}\"\nreplace = true");
+        assert!(p.is_empty());
+        assert!(matches!(c.plan(), WritePlan::Zadd { replace: true, .. }));
+        assert_eq!(c.url.db(), 2);
+    }
 }

@@ -1,131 +1,220 @@
-//! ferry message -> Redis write. Pure translation, no I/O.
+//! ferry message <-> Redis. Pure translation, no I/O.
 //!
-//! | write  | command                                   | tombstone (no payload) |
-//! |--------|-------------------------------------------|------------------------|
-//! | `set`  | `SET key payload`                         | `DEL key`              |
-//! | `hset` | `HSET key f1 v1 ...` from a JSON object    | `DEL key`              |
-//! | `xadd` | `XADD key * <stream fields>`              | entry without `payload`|
+//! Writes (the sink), per `write` mode:
 //!
-//! Stream fields (the Redis Stream form of a ferry message):
-//! `payload` = the payload bytes (absent for a tombstone), `key` = the
-//! message key (when there is one), `header.NAME` = each header.
+//! | write     | command                                        | tombstone (no payload)      |
+//! |-----------|------------------------------------------------|-----------------------------|
+//! | `set`     | `SET key payload [PX ttl]`                     | `DEL key`                   |
+//! | `hset`    | `HSET key f1 v1 ...` from a JSON object         | `DEL key`                   |
+//! | `rpush`   | `RPUSH key payload`                            | `DEL key`                   |
+//! | `lpush`   | `LPUSH key payload`                            | `DEL key`                   |
+//! | `sadd`    | `SADD key member`                              | `SREM key member` with a `member` template, else `DEL key` |
+//! | `zadd`    | `ZADD key score member`                        | `ZREM key member` with a `member` template, else `DEL key` |
+//! | `xadd`    | `XADD key [MAXLEN ~ n] * <stream fields>`      | an entry without `payload`  |
+//! | `publish` | `PUBLISH key payload`                          | `PUBLISH key ""`            |
 //!
-//! Hash fields: strings are stored as they are, numbers and booleans as
-//! their JSON text, nested objects and arrays as JSON, and `null` fields are
-//! left out.
+//! With `replace`, `DEL key` comes first (the sink then runs the batch in
+//! `MULTI`); with `ttl`, `PEXPIRE key ttl` follows (or `SET ... PX`).
+//!
+//! Stream fields, the Redis Stream form of a ferry message (what `xadd`
+//! writes and the stream source reads back): `payload` = the payload
+//! (absent for a tombstone), `key` = the message key, `header.NAME` = each
+//! header. An entry without a `payload` field written by another program is
+//! read as a JSON object of its fields.
+//!
+//! Hash (and `json` stream) fields: strings as they are, numbers and
+//! booleans as their JSON text, nested objects and arrays as JSON, and
+//! `null` fields are left out.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::config::WriteMode;
+use super::config::{StreamFields, WritePlan};
 use crate::error::MessageError;
-use crate::message::Message;
-use crate::template::{Template, json_kind};
+use crate::message::{Headers, Message};
+use crate::template::{Template, json_kind, lookup};
 
 /// Prefix of stream fields that carry headers.
 pub const HEADER_FIELD_PREFIX: &str = "header.";
 
-/// One Redis write, ready to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Write {
-    Set {
-        key: Vec<u8>,
-        value: Bytes,
-    },
-    Hset {
-        key: Vec<u8>,
-        fields: Vec<(String, Bytes)>,
-    },
-    Xadd {
-        key: Vec<u8>,
-        fields: Vec<(String, Bytes)>,
-    },
-    Del {
-        key: Vec<u8>,
-    },
+/// The commands that write one message.
+#[derive(Clone, Debug)]
+pub struct Write(pub Vec<redis::Cmd>);
+
+fn cmd(name: &str) -> redis::Cmd {
+    redis::cmd(name)
 }
 
 impl Write {
-    pub fn prepare(
-        mode: WriteMode,
-        key: &Template,
-        message: &Message,
-    ) -> Result<Self, MessageError> {
+    pub fn prepare(plan: &WritePlan, key: &Template, message: &Message) -> Result<Self, MessageError> {
         let key = key.render(message)?;
-        Ok(match (mode, &message.payload) {
-            (WriteMode::Set | WriteMode::Hset, None) => Write::Del { key },
-            (WriteMode::Set, Some(payload)) => Write::Set {
-                key,
-                value: payload.clone(),
-            },
-            (WriteMode::Hset, Some(_)) => Write::Hset {
-                key,
-                fields: hash_fields(message)?,
-            },
-            (WriteMode::Xadd, _) => Write::Xadd {
-                key,
-                fields: stream_fields(message),
-            },
-        })
-    }
-
-    pub fn command(&self) -> redis::Cmd {
-        match self {
-            Write::Set { key, value } => {
-                let mut c = redis::cmd("SET");
-                c.arg(key).arg(value.as_ref());
-                c
+        let payload = message.payload.as_ref();
+        let mut cmds = Vec::with_capacity(3);
+        let (replace, ttl) = match plan {
+            WritePlan::Hset { replace, ttl, .. }
+            | WritePlan::Push { replace, ttl, .. }
+            | WritePlan::Sadd { replace, ttl, .. }
+            | WritePlan::Zadd { replace, ttl, .. } => (*replace, *ttl),
+            WritePlan::Set { ttl } | WritePlan::Xadd { ttl, .. } => (false, *ttl),
+            WritePlan::Publish => (false, None),
+        };
+        if replace && payload.is_some() {
+            cmds.push(del(&key));
+        }
+        let mut expire = ttl;
+        match (plan, payload) {
+            (WritePlan::Set { ttl }, Some(p)) => {
+                let mut c = cmd("SET");
+                c.arg(&key).arg(p.as_ref());
+                if let Some(ttl) = ttl {
+                    c.arg("PX").arg(millis(*ttl));
+                }
+                expire = None;
+                cmds.push(c);
             }
-            Write::Hset { key, fields } => {
-                let mut c = redis::cmd("HSET");
-                c.arg(key);
-                for (f, v) in fields {
+            (WritePlan::Hset { fields, .. }, Some(_)) => {
+                let mut c = cmd("HSET");
+                c.arg(&key);
+                for (f, v) in object_fields(message, "hset", fields.as_deref())? {
                     c.arg(f).arg(v.as_ref());
                 }
-                c
+                cmds.push(c);
             }
-            Write::Xadd { key, fields } => {
-                let mut c = redis::cmd("XADD");
-                c.arg(key).arg("*");
-                for (f, v) in fields {
+            (WritePlan::Push { left, .. }, Some(p)) => {
+                let mut c = cmd(if *left { "LPUSH" } else { "RPUSH" });
+                c.arg(&key).arg(p.as_ref());
+                cmds.push(c);
+            }
+            (WritePlan::Sadd { member, .. }, Some(p)) => {
+                let mut c = cmd("SADD");
+                c.arg(&key).arg(render_or(member, message, p)?);
+                cmds.push(c);
+            }
+            (WritePlan::Zadd { score, member, .. }, Some(p)) => {
+                let mut c = cmd("ZADD");
+                c.arg(&key)
+                    .arg(parse_score(score, message)?)
+                    .arg(render_or(member, message, p)?);
+                cmds.push(c);
+            }
+            (WritePlan::Sadd { member: Some(m), .. }, None) => {
+                let mut c = cmd("SREM");
+                c.arg(&key).arg(m.render(message)?);
+                cmds.push(c);
+                expire = None;
+            }
+            (WritePlan::Zadd { member: Some(m), .. }, None) => {
+                let mut c = cmd("ZREM");
+                c.arg(&key).arg(m.render(message)?);
+                cmds.push(c);
+                expire = None;
+            }
+            (WritePlan::Xadd { maxlen, fields, .. }, _) => {
+                let mut c = cmd("XADD");
+                c.arg(&key);
+                if let Some(n) = maxlen {
+                    c.arg("MAXLEN").arg("~").arg(*n);
+                }
+                c.arg("*");
+                let pairs = match (fields, payload) {
+                    (StreamFields::Json, Some(_)) => object_fields(message, "xadd", None)?,
+                    _ => stream_fields(message),
+                };
+                for (f, v) in pairs {
                     c.arg(f).arg(v.as_ref());
                 }
-                c
+                cmds.push(c);
             }
-            Write::Del { key } => {
-                let mut c = redis::cmd("DEL");
-                c.arg(key);
-                c
+            (WritePlan::Publish, p) => {
+                let mut c = cmd("PUBLISH");
+                c.arg(&key).arg(p.map_or(&b""[..], |p| p.as_ref()));
+                cmds.push(c);
+            }
+            (_, None) => {
+                cmds.push(del(&key));
+                expire = None;
             }
         }
+        if let Some(ttl) = expire {
+            let mut c = cmd("PEXPIRE");
+            c.arg(&key).arg(millis(ttl));
+            cmds.push(c);
+        }
+        Ok(Write(cmds))
     }
 }
 
-/// The fields of a JSON object payload, as hash fields.
-pub fn hash_fields(message: &Message) -> Result<Vec<(String, Bytes)>, MessageError> {
+fn del(key: &[u8]) -> redis::Cmd {
+    let mut c = cmd("DEL");
+    c.arg(key);
+    c
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn render_or(
+    template: &Option<Template>,
+    message: &Message,
+    payload: &Bytes,
+) -> Result<Vec<u8>, MessageError> {
+    match template {
+        Some(t) => Ok(t.render(message)?),
+        None => Ok(payload.to_vec()),
+    }
+}
+
+fn parse_score(score: &Template, message: &Message) -> Result<f64, MessageError> {
+    let raw = score.render(message)?;
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|f| !f.is_nan())
+        .ok_or_else(|| {
+            MessageError::Unsupported(format!(
+                "score `{score}` is \"{}\", not a number",
+                String::from_utf8_lossy(&raw)
+            ))
+        })
+}
+
+/// The members of a JSON object payload as (field, text) pairs, or only
+/// the `selected` paths.
+pub fn object_fields(
+    message: &Message,
+    mode: &str,
+    selected: Option<&[Vec<String>]>,
+) -> Result<Vec<(String, Bytes)>, MessageError> {
     let json = message.json().map_err(|e| {
-        MessageError::Unsupported(format!("`write = \"hset\"` needs a JSON object: {e}"))
+        MessageError::Unsupported(format!("`write = \"{mode}\"` needs a JSON object: {e}"))
     })?;
     let object = json.as_object().ok_or_else(|| {
         MessageError::Unsupported(format!(
-            "`write = \"hset\"` needs a JSON object, but the payload is {}",
+            "`write = \"{mode}\"` needs a JSON object, but the payload is {}",
             json_kind(&json)
         ))
     })?;
-    let fields: Vec<(String, Bytes)> = object
-        .iter()
-        .filter_map(|(name, value)| {
-            let text = match value {
-                serde_json::Value::Null => return None,
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some((name.clone(), Bytes::from(text)))
-        })
-        .collect();
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(Bytes::from(s.clone())),
+        other => Some(Bytes::from(other.to_string())),
+    };
+    let fields: Vec<(String, Bytes)> = match selected {
+        None => object
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), text(value)?)))
+            .collect(),
+        Some(paths) => paths
+            .iter()
+            .filter_map(|path| Some((path.join("."), text(lookup(&json, path)?)?)))
+            .collect(),
+    };
     if fields.is_empty() {
-        return Err(MessageError::Unsupported(
-            "`write = \"hset\"` got an object with no non-null fields; Redis cannot store an empty hash".into(),
-        ));
+        return Err(MessageError::Unsupported(format!(
+            "`write = \"{mode}\"` found no non-null fields to write; Redis cannot store an empty hash or entry"
+        )));
     }
     Ok(fields)
 }
@@ -149,102 +238,183 @@ pub fn stream_fields(message: &Message) -> Vec<(String, Bytes)> {
     fields
 }
 
+/// A stream entry's fields as a message (key, payload, headers), the
+/// inverse of [`stream_fields`]. Entries other programs wrote, without a
+/// `payload` or `tombstone` field, become a JSON object of their fields.
+pub fn from_stream_fields(fields: &[(String, Bytes)]) -> (Option<Bytes>, Option<Bytes>, Headers) {
+    let is_envelope = fields.iter().any(|(f, _)| f == "payload" || f == "tombstone");
+    if !is_envelope {
+        let object: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(f, v)| {
+                let v = serde_json::Value::String(String::from_utf8_lossy(v).into_owned());
+                (f.clone(), v)
+            })
+            .collect();
+        let payload = serde_json::Value::Object(object).to_string();
+        return (None, Some(Bytes::from(payload)), Headers::new());
+    }
+    let mut key = None;
+    let mut payload = None;
+    let mut headers = Headers::new();
+    for (field, value) in fields {
+        match field.as_str() {
+            "payload" => payload = Some(value.clone()),
+            "key" => key = Some(value.clone()),
+            "tombstone" => {}
+            other => {
+                if let Some(name) = other.strip_prefix(HEADER_FIELD_PREFIX) {
+                    headers.push(name, value.clone());
+                }
+            }
+        }
+    }
+    (key, payload, headers)
+}
+
+/// Milliseconds of a stream entry id (`1700000000000-0`), its timestamp.
+pub fn stream_id_millis(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Headers;
+    use crate::config::values::Count;
+    use crate::connectors::redis::config::RedisSinkConfig;
 
     fn t(s: &str) -> Template {
         Template::parse(s).unwrap()
     }
 
-    fn args(w: &Write) -> Vec<String> {
-        w.command()
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => "<other>".into(),
+    fn plan(toml_extra: &str) -> WritePlan {
+        let c: RedisSinkConfig =
+            toml::from_str(&format!("url = \"redis://x\"\nkey = \"k\"\n{toml_extra}")).unwrap();
+        c.plan()
+    }
+
+    fn args(plan_toml: &str, key: &str, m: &Message) -> Vec<String> {
+        Write::prepare(&plan(plan_toml), &t(key), m)
+            .unwrap()
+            .0
+            .iter()
+            .map(|c| {
+                c.args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                        _ => "<other>".into(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
             .collect()
     }
 
-    #[test]
-    fn set_writes_the_payload_under_the_rendered_key() {
-        let m = Message::from_payload(r#"{"order_id":7,"total":9.5}"#);
-        let w = Write::prepare(WriteMode::Set, &t("order:{order_id}"), &m).unwrap();
-        assert_eq!(
-            args(&w),
-            ["SET", "order:7", r#"{"order_id":7,"total":9.5}"#]
-        );
+    fn order() -> Message {
+        Message {
+            key: Some("o-7".into()),
+            ..Message::from_payload(r#"{"order_id":7,"total":9.5,"status":"new","gone":null}"#)
+        }
+    }
+
+    fn tombstone() -> Message {
+        Message {
+            key: Some("o-7".into()),
+            ..Message::default()
+        }
     }
 
     #[test]
-    fn hset_stores_object_fields_as_text_and_skips_nulls() {
-        let m = Message::from_payload(r#"{"id":"a1","n":3,"ok":true,"tags":["x"],"gone":null}"#);
-        let w = Write::prepare(WriteMode::Hset, &t("h:{id}"), &m).unwrap();
+    fn set_with_and_without_ttl() {
+        let m = order();
         assert_eq!(
-            args(&w),
-            [
-                "HSET", "h:a1", "id", "a1", "n", "3", "ok", "true", "tags", r#"["x"]"#
-            ]
+            args("write = \"set\"", "order:{order_id}", &m),
+            [r#"SET order:7 {"order_id":7,"total":9.5,"status":"new","gone":null}"#]
+        );
+        assert!(args("write = \"set\"\nttl = \"2s\"", "o:{order_id}", &m)[0].ends_with(" PX 2000"));
+    }
+
+    #[test]
+    fn hset_writes_object_fields_or_the_selected_ones() {
+        assert_eq!(
+            args("write = \"hset\"", "h:{order_id}", &order()),
+            ["HSET h:7 order_id 7 total 9.5 status new"]
+        );
+        assert_eq!(
+            args("write = \"hset\"\nfields = [\"status\"]\nreplace = true\nttl = \"1m\"", "h:{key}", &order()),
+            ["DEL h:o-7", "HSET h:o-7 status new", "PEXPIRE h:o-7 60000"]
         );
     }
 
     #[test]
     fn hset_refuses_what_is_not_an_object() {
         let m = Message::from_payload("[1,2]");
-        let e = Write::prepare(
-            WriteMode::Hset,
-            &t("h:{key}"),
-            &Message {
-                key: Some("k".into()),
-                ..m
-            },
-        )
-        .unwrap_err();
+        let e = Write::prepare(&plan("write = \"hset\""), &t("h"), &m).unwrap_err();
         assert!(e.to_string().contains("an array"), "{e}");
-        let m = Message {
-            key: Some("k".into()),
-            ..Message::from_payload("{\"a\": null}")
-        };
-        assert!(Write::prepare(WriteMode::Hset, &t("h:{key}"), &m).is_err());
+        let m = Message::from_payload("{\"a\": null}");
+        assert!(Write::prepare(&plan("write = \"hset\""), &t("h"), &m).is_err());
     }
 
     #[test]
-    fn a_tombstone_deletes_the_key() {
-        let m = Message {
-            key: Some("order-7".into()),
-            ..Message::default()
-        };
-        for mode in [WriteMode::Set, WriteMode::Hset] {
-            let w = Write::prepare(mode, &t("order:{key}"), &m).unwrap();
-            assert_eq!(args(&w), ["DEL", "order:order-7"]);
+    fn lists_sets_and_sorted_sets() {
+        let m = order();
+        assert_eq!(args("write = \"lpush\"", "q", &m)[0].split(' ').take(2).collect::<Vec<_>>(), ["LPUSH", "q"]);
+        assert_eq!(args("write = \"sadd\"\nmember = \"{order_id}\"", "s", &m), ["SADD s 7"]);
+        assert_eq!(
+            args("write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"", "z", &m),
+            ["ZADD z 9.5 o-7"]
+        );
+        let e = Write::prepare(&plan("write = \"zadd\"\nscore = \"{status}\""), &t("z"), &m).unwrap_err();
+        assert!(e.to_string().contains("not a number"), "{e}");
+    }
+
+    #[test]
+    fn a_tombstone_deletes_the_key_or_removes_the_member() {
+        for mode in ["set", "hset", "rpush"] {
+            assert_eq!(args(&format!("write = \"{mode}\""), "order:{key}", &tombstone()), ["DEL order:o-7"]);
         }
+        assert_eq!(args("write = \"sadd\"\nmember = \"{key}\"", "s", &tombstone()), ["SREM s o-7"]);
+        assert_eq!(
+            args("write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"", "z", &tombstone()),
+            ["ZREM z o-7"]
+        );
+        assert_eq!(args("write = \"sadd\"", "s:{key}", &tombstone()), ["DEL s:o-7"]);
+        assert_eq!(args("write = \"publish\"", "ch", &tombstone()), ["PUBLISH ch "]);
     }
 
     #[test]
-    fn xadd_carries_payload_key_and_headers() {
+    fn xadd_carries_payload_key_and_headers_and_trims() {
         let m = Message {
             key: Some("k1".into()),
             headers: [("trace", "t1")].into_iter().collect::<Headers>(),
             ..Message::from_payload("hello")
         };
-        let w = Write::prepare(WriteMode::Xadd, &t("events"), &m).unwrap();
         assert_eq!(
-            args(&w),
-            [
-                "XADD",
-                "events",
-                "*",
-                "payload",
-                "hello",
-                "key",
-                "k1",
-                "header.trace",
-                "t1"
-            ]
+            args("write = \"xadd\"\nmaxlen = 1000", "events", &m),
+            ["XADD events MAXLEN ~ 1000 * payload hello key k1 header.trace t1"]
         );
-        let w = Write::prepare(WriteMode::Xadd, &t("events"), &Message::default()).unwrap();
-        assert_eq!(args(&w), ["XADD", "events", "*", "tombstone", "1"]);
+        assert_eq!(args("write = \"xadd\"", "events", &Message::default()), ["XADD events * tombstone 1"]);
+        assert_eq!(
+            args("write = \"xadd\"\nstream_fields = \"json\"", "events", &order()),
+            ["XADD events * order_id 7 total 9.5 status new"]
+        );
+        let _ = Count::new(1);
+    }
+
+    #[test]
+    fn stream_fields_round_trip_and_foreign_entries_become_json() {
+        let m = Message {
+            key: Some("k1".into()),
+            headers: [("a", "1"), ("b", "2")].into_iter().collect::<Headers>(),
+            ..Message::from_payload("hello")
+        };
+        let (key, payload, headers) = from_stream_fields(&stream_fields(&m));
+        assert_eq!((key, payload, headers), (m.key.clone(), m.payload.clone(), m.headers.clone()));
+        let (key, payload, _) = from_stream_fields(&stream_fields(&Message::default()));
+        assert_eq!((key, payload), (None, None));
+        let foreign = vec![("order_id".to_owned(), Bytes::from("7")), ("status".to_owned(), Bytes::from("new"))];
+        let (_, payload, _) = from_stream_fields(&foreign);
+        assert_eq!(payload.unwrap(), r#"{"order_id":"7","status":"new"}"#);
+        assert_eq!(stream_id_millis("1700000000123-4"), Some(1_700_000_000_123));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use super::config::{RedisSinkConfig, WriteMode};
+use super::config::{RedisSinkConfig, WritePlan};
 use super::mapping::Write;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -20,8 +20,11 @@ use crate::template::Template;
 
 pub struct RedisSink {
     conn: ConnectionManager,
-    mode: WriteMode,
+    plan: WritePlan,
     key: Template,
+    /// `replace` needs `DEL` and the write to land together: the batch
+    /// runs in `MULTI`.
+    atomic: bool,
 }
 
 impl RedisSink {
@@ -37,8 +40,9 @@ impl RedisSink {
         }
         Ok(Self {
             conn,
-            mode: config.write,
+            plan: config.plan(),
             key: config.key.clone(),
+            atomic: config.replace,
         })
     }
 }
@@ -62,7 +66,7 @@ impl Sink for RedisSink {
     type Prepared = Write;
 
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
-        Write::prepare(self.mode, &self.key, message)
+        Write::prepare(&self.plan, &self.key, message)
     }
 
     async fn write(
@@ -71,20 +75,32 @@ impl Sink for RedisSink {
     ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        if self.atomic {
+            pipe.atomic();
+        }
         for w in batch {
-            pipe.add_command(w.command());
+            for c in &w.0 {
+                pipe.add_command(c.clone());
+            }
         }
         let replies: Vec<redis::RedisResult<redis::Value>> = pipe
             .query_async(&mut self.conn)
             .await
             .map_err(|e| ConnectorError::redis("writing a batch", e))?;
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Ok(_) => Ok(Ok(())),
-                Err(e) => classify_reply(e),
-            })
-            .collect()
+        let mut replies = replies.into_iter();
+        let mut results = Vec::with_capacity(batch.len());
+        for w in batch {
+            let mut result = Ok(());
+            for reply in replies.by_ref().take(w.0.len()) {
+                if let Err(e) = reply {
+                    if result.is_ok() {
+                        result = classify_reply(e)?;
+                    }
+                }
+            }
+            results.push(result);
+        }
+        Ok(results)
     }
 }
 
