@@ -206,7 +206,10 @@ impl fmt::Display for Origin {
                 topic,
                 partition,
                 offset,
-            } => write!(f, "kafka topic={topic} partition={partition} offset={offset}"),
+            } => write!(
+                f,
+                "kafka topic={topic} partition={partition} offset={offset}"
+            ),
             Origin::RedisStream { stream, id } => write!(f, "redis stream={stream} id={id}"),
             Origin::RedisList { list } => write!(f, "redis list={list}"),
             Origin::RedisChannel { channel } => write!(f, "redis channel={channel}"),

@@ -79,6 +79,14 @@ pub trait Sink: Send + 'static {
 #[serde(rename_all = "lowercase")]
 pub enum SourceConfig {
     Kafka(kafka::KafkaSourceConfig),
+    #[serde(rename = "redis-stream")]
+    RedisStream(redis::RedisStreamSourceConfig),
+    #[serde(rename = "redis-list")]
+    RedisList(redis::RedisListSourceConfig),
+    #[serde(rename = "redis-pubsub")]
+    RedisPubSub(redis::RedisPubSubSourceConfig),
+    #[serde(rename = "redis-keyspace")]
+    RedisKeyspace(redis::RedisKeyspaceSourceConfig),
     Generate(generate::GenerateConfig),
 }
 
@@ -86,16 +94,23 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Kafka(_) => "kafka",
+            SourceConfig::RedisStream(_) => "redis-stream",
+            SourceConfig::RedisList(_) => "redis-list",
+            SourceConfig::RedisPubSub(_) => "redis-pubsub",
+            SourceConfig::RedisKeyspace(_) => "redis-keyspace",
             SourceConfig::Generate(_) => "generate",
         }
     }
 
     /// Source coordinates its messages carry, for checking key templates.
     pub fn coordinates(&self) -> &'static [Coordinate] {
+        use Coordinate as C;
         match self {
-            SourceConfig::Kafka(_) => {
-                &[Coordinate::Topic, Coordinate::Partition, Coordinate::Offset]
-            }
+            SourceConfig::Kafka(_) => &[C::Source, C::Topic, C::Partition, C::Offset],
+            SourceConfig::RedisStream(_) => &[C::Source, C::Stream, C::EntryId],
+            SourceConfig::RedisList(_) => &[C::Source, C::List],
+            SourceConfig::RedisPubSub(_) => &[C::Source, C::Channel],
+            SourceConfig::RedisKeyspace(_) => &[C::Source, C::KeyspaceEvent],
             SourceConfig::Generate(_) => &[],
         }
     }
@@ -104,14 +119,23 @@ impl SourceConfig {
     /// pipeline has no dead-letter sink (AMQP `basic.reject`).
     pub fn rejects_natively(&self) -> bool {
         match self {
-            SourceConfig::Kafka(_) | SourceConfig::Generate(_) => false,
+            SourceConfig::Kafka(_)
+            | SourceConfig::RedisStream(_)
+            | SourceConfig::RedisList(_)
+            | SourceConfig::RedisPubSub(_)
+            | SourceConfig::RedisKeyspace(_)
+            | SourceConfig::Generate(_) => false,
         }
     }
 
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         match self {
             SourceConfig::Kafka(c) => c.check(path, problems),
-            SourceConfig::Generate(_) => {}
+            SourceConfig::RedisStream(c) => c.check(path, problems),
+            SourceConfig::RedisPubSub(c) => c.check(path, problems),
+            SourceConfig::RedisList(_)
+            | SourceConfig::RedisKeyspace(_)
+            | SourceConfig::Generate(_) => {}
         }
     }
 }
@@ -188,14 +212,31 @@ impl SinkConfig {
 /// An open source of any kind.
 pub enum AnySource {
     Kafka(kafka::KafkaSource),
+    RedisStream(redis::source::stream::RedisStreamSource),
+    RedisList(redis::source::list::RedisListSource),
+    RedisPubSub(redis::source::pubsub::RedisPubSubSource),
+    RedisKeyspace(redis::source::keyspace::RedisKeyspaceSource),
     Generate(generate::GenerateSource),
 }
 
 impl AnySource {
     pub async fn open(pipeline: &str, config: &SourceConfig) -> Result<Self, ConnectorError> {
+        use redis::source::*;
         Ok(match config {
             SourceConfig::Kafka(c) => {
                 AnySource::Kafka(kafka::KafkaSource::open(pipeline, c).await?)
+            }
+            SourceConfig::RedisStream(c) => {
+                AnySource::RedisStream(stream::RedisStreamSource::open(pipeline, c).await?)
+            }
+            SourceConfig::RedisList(c) => {
+                AnySource::RedisList(list::RedisListSource::open(pipeline, c).await?)
+            }
+            SourceConfig::RedisPubSub(c) => {
+                AnySource::RedisPubSub(pubsub::RedisPubSubSource::open(pipeline, c).await?)
+            }
+            SourceConfig::RedisKeyspace(c) => {
+                AnySource::RedisKeyspace(keyspace::RedisKeyspaceSource::open(pipeline, c).await?)
             }
             SourceConfig::Generate(c) => AnySource::Generate(generate::GenerateSource::open(c)),
         })
@@ -206,6 +247,10 @@ impl Source for AnySource {
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         match self {
             AnySource::Kafka(s) => s.next().await,
+            AnySource::RedisStream(s) => s.next().await,
+            AnySource::RedisList(s) => s.next().await,
+            AnySource::RedisPubSub(s) => s.next().await,
+            AnySource::RedisKeyspace(s) => s.next().await,
             AnySource::Generate(s) => s.next().await,
         }
     }
@@ -213,6 +258,10 @@ impl Source for AnySource {
     async fn close(self) -> Result<(), ConnectorError> {
         match self {
             AnySource::Kafka(s) => s.close().await,
+            AnySource::RedisStream(s) => s.close().await,
+            AnySource::RedisList(s) => s.close().await,
+            AnySource::RedisPubSub(s) => s.close().await,
+            AnySource::RedisKeyspace(s) => s.close().await,
             AnySource::Generate(s) => s.close().await,
         }
     }

@@ -60,8 +60,16 @@ pub async fn run_pipeline(
     let rejections = match &config.dead_letter {
         Some(dl) => {
             let (tx, rx) = mpsc::channel(capacity);
-            let Some(task) =
-                spawn_sink(&name, "dead_letter", dl, rx, Rejections::Stop, &stats, &stop).await?
+            let Some(task) = spawn_sink(
+                &name,
+                "dead_letter",
+                dl,
+                rx,
+                Rejections::Stop,
+                &stats,
+                &stop,
+            )
+            .await?
             else {
                 return Ok(stats.totals());
             };

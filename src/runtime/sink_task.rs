@@ -78,8 +78,12 @@ impl Rejections {
                 warn!(pipeline, stage, %origin, "{error}; sent to the dead-letter sink");
                 let mut message = Message::clone(&delivery.message);
                 use dead_letter_headers as h;
-                message.headers.set(h::ERROR, Bytes::from(error.to_string()));
-                message.headers.set(h::PIPELINE, Bytes::from(pipeline.to_owned()));
+                message
+                    .headers
+                    .set(h::ERROR, Bytes::from(error.to_string()));
+                message
+                    .headers
+                    .set(h::PIPELINE, Bytes::from(pipeline.to_owned()));
                 message.headers.set(h::SINK, Bytes::from(stage.to_owned()));
                 message.headers.set(h::ORIGIN, Bytes::from(origin));
                 Stats::add(&stats.dead_lettered, 1);
@@ -205,5 +209,4 @@ impl SinkTask {
             }
         }
     }
-
 }

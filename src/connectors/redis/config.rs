@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::config::values::{Count, Span};
+use crate::config::values::{Count, NonEmpty, Span};
 use crate::config::{ConfigPath, Problem};
 use crate::template::Template;
 
@@ -124,12 +124,35 @@ pub enum StreamFields {
 /// A checked sink configuration: exactly the options that `write` uses.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WritePlan {
-    Set { ttl: Option<Duration> },
-    Hset { fields: Option<Vec<Vec<String>>>, replace: bool, ttl: Option<Duration> },
-    Push { left: bool, replace: bool, ttl: Option<Duration> },
-    Sadd { member: Option<Template>, replace: bool, ttl: Option<Duration> },
-    Zadd { score: Template, member: Option<Template>, replace: bool, ttl: Option<Duration> },
-    Xadd { maxlen: Option<usize>, fields: StreamFields, ttl: Option<Duration> },
+    Set {
+        ttl: Option<Duration>,
+    },
+    Hset {
+        fields: Option<Vec<Vec<String>>>,
+        replace: bool,
+        ttl: Option<Duration>,
+    },
+    Push {
+        left: bool,
+        replace: bool,
+        ttl: Option<Duration>,
+    },
+    Sadd {
+        member: Option<Template>,
+        replace: bool,
+        ttl: Option<Duration>,
+    },
+    Zadd {
+        score: Template,
+        member: Option<Template>,
+        replace: bool,
+        ttl: Option<Duration>,
+    },
+    Xadd {
+        maxlen: Option<usize>,
+        fields: StreamFields,
+        ttl: Option<Duration>,
+    },
     Publish,
 }
 
@@ -148,36 +171,60 @@ impl RedisSinkConfig {
         let mode = self.write;
         let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
             if set && !allowed.contains(&mode) {
-                let names: Vec<_> = allowed.iter().map(|m| format!("\"{}\"", m.name())).collect();
+                let names: Vec<_> = allowed
+                    .iter()
+                    .map(|m| format!("\"{}\"", m.name()))
+                    .collect();
                 problems.push(
                     Problem::at_path(
                         path.key(field),
                         format!("`{field}` does nothing with `write = \"{}\"`", mode.name()),
                     )
-                    .with_help(format!("it applies to write = {}; remove it", names.join(" or "))),
+                    .with_help(format!(
+                        "it applies to write = {}; remove it",
+                        names.join(" or ")
+                    )),
                 );
             }
         };
-        only("ttl", self.ttl.is_some(), &[Set, Hset, Rpush, Lpush, Sadd, Zadd, Xadd], problems);
+        only(
+            "ttl",
+            self.ttl.is_some(),
+            &[Set, Hset, Rpush, Lpush, Sadd, Zadd, Xadd],
+            problems,
+        );
         only("fields", self.fields.is_some(), &[Hset], problems);
         only("score", self.score.is_some(), &[Zadd], problems);
         only("member", self.member.is_some(), &[Sadd, Zadd], problems);
         only("maxlen", self.maxlen.is_some(), &[Xadd], problems);
-        only("stream_fields", self.stream_fields != StreamFields::Envelope, &[Xadd], problems);
-        only("replace", self.replace, &[Hset, Rpush, Lpush, Sadd, Zadd], problems);
+        only(
+            "stream_fields",
+            self.stream_fields != StreamFields::Envelope,
+            &[Xadd],
+            problems,
+        );
+        only(
+            "replace",
+            self.replace,
+            &[Hset, Rpush, Lpush, Sadd, Zadd],
+            problems,
+        );
         if mode == Zadd && self.score.is_none() {
             problems.push(
                 Problem::at_path(path.clone(), "`write = \"zadd\"` needs a `score`")
                     .with_help("e.g. score = \"{amount}\" or score = \"{timestamp}\""),
             );
         }
-        if let Some(fields) = &self.fields {
-            if fields.is_empty() || fields.iter().any(|f| f.split('.').any(str::is_empty)) {
-                problems.push(
-                    Problem::at_path(path.key("fields"), "`fields` needs field names or dotted paths")
-                        .with_help("e.g. fields = [\"status\", \"customer.id\"]"),
-                );
-            }
+        if let Some(fields) = &self.fields
+            && (fields.is_empty() || fields.iter().any(|f| f.split('.').any(str::is_empty)))
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("fields"),
+                    "`fields` needs field names or dotted paths",
+                )
+                .with_help("e.g. fields = [\"status\", \"customer.id\"]"),
+            );
         }
     }
 
@@ -196,8 +243,16 @@ impl RedisSinkConfig {
                 replace,
                 ttl,
             },
-            WriteMode::Rpush => WritePlan::Push { left: false, replace, ttl },
-            WriteMode::Lpush => WritePlan::Push { left: true, replace, ttl },
+            WriteMode::Rpush => WritePlan::Push {
+                left: false,
+                replace,
+                ttl,
+            },
+            WriteMode::Lpush => WritePlan::Push {
+                left: true,
+                replace,
+                ttl,
+            },
             WriteMode::Sadd => WritePlan::Sadd {
                 member: self.member.clone(),
                 replace,
@@ -228,8 +283,10 @@ mod tests {
     use super::*;
 
     fn sink(extra: &str) -> (RedisSinkConfig, Vec<Problem>) {
-        let c: RedisSinkConfig =
-            toml::from_str(&format!("url = \"redis://127.0.0.1/2\"\nkey = \"k\"\n{extra}")).unwrap();
+        let c: RedisSinkConfig = toml::from_str(&format!(
+            "url = \"redis://127.0.0.1/2\"\nkey = \"k\"\n{extra}"
+        ))
+        .unwrap();
         let mut problems = Vec::new();
         c.check(&ConfigPath::root(), &mut problems);
         (c, problems)
@@ -239,12 +296,209 @@ mod tests {
     fn options_must_fit_the_write_mode() {
         let (_, p) = sink("write = \"set\"\nscore = \"{a}\"\nmaxlen = 10");
         assert_eq!(p.len(), 2);
-        assert!(p[0].message.contains("`score` does nothing with `write = \"set\"`"));
+        assert!(
+            p[0].message
+                .contains("`score` does nothing with `write = \"set\"`")
+        );
         let (_, p) = sink("write = \"zadd\"");
         assert!(p[0].message.contains("needs a `score`"));
-        let (c, p) = sink("write = \"zadd\"\nscore = \"{amount}\"\nmember = \"{key}\"\nreplace = true");
+        let (c, p) =
+            sink("write = \"zadd\"\nscore = \"{amount}\"\nmember = \"{key}\"\nreplace = true");
         assert!(p.is_empty());
         assert!(matches!(c.plan(), WritePlan::Zadd { replace: true, .. }));
         assert_eq!(c.url.db(), 2);
+    }
+}
+
+/// Where a newly created consumer group starts reading a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamStart {
+    /// Only entries added after the group was created (`$`).
+    New,
+    /// Every entry already in the stream (`0`).
+    #[default]
+    Earliest,
+}
+
+/// `type = "redis-stream"`: a consumer in a Redis consumer group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStreamSourceConfig {
+    pub url: RedisUrl,
+    /// Streams to read (one group name for all).
+    pub streams: Vec<NonEmpty>,
+    /// Consumer group. Several ferry processes in the same group share the
+    /// entries: this is how a stream source scales out.
+    pub group: NonEmpty,
+    /// This consumer's name in the group; must stay the same across
+    /// restarts so that ferry re-reads what it had not confirmed. Defaults
+    /// to `ferry-<pipeline>-<hostname>`.
+    pub consumer: Option<NonEmpty>,
+    /// Where the group starts when ferry creates it.
+    #[serde(default)]
+    pub start: StreamStart,
+    /// Create the group (and the stream) when missing.
+    #[serde(default = "yes")]
+    pub create_group: bool,
+    /// Entries per read.
+    #[serde(default = "default_read_batch")]
+    pub batch_size: Count,
+    /// How long one read waits for new entries.
+    #[serde(default = "default_block")]
+    pub block: Span,
+    /// Entries pending this long with another consumer are claimed
+    /// (`XAUTOCLAIM`): that consumer is presumed dead.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle: Span,
+    /// An entry delivered this many times without being confirmed goes to
+    /// the dead-letter sink instead of being tried again.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: Count,
+    /// Delete entries every group has acknowledged (`XTRIM MINID`).
+    #[serde(default)]
+    pub trim: bool,
+}
+
+/// Which end of a list is popped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListEnd {
+    Left,
+    /// The oldest element when producers `LPUSH` (a FIFO queue).
+    #[default]
+    Right,
+}
+
+impl ListEnd {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListEnd::Left => "LEFT",
+            ListEnd::Right => "RIGHT",
+        }
+    }
+}
+
+/// `type = "redis-list"`: reliable queue consumption through a processing
+/// list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisListSourceConfig {
+    pub url: RedisUrl,
+    pub list: NonEmpty,
+    /// Which end to pop.
+    #[serde(default)]
+    pub pop: ListEnd,
+    /// Where popped elements wait until every sink confirmed them. Defaults
+    /// to `<list>:processing:<consumer>`.
+    pub processing_list: Option<NonEmpty>,
+    /// Names the default processing list; must stay the same across
+    /// restarts. Defaults to `ferry-<pipeline>-<hostname>`.
+    pub consumer: Option<NonEmpty>,
+    #[serde(default = "default_read_batch")]
+    pub batch_size: Count,
+    #[serde(default = "default_block")]
+    pub block: Span,
+}
+
+/// `type = "redis-pubsub"`: at-most-once, as Redis pub/sub itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisPubSubSourceConfig {
+    pub url: RedisUrl,
+    #[serde(default)]
+    pub channels: Vec<NonEmpty>,
+    #[serde(default)]
+    pub patterns: Vec<NonEmpty>,
+    /// Messages held while the pipeline is busy; beyond that new messages
+    /// are dropped (and counted in the log), as Redis itself would drop a
+    /// slow subscriber.
+    #[serde(default = "default_pubsub_buffer")]
+    pub buffer: Count,
+}
+
+/// `type = "redis-keyspace"`: the current value of keys that change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisKeyspaceSourceConfig {
+    pub url: RedisUrl,
+    /// Keys to watch, a Redis glob: `user:*`.
+    pub pattern: NonEmpty,
+    /// Only these events (`set`, `hset`, `del`, `expired`, ...); all when absent.
+    pub events: Option<Vec<NonEmpty>>,
+    /// Emit every matching key once at start (and after a reconnect, when
+    /// notifications may have been missed).
+    #[serde(default = "yes")]
+    pub snapshot: bool,
+    /// Turn on `notify-keyspace-events` if Redis has it off (`CONFIG SET`);
+    /// otherwise ferry refuses to start and says what to set.
+    #[serde(default)]
+    pub configure_notifications: bool,
+    /// Changed keys remembered while the pipeline is busy (a key that
+    /// changes twice is read once). Beyond that ferry forgets them and
+    /// scans the keyspace again instead, so memory stays bounded.
+    #[serde(default = "default_pending_keys")]
+    pub max_pending_keys: Count,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_read_batch() -> Count {
+    Count::new(200)
+}
+
+fn default_block() -> Span {
+    Span(Duration::from_secs(2))
+}
+
+fn default_claim_idle() -> Span {
+    Span(Duration::from_secs(60))
+}
+
+fn default_max_deliveries() -> Count {
+    Count::new(10)
+}
+
+fn default_pubsub_buffer() -> Count {
+    Count::new(10_000)
+}
+
+fn default_pending_keys() -> Count {
+    Count::new(100_000)
+}
+
+impl RedisPubSubSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if self.channels.is_empty() && self.patterns.is_empty() {
+            problems.push(
+                Problem::at_path(
+                    path.clone(),
+                    "no `channels` and no `patterns` to subscribe to",
+                )
+                .with_help("e.g. channels = [\"orders\"] or patterns = [\"orders.*\"]"),
+            );
+        }
+    }
+}
+
+impl RedisStreamSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if self.streams.is_empty() {
+            problems.push(
+                Problem::at_path(path.key("streams"), "no streams to read")
+                    .with_help("e.g. streams = [\"orders\"]"),
+            );
+        }
+        if self.block.0 >= self.claim_idle.0 {
+            problems.push(
+                Problem::at_path(
+                    path.key("claim_idle"),
+                    "`claim_idle` must be longer than `block`",
+                )
+                .with_help("otherwise entries being read could be claimed from a live consumer"),
+            );
+        }
     }
 }

@@ -47,7 +47,11 @@ fn cmd(name: &str) -> redis::Cmd {
 }
 
 impl Write {
-    pub fn prepare(plan: &WritePlan, key: &Template, message: &Message) -> Result<Self, MessageError> {
+    pub fn prepare(
+        plan: &WritePlan,
+        key: &Template,
+        message: &Message,
+    ) -> Result<Self, MessageError> {
         let key = key.render(message)?;
         let payload = message.payload.as_ref();
         let mut cmds = Vec::with_capacity(3);
@@ -98,13 +102,23 @@ impl Write {
                     .arg(render_or(member, message, p)?);
                 cmds.push(c);
             }
-            (WritePlan::Sadd { member: Some(m), .. }, None) => {
+            (
+                WritePlan::Sadd {
+                    member: Some(m), ..
+                },
+                None,
+            ) => {
                 let mut c = cmd("SREM");
                 c.arg(&key).arg(m.render(message)?);
                 cmds.push(c);
                 expire = None;
             }
-            (WritePlan::Zadd { member: Some(m), .. }, None) => {
+            (
+                WritePlan::Zadd {
+                    member: Some(m), ..
+                },
+                None,
+            ) => {
                 let mut c = cmd("ZREM");
                 c.arg(&key).arg(m.render(message)?);
                 cmds.push(c);
@@ -242,7 +256,9 @@ pub fn stream_fields(message: &Message) -> Vec<(String, Bytes)> {
 /// inverse of [`stream_fields`]. Entries other programs wrote, without a
 /// `payload` or `tombstone` field, become a JSON object of their fields.
 pub fn from_stream_fields(fields: &[(String, Bytes)]) -> (Option<Bytes>, Option<Bytes>, Headers) {
-    let is_envelope = fields.iter().any(|(f, _)| f == "payload" || f == "tombstone");
+    let is_envelope = fields
+        .iter()
+        .any(|(f, _)| f == "payload" || f == "tombstone");
     if !is_envelope {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .iter()
@@ -275,6 +291,139 @@ pub fn from_stream_fields(fields: &[(String, Bytes)]) -> (Option<Bytes>, Option<
 /// Milliseconds of a stream entry id (`1700000000000-0`), its timestamp.
 pub fn stream_id_millis(id: &str) -> Option<i64> {
     id.split('-').next()?.parse().ok()
+}
+
+/// One entry of a stream reply; `fields` is `None` for an entry that was
+/// deleted while pending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: String,
+    pub fields: Option<Vec<(String, Bytes)>>,
+}
+
+/// Text of a bulk or simple string reply.
+pub fn text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        redis::Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+fn bytes(v: &redis::Value) -> Option<Bytes> {
+    match v {
+        redis::Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+        redis::Value::SimpleString(s) => Some(Bytes::from(s.clone())),
+        redis::Value::Int(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+fn items(v: &redis::Value) -> Option<Vec<&redis::Value>> {
+    match v {
+        redis::Value::Array(a) | redis::Value::Set(a) => Some(a.iter().collect()),
+        _ => None,
+    }
+}
+
+/// `[[id, [f1, v1, ...]], ...]`, as `XRANGE`, `XREADGROUP` (per stream)
+/// and `XAUTOCLAIM` (second element) answer.
+pub fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String> {
+    let mut out = Vec::new();
+    for entry in items(v).ok_or("entries are not an array")? {
+        let parts = items(entry).ok_or("an entry is not an array")?;
+        let id = parts
+            .first()
+            .and_then(|v| text(v))
+            .ok_or("an entry has no id")?;
+        let fields = match parts.get(1) {
+            None | Some(redis::Value::Nil) => None,
+            Some(list) => {
+                let flat = items(list).ok_or("entry fields are not an array")?;
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                for pair in flat.chunks(2) {
+                    if let [f, v] = pair {
+                        fields.push((
+                            text(f).ok_or("a field name is not a string")?,
+                            bytes(v).unwrap_or_default(),
+                        ));
+                    }
+                }
+                Some(fields)
+            }
+        };
+        out.push(StreamEntry { id, fields });
+    }
+    Ok(out)
+}
+
+/// An `XREADGROUP` / `XREAD` reply: entries per stream (`Nil` on timeout).
+pub fn parse_read_reply(v: &redis::Value) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
+    match v {
+        redis::Value::Nil => Ok(Vec::new()),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .map(|(name, entries)| {
+                Ok((
+                    text(name).ok_or("a stream name is not a string")?,
+                    parse_entries(entries)?,
+                ))
+            })
+            .collect(),
+        other => items(other)
+            .ok_or("the reply is not an array")?
+            .into_iter()
+            .map(|stream| {
+                let parts = items(stream).ok_or("a stream reply is not an array")?;
+                let name = parts
+                    .first()
+                    .and_then(|v| text(v))
+                    .ok_or("a stream has no name")?;
+                let entries = parts.get(1).ok_or("a stream has no entries")?;
+                Ok((name, parse_entries(entries)?))
+            })
+            .collect(),
+    }
+}
+
+/// An `XAUTOCLAIM` reply: the next cursor, the claimed entries, and the ids
+/// of entries that no longer exist.
+pub fn parse_autoclaim_reply(
+    v: &redis::Value,
+) -> Result<(String, Vec<StreamEntry>, Vec<String>), String> {
+    let parts = items(v).ok_or("the reply is not an array")?;
+    let cursor = parts.first().and_then(|v| text(v)).ok_or("no cursor")?;
+    let entries = parse_entries(parts.get(1).ok_or("no entries")?)?;
+    let deleted = parts
+        .get(2)
+        .and_then(|v| items(v))
+        .map(|ids| ids.into_iter().filter_map(text).collect())
+        .unwrap_or_default();
+    Ok((cursor, entries, deleted))
+}
+
+/// Extended `XPENDING` rows: `(id, consumer, idle ms, deliveries)`.
+pub fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
+    items(v)
+        .ok_or("the reply is not an array")?
+        .into_iter()
+        .map(|row| {
+            let r = items(row).ok_or("a row is not an array")?;
+            let num = |i: usize| match r.get(i) {
+                Some(redis::Value::Int(n)) => Some(*n as u64),
+                Some(v) => text(v).and_then(|t| t.parse().ok()),
+                None => None,
+            };
+            Ok((
+                r.first().and_then(|v| text(v)).ok_or("no id")?,
+                r.get(1).and_then(|v| text(v)).ok_or("no consumer")?,
+                num(2).ok_or("no idle time")?,
+                num(3).ok_or("no delivery count")?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -341,7 +490,11 @@ mod tests {
             ["HSET h:7 order_id 7 total 9.5 status new"]
         );
         assert_eq!(
-            args("write = \"hset\"\nfields = [\"status\"]\nreplace = true\nttl = \"1m\"", "h:{key}", &order()),
+            args(
+                "write = \"hset\"\nfields = [\"status\"]\nreplace = true\nttl = \"1m\"",
+                "h:{key}",
+                &order()
+            ),
             ["DEL h:o-7", "HSET h:o-7 status new", "PEXPIRE h:o-7 60000"]
         );
     }
@@ -358,28 +511,58 @@ mod tests {
     #[test]
     fn lists_sets_and_sorted_sets() {
         let m = order();
-        assert_eq!(args("write = \"lpush\"", "q", &m)[0].split(' ').take(2).collect::<Vec<_>>(), ["LPUSH", "q"]);
-        assert_eq!(args("write = \"sadd\"\nmember = \"{order_id}\"", "s", &m), ["SADD s 7"]);
         assert_eq!(
-            args("write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"", "z", &m),
+            args("write = \"lpush\"", "q", &m)[0]
+                .split(' ')
+                .take(2)
+                .collect::<Vec<_>>(),
+            ["LPUSH", "q"]
+        );
+        assert_eq!(
+            args("write = \"sadd\"\nmember = \"{order_id}\"", "s", &m),
+            ["SADD s 7"]
+        );
+        assert_eq!(
+            args(
+                "write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"",
+                "z",
+                &m
+            ),
             ["ZADD z 9.5 o-7"]
         );
-        let e = Write::prepare(&plan("write = \"zadd\"\nscore = \"{status}\""), &t("z"), &m).unwrap_err();
+        let e = Write::prepare(&plan("write = \"zadd\"\nscore = \"{status}\""), &t("z"), &m)
+            .unwrap_err();
         assert!(e.to_string().contains("not a number"), "{e}");
     }
 
     #[test]
     fn a_tombstone_deletes_the_key_or_removes_the_member() {
         for mode in ["set", "hset", "rpush"] {
-            assert_eq!(args(&format!("write = \"{mode}\""), "order:{key}", &tombstone()), ["DEL order:o-7"]);
+            assert_eq!(
+                args(&format!("write = \"{mode}\""), "order:{key}", &tombstone()),
+                ["DEL order:o-7"]
+            );
         }
-        assert_eq!(args("write = \"sadd\"\nmember = \"{key}\"", "s", &tombstone()), ["SREM s o-7"]);
         assert_eq!(
-            args("write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"", "z", &tombstone()),
+            args("write = \"sadd\"\nmember = \"{key}\"", "s", &tombstone()),
+            ["SREM s o-7"]
+        );
+        assert_eq!(
+            args(
+                "write = \"zadd\"\nscore = \"{total}\"\nmember = \"{key}\"",
+                "z",
+                &tombstone()
+            ),
             ["ZREM z o-7"]
         );
-        assert_eq!(args("write = \"sadd\"", "s:{key}", &tombstone()), ["DEL s:o-7"]);
-        assert_eq!(args("write = \"publish\"", "ch", &tombstone()), ["PUBLISH ch "]);
+        assert_eq!(
+            args("write = \"sadd\"", "s:{key}", &tombstone()),
+            ["DEL s:o-7"]
+        );
+        assert_eq!(
+            args("write = \"publish\"", "ch", &tombstone()),
+            ["PUBLISH ch "]
+        );
     }
 
     #[test]
@@ -393,12 +576,67 @@ mod tests {
             args("write = \"xadd\"\nmaxlen = 1000", "events", &m),
             ["XADD events MAXLEN ~ 1000 * payload hello key k1 header.trace t1"]
         );
-        assert_eq!(args("write = \"xadd\"", "events", &Message::default()), ["XADD events * tombstone 1"]);
         assert_eq!(
-            args("write = \"xadd\"\nstream_fields = \"json\"", "events", &order()),
+            args("write = \"xadd\"", "events", &Message::default()),
+            ["XADD events * tombstone 1"]
+        );
+        assert_eq!(
+            args(
+                "write = \"xadd\"\nstream_fields = \"json\"",
+                "events",
+                &order()
+            ),
             ["XADD events * order_id 7 total 9.5 status new"]
         );
         let _ = Count::new(1);
+    }
+
+    fn bulk(s: &str) -> redis::Value {
+        redis::Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn arr(v: Vec<redis::Value>) -> redis::Value {
+        redis::Value::Array(v)
+    }
+
+    #[test]
+    fn parses_stream_replies_including_deleted_entries() {
+        let entries = arr(vec![
+            arr(vec![
+                bulk("1-0"),
+                arr(vec![bulk("payload"), bulk("x"), bulk("key"), bulk("k")]),
+            ]),
+            arr(vec![bulk("2-0"), redis::Value::Nil]),
+        ]);
+        let reply = arr(vec![arr(vec![bulk("orders"), entries.clone()])]);
+        let parsed = parse_read_reply(&reply).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, "orders");
+        assert_eq!(parsed[0].1[0].id, "1-0");
+        assert_eq!(
+            parsed[0].1[0].fields.as_ref().unwrap()[1],
+            ("key".to_owned(), Bytes::from("k"))
+        );
+        assert_eq!(parsed[0].1[1].fields, None);
+        assert_eq!(parse_read_reply(&redis::Value::Nil).unwrap(), vec![]);
+        let resp3 = redis::Value::Map(vec![(bulk("orders"), entries.clone())]);
+        assert_eq!(parse_read_reply(&resp3).unwrap(), parsed);
+        let claim = arr(vec![bulk("0-0"), entries, arr(vec![bulk("3-0")])]);
+        let (cursor, claimed, deleted) = parse_autoclaim_reply(&claim).unwrap();
+        assert_eq!(
+            (cursor.as_str(), claimed.len(), deleted),
+            ("0-0", 2, vec!["3-0".to_owned()])
+        );
+        let pending = arr(vec![arr(vec![
+            bulk("1-0"),
+            bulk("c1"),
+            redis::Value::Int(500),
+            redis::Value::Int(3),
+        ])]);
+        assert_eq!(
+            parse_pending(&pending).unwrap(),
+            vec![("1-0".into(), "c1".into(), 500, 3)]
+        );
     }
 
     #[test]
@@ -409,10 +647,16 @@ mod tests {
             ..Message::from_payload("hello")
         };
         let (key, payload, headers) = from_stream_fields(&stream_fields(&m));
-        assert_eq!((key, payload, headers), (m.key.clone(), m.payload.clone(), m.headers.clone()));
+        assert_eq!(
+            (key, payload, headers),
+            (m.key.clone(), m.payload.clone(), m.headers.clone())
+        );
         let (key, payload, _) = from_stream_fields(&stream_fields(&Message::default()));
         assert_eq!((key, payload), (None, None));
-        let foreign = vec![("order_id".to_owned(), Bytes::from("7")), ("status".to_owned(), Bytes::from("new"))];
+        let foreign = vec![
+            ("order_id".to_owned(), Bytes::from("7")),
+            ("status".to_owned(), Bytes::from("new")),
+        ];
         let (_, payload, _) = from_stream_fields(&foreign);
         assert_eq!(payload.unwrap(), r#"{"order_id":"7","status":"new"}"#);
         assert_eq!(stream_id_millis("1700000000123-4"), Some(1_700_000_000_123));

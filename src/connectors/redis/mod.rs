@@ -1,9 +1,13 @@
-//! Redis: a sink that writes keys, hashes and stream entries in pipelined
-//! batches.
+//! Redis: sources for streams, lists, pub/sub and keyspace notifications,
+//! and a sink for every data type.
 
 pub mod config;
 pub mod mapping;
 pub mod sink;
+pub mod source;
 
-pub use config::RedisSinkConfig;
+pub use config::{
+    RedisKeyspaceSourceConfig, RedisListSourceConfig, RedisPubSubSourceConfig, RedisSinkConfig,
+    RedisStreamSourceConfig,
+};
 pub use sink::RedisSink;

@@ -92,10 +92,10 @@ impl Sink for RedisSink {
         for w in batch {
             let mut result = Ok(());
             for reply in replies.by_ref().take(w.0.len()) {
-                if let Err(e) = reply {
-                    if result.is_ok() {
-                        result = classify_reply(e)?;
-                    }
+                if let Err(e) = reply
+                    && result.is_ok()
+                {
+                    result = classify_reply(e)?;
                 }
             }
             results.push(result);

@@ -1,0 +1,193 @@
+//! Redis list source: reliable queue consumption.
+//!
+//! Elements are moved atomically from the list to a processing list
+//! (`LMOVE`/`BLMOVE`) and removed from there (`LREM`) only once every sink
+//! confirmed them. After a crash, whatever is still in the processing list
+//! was popped but not confirmed: it is delivered again first.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use tracing::info;
+
+use super::{Acker, default_consumer};
+use crate::ack::{Ack, Outcome};
+use crate::connectors::redis::config::RedisListSourceConfig;
+use crate::connectors::redis::sink::connect;
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+use crate::message::{Message, Origin};
+
+pub struct RedisListSource {
+    pipeline: String,
+    reader: ConnectionManager,
+    cmd: ConnectionManager,
+    list: Arc<str>,
+    processing: String,
+    config: RedisListSourceConfig,
+    recovered: bool,
+    buffer: VecDeque<Envelope>,
+    acker: Acker<Bytes>,
+}
+
+impl RedisListSource {
+    pub async fn open(
+        pipeline: &str,
+        config: &RedisListSourceConfig,
+    ) -> Result<Self, ConnectorError> {
+        let reader = connect(
+            config.url.as_str(),
+            config.block.0 + Duration::from_secs(10),
+        )?;
+        let cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let list: Arc<str> = Arc::from(config.list.as_str());
+        let consumer = config
+            .consumer
+            .as_ref()
+            .map_or_else(|| default_consumer(pipeline), ToString::to_string);
+        let processing = config.processing_list.as_ref().map_or_else(
+            || format!("{list}:processing:{consumer}"),
+            ToString::to_string,
+        );
+        let acker = {
+            let processing = processing.clone();
+            Acker::spawn(
+                pipeline.to_owned(),
+                cmd.clone(),
+                move |batch: &[Bytes]| {
+                    let mut pipe = redis::pipe();
+                    for element in batch {
+                        pipe.cmd("LREM")
+                            .arg(&processing)
+                            .arg(1)
+                            .arg(element.as_ref())
+                            .ignore();
+                    }
+                    pipe
+                },
+            )
+        };
+        info!(pipeline, %list, processing, "redis list source ready");
+        Ok(Self {
+            pipeline: pipeline.to_owned(),
+            reader,
+            cmd,
+            list,
+            processing,
+            config: config.clone(),
+            recovered: false,
+            buffer: VecDeque::new(),
+            acker,
+        })
+    }
+
+    fn envelope(&self, element: Bytes) -> Envelope {
+        let tx = self.acker.sender();
+        let ack_element = element.clone();
+        let ack = Ack::new(move |outcome| {
+            if outcome != Outcome::Failed {
+                let _ = tx.send(ack_element);
+            }
+        });
+        let message = Message {
+            payload: Some(element),
+            origin: Origin::RedisList {
+                list: Arc::clone(&self.list),
+            },
+            ..Message::default()
+        };
+        Envelope::new(message, ack)
+    }
+
+    fn err(&self, what: &str, e: redis::RedisError) -> ConnectorError {
+        ConnectorError::redis(format!("{what} ({})", self.list), e)
+    }
+
+    /// Elements left in the processing list by an earlier run.
+    async fn recover(&mut self) -> Result<(), ConnectorError> {
+        let left: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&self.processing)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading the processing list", e))?;
+        if !left.is_empty() {
+            info!(pipeline = %self.pipeline, count = left.len(), processing = %self.processing,
+                "delivering again elements popped but not confirmed before");
+        }
+        // LMOVE pushes to the head, so the oldest element is last.
+        for element in left.into_iter().rev() {
+            let envelope = self.envelope(Bytes::from(element));
+            self.buffer.push_back(envelope);
+        }
+        self.recovered = true;
+        Ok(())
+    }
+
+    async fn pop(&mut self) -> Result<(), ConnectorError> {
+        let from = self.config.pop.name();
+        // Without waiting: up to a batch in one round trip.
+        let mut pipe = redis::pipe();
+        for _ in 0..self.config.batch_size.get() {
+            pipe.cmd("LMOVE")
+                .arg(&*self.list)
+                .arg(&self.processing)
+                .arg(from)
+                .arg("LEFT");
+        }
+        let popped: Vec<Option<Vec<u8>>> = pipe
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("popping", e))?;
+        let mut any = false;
+        for element in popped.into_iter().flatten() {
+            any = true;
+            let envelope = self.envelope(Bytes::from(element));
+            self.buffer.push_back(envelope);
+        }
+        if any {
+            return Ok(());
+        }
+        // Empty: wait for the next element.
+        let secs = self.config.block.0.as_secs_f64().max(0.01);
+        let element: Option<Vec<u8>> = redis::cmd("BLMOVE")
+            .arg(&*self.list)
+            .arg(&self.processing)
+            .arg(from)
+            .arg("LEFT")
+            .arg(secs)
+            .query_async(&mut self.reader)
+            .await
+            .map_err(|e| self.err("waiting for elements", e))?;
+        if let Some(element) = element {
+            let envelope = self.envelope(Bytes::from(element));
+            self.buffer.push_back(envelope);
+        }
+        Ok(())
+    }
+}
+
+impl Source for RedisListSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        loop {
+            if let Some(envelope) = self.buffer.pop_front() {
+                return Ok(Some(envelope));
+            }
+            if !self.recovered {
+                self.recover().await?;
+            } else {
+                self.pop().await?;
+            }
+        }
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        self.acker.close().await;
+        info!(pipeline = %self.pipeline, "redis list source closed; confirmed elements removed");
+        Ok(())
+    }
+}

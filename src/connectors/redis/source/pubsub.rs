@@ -1,0 +1,153 @@
+//! Redis pub/sub source: `SUBSCRIBE` / `PSUBSCRIBE`.
+//!
+//! At-most-once, like pub/sub itself: a message published while ferry is
+//! disconnected or stopped is never seen, and there is nothing to
+//! acknowledge. A background task keeps the subscription alive
+//! (reconnecting with backoff) and hands messages over through a bounded
+//! buffer; when the pipeline falls that far behind, new messages are
+//! dropped and counted in the log, instead of growing memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::ack::Ack;
+use crate::connectors::redis::config::RedisPubSubSourceConfig;
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+use crate::message::{Message, Origin};
+use crate::runtime::backoff::Backoff;
+
+pub struct RedisPubSubSource {
+    rx: mpsc::Receiver<Message>,
+    task: JoinHandle<()>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RedisPubSubSource {
+    pub async fn open(
+        pipeline: &str,
+        config: &RedisPubSubSourceConfig,
+    ) -> Result<Self, ConnectorError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| ConnectorError::redis("opening the url", e))?;
+        let (tx, rx) = mpsc::channel(config.buffer.get());
+        let dropped = Arc::new(AtomicU64::new(0));
+        let channels: Vec<String> = config.channels.iter().map(ToString::to_string).collect();
+        let patterns: Vec<String> = config.patterns.iter().map(ToString::to_string).collect();
+        let task = tokio::spawn(subscribe_forever(
+            pipeline.to_owned(),
+            client,
+            channels,
+            patterns,
+            tx,
+            Arc::clone(&dropped),
+        ));
+        Ok(Self { rx, task, dropped })
+    }
+}
+
+/// Subscribes, forwards messages, and subscribes again when the
+/// connection drops, until the source is closed.
+async fn subscribe_forever(
+    pipeline: String,
+    client: redis::Client,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let result = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            if !channels.is_empty() {
+                pubsub.subscribe(&channels).await?;
+            }
+            if !patterns.is_empty() {
+                pubsub.psubscribe(&patterns).await?;
+            }
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let pubsub = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(
+                    pipeline,
+                    "redis pub/sub: cannot subscribe: {e}; retrying in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        info!(pipeline, ?channels, ?patterns, "redis pub/sub subscribed");
+        backoff.reset();
+        let mut stream = pubsub.into_on_message();
+        while let Some(msg) = stream.next().await {
+            let message = Message {
+                payload: Some(Bytes::copy_from_slice(msg.get_payload_bytes())),
+                origin: Origin::RedisChannel {
+                    channel: msg.get_channel_name().to_owned(),
+                },
+                timestamp: Some(now_ms()),
+                ..Message::default()
+            };
+            match tx.try_send(message) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        warn!(
+                            pipeline,
+                            dropped = n,
+                            "redis pub/sub: the pipeline is behind; \
+                            messages dropped (pub/sub is at-most-once)"
+                        );
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        warn!(
+            pipeline,
+            "redis pub/sub connection lost; messages published meanwhile are missed; reconnecting"
+        );
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Source for RedisPubSubSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        match self.rx.recv().await {
+            Some(message) => Ok(Some(Envelope::new(message, Ack::none()))),
+            None => Err(ConnectorError::Fatal(
+                "the redis pub/sub task stopped".into(),
+            )),
+        }
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        self.task.abort();
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            warn!(
+                dropped,
+                "redis pub/sub messages were dropped while the pipeline was behind"
+            );
+        }
+        Ok(())
+    }
+}

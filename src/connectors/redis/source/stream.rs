@@ -1,0 +1,446 @@
+//! Redis Streams source: one consumer of a consumer group.
+//!
+//! - At start, the group is created if asked (`XGROUP CREATE ... MKSTREAM`).
+//! - First this consumer's own pending entries are read again (`XREADGROUP`
+//!   from id `0`): what it had received but not acknowledged before a crash.
+//! - Then new entries (`XREADGROUP ... >`, blocking).
+//! - Every `claim_idle / 2`, entries another consumer left pending for
+//!   `claim_idle` are claimed (`XAUTOCLAIM`): that consumer is presumed dead.
+//! - An entry is acknowledged (`XACK`) only once every sink confirmed it. An
+//!   entry delivered `max_deliveries` times goes to the dead-letter sink.
+//! - With `trim`, entries every group has acknowledged are deleted
+//!   (`XTRIM MINID`), so the stream does not grow without bound.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tracing::{info, warn};
+
+use super::{Acker, default_consumer};
+use crate::ack::{Ack, Outcome};
+use crate::connectors::redis::config::{RedisStreamSourceConfig, StreamStart};
+use crate::connectors::redis::mapping::{
+    StreamEntry, from_stream_fields, parse_autoclaim_reply, parse_pending, parse_read_reply,
+    stream_id_millis, text,
+};
+use crate::connectors::redis::sink::connect;
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+use crate::message::{Message, Origin};
+
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+pub struct RedisStreamSource {
+    pipeline: String,
+    /// Blocking reads only: a blocked `XREADGROUP` would hold up anything
+    /// else sent on the same connection.
+    reader: ConnectionManager,
+    cmd: ConnectionManager,
+    streams: Vec<Arc<str>>,
+    group: String,
+    consumer: String,
+    config: RedisStreamSourceConfig,
+    /// While re-reading own pending entries: the last id seen per stream
+    /// (`None` once that stream's pending entries are exhausted).
+    pending_from: Option<Vec<Option<String>>>,
+    buffer: VecDeque<Envelope>,
+    claim_cursors: Vec<String>,
+    next_claim: Instant,
+    next_trim: Instant,
+    acker: Acker<(usize, String)>,
+}
+
+impl RedisStreamSource {
+    pub async fn open(
+        pipeline: &str,
+        config: &RedisStreamSourceConfig,
+    ) -> Result<Self, ConnectorError> {
+        let block = config.block.0;
+        let reader = connect(config.url.as_str(), block + Duration::from_secs(10))?;
+        let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let streams: Vec<Arc<str>> = config
+            .streams
+            .iter()
+            .map(|s| Arc::from(s.as_str()))
+            .collect();
+        let group = config.group.to_string();
+        let consumer = config
+            .consumer
+            .as_ref()
+            .map_or_else(|| default_consumer(pipeline), ToString::to_string);
+        if config.create_group {
+            for s in &streams {
+                create_group(&mut cmd, s, &group, config.start).await?;
+            }
+        }
+        let acker = {
+            let streams = streams.clone();
+            let group = group.clone();
+            Acker::spawn(
+                pipeline.to_owned(),
+                cmd.clone(),
+                move |batch: &[(usize, String)]| {
+                    let mut by_stream: HashMap<usize, Vec<&str>> = HashMap::new();
+                    for (s, id) in batch {
+                        by_stream.entry(*s).or_default().push(id);
+                    }
+                    let mut pipe = redis::pipe();
+                    for (s, ids) in by_stream {
+                        pipe.cmd("XACK")
+                            .arg(&*streams[s])
+                            .arg(&group)
+                            .arg(ids)
+                            .ignore();
+                    }
+                    pipe
+                },
+            )
+        };
+        info!(
+            pipeline,
+            ?streams,
+            group,
+            consumer,
+            "redis stream source ready"
+        );
+        let n = streams.len();
+        Ok(Self {
+            pipeline: pipeline.to_owned(),
+            reader,
+            cmd,
+            streams,
+            group,
+            consumer,
+            config: config.clone(),
+            pending_from: Some(vec![Some("0".to_owned()); n]),
+            buffer: VecDeque::new(),
+            claim_cursors: vec!["0-0".to_owned(); n],
+            next_claim: Instant::now() + config.claim_idle.0 / 2,
+            next_trim: Instant::now() + TRIM_EVERY,
+            acker,
+        })
+    }
+
+    fn err(&self, what: &str, e: redis::RedisError) -> ConnectorError {
+        ConnectorError::redis(format!("{what} (group {})", self.group), e)
+    }
+
+    /// Re-reads this consumer's pending entries, one stream at a time.
+    async fn read_own_pending(&mut self) -> Result<(), ConnectorError> {
+        let Some(from) = &mut self.pending_from else {
+            return Ok(());
+        };
+        let Some((i, last)) = from
+            .iter()
+            .enumerate()
+            .find_map(|(i, id)| id.clone().map(|id| (i, id)))
+        else {
+            self.pending_from = None;
+            info!(pipeline = %self.pipeline, "own pending entries re-read; reading new entries");
+            return Ok(());
+        };
+        let reply: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.config.batch_size.get())
+            .arg("STREAMS")
+            .arg(&*self.streams[i])
+            .arg(&last)
+            .query_async(&mut self.reader)
+            .await
+            .map_err(|e| self.err("re-reading pending entries", e))?;
+        let entries: Vec<StreamEntry> = parse_read_reply(&reply)
+            .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .collect();
+        if let Some(from) = &mut self.pending_from {
+            from[i] = entries.last().map(|e| e.id.clone());
+        }
+        if !entries.is_empty() {
+            info!(pipeline = %self.pipeline, stream = %self.streams[i], count = entries.len(),
+                "re-reading entries received but not acknowledged before");
+        }
+        self.deliver(i, entries, true).await
+    }
+
+    async fn read_new(&mut self) -> Result<(), ConnectorError> {
+        let mut c = redis::cmd("XREADGROUP");
+        c.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.config.batch_size.get())
+            .arg("BLOCK")
+            .arg(self.config.block.0.as_millis() as u64)
+            .arg("STREAMS");
+        for s in &self.streams {
+            c.arg(&**s);
+        }
+        for _ in &self.streams {
+            c.arg(">");
+        }
+        let reply: redis::Value = match c.query_async(&mut self.reader).await {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("NOGROUP") && self.config.create_group => {
+                warn!(pipeline = %self.pipeline, "the consumer group is gone (stream deleted, or Redis \
+                    restarted without persistence); creating it again");
+                for s in self.streams.clone() {
+                    create_group(&mut self.cmd, &s, &self.group, self.config.start).await?;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(self.err("reading new entries", e)),
+        };
+        let per_stream = parse_read_reply(&reply)
+            .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?;
+        for (name, entries) in per_stream {
+            if let Some(i) = self.streams.iter().position(|s| **s == *name) {
+                self.deliver(i, entries, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims entries other consumers left pending for `claim_idle`.
+    async fn claim(&mut self) -> Result<(), ConnectorError> {
+        for i in 0..self.streams.len() {
+            let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+                .arg(&*self.streams[i])
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(self.config.claim_idle.0.as_millis() as u64)
+                .arg(&self.claim_cursors[i])
+                .arg("COUNT")
+                .arg(self.config.batch_size.get())
+                .query_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("claiming idle entries", e))?;
+            let (cursor, entries, _deleted) = parse_autoclaim_reply(&reply)
+                .map_err(|e| ConnectorError::Fatal(format!("unexpected XAUTOCLAIM reply: {e}")))?;
+            self.claim_cursors[i] = cursor;
+            if !entries.is_empty() {
+                warn!(pipeline = %self.pipeline, stream = %self.streams[i], count = entries.len(),
+                    "claimed entries another consumer left unacknowledged");
+                self.deliver(i, entries, true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns entries into envelopes. For entries delivered before
+    /// (`check_deliveries`), looks up how often: too often sends them to
+    /// the dead-letter sink.
+    async fn deliver(
+        &mut self,
+        stream: usize,
+        entries: Vec<StreamEntry>,
+        check_deliveries: bool,
+    ) -> Result<(), ConnectorError> {
+        let counts = match (check_deliveries, entries.first(), entries.last()) {
+            (true, Some(first), Some(last)) => {
+                self.delivery_counts(stream, &first.id, &last.id, entries.len())
+                    .await?
+            }
+            _ => HashMap::new(),
+        };
+        let max = self.config.max_deliveries.get() as u64;
+        let acks = self.acker.sender();
+        for entry in entries {
+            let Some(fields) = entry.fields else {
+                // Deleted while pending: nothing to deliver, just forget it.
+                let _ = acks.send((stream, entry.id));
+                continue;
+            };
+            let (key, payload, headers) = from_stream_fields(&fields);
+            let message = Message {
+                key,
+                payload,
+                headers,
+                timestamp: stream_id_millis(&entry.id),
+                origin: Origin::RedisStream {
+                    stream: Arc::clone(&self.streams[stream]),
+                    id: entry.id.clone(),
+                },
+                ..Message::default()
+            };
+            let tx = acks.clone();
+            let id = entry.id.clone();
+            let ack = Ack::new(move |outcome| {
+                if outcome != Outcome::Failed {
+                    let _ = tx.send((stream, id));
+                }
+            });
+            let mut envelope = Envelope::new(message, ack);
+            if let Some(&n) = counts.get(&entry.id)
+                && n >= max
+            {
+                envelope.dead_letter = Some(format!(
+                    "delivered {n} times without being confirmed (max_deliveries = {max})"
+                ));
+            }
+            self.buffer.push_back(envelope);
+        }
+        Ok(())
+    }
+
+    async fn delivery_counts(
+        &mut self,
+        stream: usize,
+        first: &str,
+        last: &str,
+        count: usize,
+    ) -> Result<HashMap<String, u64>, ConnectorError> {
+        let reply: redis::Value = redis::cmd("XPENDING")
+            .arg(&*self.streams[stream])
+            .arg(&self.group)
+            .arg(first)
+            .arg(last)
+            .arg(count)
+            .arg(&self.consumer)
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading delivery counts", e))?;
+        let rows = parse_pending(&reply)
+            .map_err(|e| ConnectorError::Fatal(format!("unexpected XPENDING reply: {e}")))?;
+        Ok(rows.into_iter().map(|(id, _, _, n)| (id, n)).collect())
+    }
+
+    /// Deletes entries that every group has acknowledged.
+    async fn trim(&mut self) -> Result<(), ConnectorError> {
+        for s in self.streams.clone() {
+            let groups: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&*s)
+                .query_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("reading stream groups", e))?;
+            let mut min: Option<(u64, u64)> = None;
+            for g in list_of_maps(&groups) {
+                let name = g.get("name").cloned().unwrap_or_default();
+                let pending: u64 = g.get("pending").and_then(|p| p.parse().ok()).unwrap_or(0);
+                let keep_from = if pending > 0 {
+                    let summary: redis::Value = redis::cmd("XPENDING")
+                        .arg(&*s)
+                        .arg(&name)
+                        .query_async(&mut self.cmd)
+                        .await
+                        .map_err(|e| self.err("reading pending summary", e))?;
+                    match &summary {
+                        redis::Value::Array(parts) => {
+                            parts.get(1).and_then(text).and_then(|id| parse_id(&id))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    g.get("last-delivered-id")
+                        .and_then(|id| parse_id(id))
+                        .map(|(ms, seq)| (ms, seq + 1))
+                };
+                let Some(keep_from) = keep_from else {
+                    min = Some((0, 0));
+                    break;
+                };
+                min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
+            }
+            if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
+                let _: i64 = redis::cmd("XTRIM")
+                    .arg(&*s)
+                    .arg("MINID")
+                    .arg(format!("{ms}-{seq}"))
+                    .query_async(&mut self.cmd)
+                    .await
+                    .map_err(|e| self.err("trimming", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// `XINFO GROUPS` answers a list of flat key/value lists (RESP2) or maps.
+fn list_of_maps(v: &redis::Value) -> Vec<HashMap<String, String>> {
+    let redis::Value::Array(rows) = v else {
+        return Vec::new();
+    };
+    rows.iter()
+        .map(|row| match row {
+            redis::Value::Array(flat) => flat
+                .chunks(2)
+                .filter_map(|kv| Some((text(&kv[0])?, text(kv.get(1)?)?)))
+                .collect(),
+            redis::Value::Map(pairs) => pairs
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                .collect(),
+            _ => HashMap::new(),
+        })
+        .collect()
+}
+
+async fn create_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    start: StreamStart,
+) -> Result<(), ConnectorError> {
+    let from = match start {
+        StreamStart::New => "$",
+        StreamStart::Earliest => "0",
+    };
+    let result: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(from)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(ConnectorError::redis(
+            format!("creating group {group} on {stream}"),
+            e,
+        )),
+    }
+}
+
+impl Source for RedisStreamSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        loop {
+            if let Some(envelope) = self.buffer.pop_front() {
+                return Ok(Some(envelope));
+            }
+            let now = Instant::now();
+            if self.config.trim && now >= self.next_trim {
+                self.next_trim = now + TRIM_EVERY;
+                if let Err(e) = self.trim().await {
+                    warn!(pipeline = %self.pipeline, "{e}");
+                }
+            }
+            if self.pending_from.is_some() {
+                self.read_own_pending().await?;
+            } else if now >= self.next_claim {
+                self.next_claim = now + (self.config.claim_idle.0 / 2).max(Duration::from_secs(1));
+                self.claim().await?;
+            } else {
+                self.read_new().await?;
+            }
+        }
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        self.acker.close().await;
+        info!(pipeline = %self.pipeline, "redis stream source closed; confirmed entries acknowledged");
+        Ok(())
+    }
+}
