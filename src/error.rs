@@ -45,6 +45,15 @@ pub enum ConnectorError {
         #[source]
         source: KafkaError,
     },
+    #[error("amqp: {context}: {source}")]
+    Amqp {
+        context: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// A passing problem described in words; retrying can help.
+    #[error("{0}")]
+    Retry(String),
     /// Set-up that cannot work as configured (missing topic, refused
     /// subscription); retrying would fail the same way.
     #[error("{0}")]
@@ -66,11 +75,20 @@ impl ConnectorError {
         }
     }
 
+    pub fn amqp(context: impl Into<String>, source: lapin::Error) -> Self {
+        Self::Amqp {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// Whether trying the same operation again later can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
             ConnectorError::Redis { source, .. } => redis_retryable(source),
             ConnectorError::Kafka { source, .. } => kafka_retryable(source),
+            ConnectorError::Amqp { source, .. } => amqp_retryable(source),
+            ConnectorError::Retry(_) => true,
             ConnectorError::Fatal(_) => false,
         }
     }
@@ -100,6 +118,28 @@ fn kafka_retryable(e: &KafkaError) -> bool {
             Some(code) => !kafka_code_is_fatal(code),
             None => true,
         },
+    }
+}
+
+fn amqp_retryable(e: &lapin::Error) -> bool {
+    use lapin::ErrorKind as K;
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    match e.kind() {
+        K::ProtocolError(amqp) => !matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(
+                AMQPSoftError::ACCESSREFUSED
+                    | AMQPSoftError::NOTFOUND
+                    | AMQPSoftError::PRECONDITIONFAILED
+            ) | AMQPErrorKind::Hard(
+                AMQPHardError::NOTALLOWED
+                    | AMQPHardError::INVALIDPATH
+                    | AMQPHardError::NOTIMPLEMENTED
+                    | AMQPHardError::SYNTAXERROR
+            )
+        ),
+        K::InvalidProtocolVersion(_) | K::NoDefaultRuntime | K::AuthProviderError(_) => false,
+        _ => true,
     }
 }
 

@@ -4,6 +4,7 @@
 //! enums with one variant per connector, so adding one means adding a
 //! variant, and the compiler lists every place that must learn about it.
 
+pub mod amqp;
 pub mod generate;
 pub mod kafka;
 pub mod redis;
@@ -87,6 +88,7 @@ pub enum SourceConfig {
     RedisPubSub(redis::RedisPubSubSourceConfig),
     #[serde(rename = "redis-keyspace")]
     RedisKeyspace(redis::RedisKeyspaceSourceConfig),
+    Amqp(amqp::AmqpSourceConfig),
     Generate(generate::GenerateConfig),
 }
 
@@ -98,6 +100,7 @@ impl SourceConfig {
             SourceConfig::RedisList(_) => "redis-list",
             SourceConfig::RedisPubSub(_) => "redis-pubsub",
             SourceConfig::RedisKeyspace(_) => "redis-keyspace",
+            SourceConfig::Amqp(_) => "amqp",
             SourceConfig::Generate(_) => "generate",
         }
     }
@@ -111,6 +114,7 @@ impl SourceConfig {
             SourceConfig::RedisList(_) => &[C::Source, C::List],
             SourceConfig::RedisPubSub(_) => &[C::Source, C::Channel],
             SourceConfig::RedisKeyspace(_) => &[C::Source, C::KeyspaceEvent],
+            SourceConfig::Amqp(_) => &[C::Source, C::Queue, C::Exchange, C::RoutingKey],
             SourceConfig::Generate(_) => &[],
         }
     }
@@ -119,6 +123,7 @@ impl SourceConfig {
     /// pipeline has no dead-letter sink (AMQP `basic.reject`).
     pub fn rejects_natively(&self) -> bool {
         match self {
+            SourceConfig::Amqp(c) => c.rejected.is_some(),
             SourceConfig::Kafka(_)
             | SourceConfig::RedisStream(_)
             | SourceConfig::RedisList(_)
@@ -133,6 +138,7 @@ impl SourceConfig {
             SourceConfig::Kafka(c) => c.check(path, problems),
             SourceConfig::RedisStream(c) => c.check(path, problems),
             SourceConfig::RedisPubSub(c) => c.check(path, problems),
+            SourceConfig::Amqp(c) => c.check(path, problems),
             SourceConfig::RedisList(_)
             | SourceConfig::RedisKeyspace(_)
             | SourceConfig::Generate(_) => {}
@@ -146,6 +152,7 @@ impl SourceConfig {
 pub enum SinkConfig {
     Redis(redis::RedisSinkConfig),
     Kafka(kafka::KafkaSinkConfig),
+    Amqp(amqp::AmqpSinkConfig),
 }
 
 impl SinkConfig {
@@ -153,6 +160,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Redis(_) => "redis",
             SinkConfig::Kafka(_) => "kafka",
+            SinkConfig::Amqp(_) => "amqp",
         }
     }
 
@@ -161,6 +169,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Redis(c) => c.batch_size.get(),
             SinkConfig::Kafka(c) => c.batch_size.get(),
+            SinkConfig::Amqp(c) => c.batch_size.get(),
         }
     }
 
@@ -169,6 +178,10 @@ impl SinkConfig {
         match self {
             SinkConfig::Redis(c) => format!("redis {} {}", c.write.name(), c.key),
             SinkConfig::Kafka(c) => format!("kafka topic {}", c.topic),
+            SinkConfig::Amqp(c) => format!(
+                "amqp exchange `{}` routing key {}",
+                c.exchange, c.routing_key
+            ),
         }
     }
 
@@ -180,6 +193,7 @@ impl SinkConfig {
                 .chain(c.member.iter().map(|t| ("member", t)))
                 .collect(),
             SinkConfig::Kafka(c) => c.key.iter().map(|k| ("key", k)).collect(),
+            SinkConfig::Amqp(c) => vec![("routing_key", &c.routing_key)],
         }
     }
 
@@ -205,6 +219,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Redis(c) => c.check(path, problems),
             SinkConfig::Kafka(c) => c.check(path, problems),
+            SinkConfig::Amqp(c) => c.check(path, problems),
         }
     }
 }
@@ -216,6 +231,7 @@ pub enum AnySource {
     RedisList(redis::source::list::RedisListSource),
     RedisPubSub(redis::source::pubsub::RedisPubSubSource),
     RedisKeyspace(redis::source::keyspace::RedisKeyspaceSource),
+    Amqp(amqp::source::AmqpSource),
     Generate(generate::GenerateSource),
 }
 
@@ -238,6 +254,9 @@ impl AnySource {
             SourceConfig::RedisKeyspace(c) => {
                 AnySource::RedisKeyspace(keyspace::RedisKeyspaceSource::open(pipeline, c).await?)
             }
+            SourceConfig::Amqp(c) => {
+                AnySource::Amqp(amqp::source::AmqpSource::open(pipeline, c).await?)
+            }
             SourceConfig::Generate(c) => AnySource::Generate(generate::GenerateSource::open(c)),
         })
     }
@@ -251,6 +270,7 @@ impl Source for AnySource {
             AnySource::RedisList(s) => s.next().await,
             AnySource::RedisPubSub(s) => s.next().await,
             AnySource::RedisKeyspace(s) => s.next().await,
+            AnySource::Amqp(s) => s.next().await,
             AnySource::Generate(s) => s.next().await,
         }
     }
@@ -262,6 +282,7 @@ impl Source for AnySource {
             AnySource::RedisList(s) => s.close().await,
             AnySource::RedisPubSub(s) => s.close().await,
             AnySource::RedisKeyspace(s) => s.close().await,
+            AnySource::Amqp(s) => s.close().await,
             AnySource::Generate(s) => s.close().await,
         }
     }

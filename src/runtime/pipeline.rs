@@ -28,6 +28,7 @@ use super::stats::{Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
 use crate::ack::{Ack, Outcome};
 use crate::config::PipelineConfig;
+use crate::connectors::amqp::sink::AmqpSink;
 use crate::connectors::kafka::KafkaSink;
 use crate::connectors::redis::RedisSink;
 use crate::connectors::{AnySource, SinkConfig, Source};
@@ -209,6 +210,9 @@ async fn spawn_sink(
                 .await?
                 .map(|sink| tokio::spawn(task.run(sink, rx)))
         }
+        SinkConfig::Amqp(c) => open_retrying(pipeline, label, stop, || AmqpSink::open(pipeline, c))
+            .await?
+            .map(|sink| tokio::spawn(task.run(sink, rx))),
     })
 }
 

@@ -1,0 +1,234 @@
+//! AMQP delivery <-> ferry message. Pure translation, no I/O.
+//!
+//! | AMQP                                   | ferry                                  |
+//! |----------------------------------------|----------------------------------------|
+//! | body                                   | `payload`                              |
+//! | header `ferry.tombstone` + empty body  | no payload (a tombstone)               |
+//! | header `ferry.key`                     | `key`                                  |
+//! | other headers                          | `headers` (strings and bytes as they are, numbers and booleans as text, tables and arrays as JSON) |
+//! | `content_type`, `content_encoding`, `correlation_id`, `reply_to`, `message_id`, `type`, `app_id`, `priority` | headers `amqp.content_type`, ... |
+//! | `timestamp` (seconds)                  | `timestamp` (milliseconds)             |
+//! | queue, exchange, routing key, delivery tag | `origin`                           |
+//!
+//! Publishing reverses it: `amqp.*` headers become properties again, every
+//! other header an AMQP header (a long string), the key the `ferry.key`
+//! header. So key, payload and headers survive a hop through RabbitMQ.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+use crate::message::{Headers, Message, Origin};
+
+/// Header carrying the message key through AMQP, which has no key.
+pub const KEY_HEADER: &str = "ferry.key";
+/// Header marking a tombstone (AMQP bodies cannot be null).
+pub const TOMBSTONE_HEADER: &str = "ferry.tombstone";
+/// Prefix of headers that stand for AMQP message properties.
+pub const PROPERTY_PREFIX: &str = "amqp.";
+
+/// Where a delivery came from.
+pub struct DeliveryInfo<'a> {
+    pub queue: Arc<str>,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub delivery_tag: u64,
+}
+
+pub fn to_message(info: DeliveryInfo<'_>, properties: &BasicProperties, body: &[u8]) -> Message {
+    let mut headers = Headers::new();
+    let mut key = None;
+    let mut tombstone = false;
+    if let Some(table) = properties.headers() {
+        for (name, value) in table.inner() {
+            match name.as_str() {
+                KEY_HEADER => key = Some(value_bytes(value)),
+                TOMBSTONE_HEADER => tombstone = true,
+                other => headers.push(other, value_bytes(value)),
+            }
+        }
+    }
+    let text_props = [
+        ("content_type", properties.content_type()),
+        ("content_encoding", properties.content_encoding()),
+        ("correlation_id", properties.correlation_id()),
+        ("reply_to", properties.reply_to()),
+        ("message_id", properties.message_id()),
+        ("type", properties.kind()),
+        ("app_id", properties.app_id()),
+    ];
+    for (name, value) in text_props {
+        if let Some(v) = value {
+            headers.push(
+                format!("{PROPERTY_PREFIX}{name}"),
+                Bytes::from(v.as_str().to_owned()),
+            );
+        }
+    }
+    if let Some(p) = properties.priority() {
+        headers.push(
+            format!("{PROPERTY_PREFIX}priority"),
+            Bytes::from(p.to_string()),
+        );
+    }
+    Message {
+        key,
+        payload: (!(tombstone && body.is_empty())).then(|| Bytes::copy_from_slice(body)),
+        headers,
+        timestamp: properties
+            .timestamp()
+            .and_then(|s| i64::try_from(s).ok())
+            .map(|s| s.saturating_mul(1000)),
+        origin: Origin::Amqp {
+            queue: info.queue,
+            exchange: info.exchange.to_owned(),
+            routing_key: info.routing_key.to_owned(),
+            delivery_tag: info.delivery_tag,
+        },
+        ..Message::default()
+    }
+}
+
+/// An AMQP header value as bytes.
+pub fn value_bytes(value: &AMQPValue) -> Bytes {
+    match value {
+        AMQPValue::LongString(s) => Bytes::copy_from_slice(s.as_bytes()),
+        AMQPValue::ShortString(s) => Bytes::from(s.as_str().to_owned()),
+        AMQPValue::ByteArray(b) => Bytes::copy_from_slice(b.as_slice()),
+        AMQPValue::Boolean(b) => Bytes::from(b.to_string()),
+        AMQPValue::ShortShortInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::ShortShortUInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::ShortInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::ShortUInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::LongInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::LongUInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::LongLongInt(n) => Bytes::from(n.to_string()),
+        AMQPValue::Float(f) => Bytes::from(f.to_string()),
+        AMQPValue::Double(f) => Bytes::from(f.to_string()),
+        AMQPValue::Timestamp(t) => Bytes::from(t.to_string()),
+        AMQPValue::Void => Bytes::new(),
+        other => Bytes::from(serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// Body and properties to publish `message` with.
+pub fn to_publish(message: &Message, persistent: bool) -> (Bytes, BasicProperties) {
+    let mut table = FieldTable::default();
+    let mut props = BasicProperties::default();
+    let short = |v: &Bytes| ShortString::from(String::from_utf8_lossy(v).into_owned());
+    for (name, value) in message.headers.iter() {
+        match name.strip_prefix(PROPERTY_PREFIX) {
+            Some("content_type") => props = props.with_content_type(short(value)),
+            Some("content_encoding") => props = props.with_content_encoding(short(value)),
+            Some("correlation_id") => props = props.with_correlation_id(short(value)),
+            Some("reply_to") => props = props.with_reply_to(short(value)),
+            Some("message_id") => props = props.with_message_id(short(value)),
+            Some("type") => props = props.with_type(short(value)),
+            Some("app_id") => props = props.with_app_id(short(value)),
+            Some("priority") => {
+                if let Some(p) = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
+                    props = props.with_priority(p);
+                }
+            }
+            _ => {
+                table.insert(
+                    name.into(),
+                    AMQPValue::LongString(LongString::from(value.to_vec())),
+                );
+            }
+        }
+    }
+    if let Some(key) = &message.key {
+        table.insert(
+            KEY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(key.to_vec())),
+        );
+    }
+    if message.payload.is_none() {
+        table.insert(TOMBSTONE_HEADER.into(), AMQPValue::Boolean(true));
+    }
+    if let Some(ts) = message.timestamp.filter(|t| *t >= 0) {
+        props = props.with_timestamp((ts / 1000) as u64);
+    }
+    if persistent {
+        props = props.with_delivery_mode(2);
+    }
+    props = props.with_headers(table);
+    (message.payload.clone().unwrap_or_default(), props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> DeliveryInfo<'static> {
+        DeliveryInfo {
+            queue: "orders".into(),
+            exchange: "shop",
+            routing_key: "order.new",
+            delivery_tag: 9,
+        }
+    }
+
+    #[test]
+    fn a_message_survives_a_round_trip_through_amqp_form() {
+        let m = Message {
+            key: Some("o-7".into()),
+            headers: [("trace", "t1"), ("amqp.content_type", "application/json")]
+                .into_iter()
+                .collect::<Headers>(),
+            timestamp: Some(1_700_000_000_000),
+            ..Message::from_payload(r#"{"order_id":7}"#)
+        };
+        let (body, props) = to_publish(&m, true);
+        assert_eq!(props.delivery_mode(), &Some(2));
+        assert_eq!(
+            props.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        let back = to_message(info(), &props, &body);
+        assert_eq!(back.key, m.key);
+        assert_eq!(back.payload, m.payload);
+        assert_eq!(back.headers.get("trace").unwrap().as_ref(), b"t1");
+        assert_eq!(
+            back.headers.get("amqp.content_type").unwrap().as_ref(),
+            b"application/json"
+        );
+        assert_eq!(back.timestamp, Some(1_700_000_000_000));
+        assert_eq!(
+            back.origin.to_string(),
+            "amqp queue=orders exchange=shop routing_key=order.new delivery_tag=9"
+        );
+    }
+
+    #[test]
+    fn a_tombstone_survives_as_an_empty_body_with_a_marker() {
+        let m = Message {
+            key: Some("o-7".into()),
+            ..Message::default()
+        };
+        let (body, props) = to_publish(&m, false);
+        assert!(body.is_empty());
+        assert_eq!(props.delivery_mode(), &None);
+        let back = to_message(info(), &props, &body);
+        assert_eq!(back.payload, None);
+        assert_eq!(back.key.as_deref(), Some(&b"o-7"[..]));
+        // An empty body without the marker is an empty payload, not a tombstone.
+        let back = to_message(info(), &BasicProperties::default(), b"");
+        assert_eq!(back.payload.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn typed_headers_from_other_publishers_become_text() {
+        let mut table = FieldTable::default();
+        table.insert("retries".into(), AMQPValue::LongInt(3));
+        table.insert("urgent".into(), AMQPValue::Boolean(true));
+        let props = BasicProperties::default().with_headers(table);
+        let m = to_message(info(), &props, b"x");
+        assert_eq!(m.headers.get("retries").unwrap().as_ref(), b"3");
+        assert_eq!(m.headers.get("urgent").unwrap().as_ref(), b"true");
+        assert_eq!(m.key, None);
+    }
+}

@@ -1,0 +1,258 @@
+//! AMQP source: consumes one queue with manual acknowledgements.
+//!
+//! A supervisor task owns the connection: it connects, declares the
+//! topology, sets the prefetch (`basic.qos`), consumes, and when the
+//! connection or channel drops it connects again with backoff. RabbitMQ
+//! requeues whatever was delivered on a dead channel and not acknowledged,
+//! so nothing is lost; acknowledgements for such deliveries are dropped
+//! (they would name delivery tags of a channel that no longer exists).
+//!
+//! A delivery is acknowledged (`basic.ack`) once every sink confirmed it;
+//! when a sink failed it is requeued (`basic.nack`, requeue); a message no
+//! sink can take is rejected as configured by `rejected`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Acker;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::config::{AmqpSourceConfig, RejectMode};
+use super::connection;
+use super::mapping::{DeliveryInfo, to_message};
+use crate::ack::{Ack, Outcome};
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+use crate::runtime::backoff::Backoff;
+
+type AckRequest = (Acker, Outcome);
+
+pub struct AmqpSource {
+    rx: mpsc::Receiver<Result<Envelope, ConnectorError>>,
+    stop: CancellationToken,
+    supervisor: JoinHandle<()>,
+}
+
+impl AmqpSource {
+    pub async fn open(pipeline: &str, config: &AmqpSourceConfig) -> Result<Self, ConnectorError> {
+        // Connect once here, so that a wrong URL or a missing queue is an
+        // error at start rather than a retry loop.
+        let first = connect(pipeline, config).await?;
+        let (tx, rx) = mpsc::channel(config.prefetch.get());
+        let stop = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(
+            pipeline.to_owned(),
+            config.clone(),
+            first,
+            tx,
+            stop.clone(),
+        ));
+        Ok(Self {
+            rx,
+            stop,
+            supervisor,
+        })
+    }
+}
+
+struct Session {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+async fn connect(pipeline: &str, config: &AmqpSourceConfig) -> Result<Session, ConnectorError> {
+    let (conn, channel) =
+        connection::open(config.url.as_str(), &format!("ferry-{pipeline}-source")).await?;
+    connection::declare(&channel, &config.declare).await?;
+    let prefetch = u16::try_from(config.prefetch.get()).unwrap_or(u16::MAX);
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| ConnectorError::amqp("setting the prefetch", e))?;
+    let consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            format!("ferry-{pipeline}").into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| ConnectorError::amqp(format!("consuming queue `{}`", config.queue), e))?;
+    info!(pipeline, queue = %config.queue, prefetch, "amqp source consuming");
+    Ok(Session {
+        conn,
+        channel,
+        consumer,
+    })
+}
+
+/// Runs sessions until stopped; a fatal error is handed to `next()`.
+async fn supervise(
+    pipeline: String,
+    config: AmqpSourceConfig,
+    first: Session,
+    tx: mpsc::Sender<Result<Envelope, ConnectorError>>,
+    stop: CancellationToken,
+) {
+    let queue: Arc<str> = Arc::from(config.queue.as_str());
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckRequest>();
+    let acker = tokio::spawn(acknowledge(pipeline.clone(), ack_rx, config.rejected));
+    let mut session = Some(first);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut last: Option<Session> = None;
+    while !stop.is_cancelled() {
+        let mut s = match session.take() {
+            Some(s) => s,
+            None => {
+                let attempt = tokio::select! {
+                    a = connect(&pipeline, &config) => a,
+                    _ = stop.cancelled() => break,
+                };
+                match attempt {
+                    Ok(s) => {
+                        info!(pipeline, "amqp source reconnected");
+                        backoff.reset();
+                        s
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let delay = backoff.next_delay();
+                        warn!(pipeline, "amqp source: {e}; retrying in {delay:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => continue,
+                            _ = stop.cancelled() => break,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+        };
+        loop {
+            let delivery = tokio::select! {
+                d = s.consumer.next() => d,
+                _ = stop.cancelled() => break,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    warn!(
+                        pipeline,
+                        "amqp source: connection lost: {e}; reconnecting (unacknowledged messages are requeued by RabbitMQ)"
+                    );
+                    break;
+                }
+                None => {
+                    warn!(
+                        pipeline,
+                        "amqp source: the broker cancelled the consumer; reconnecting"
+                    );
+                    break;
+                }
+            };
+            let info = DeliveryInfo {
+                queue: Arc::clone(&queue),
+                exchange: delivery.exchange.as_str(),
+                routing_key: delivery.routing_key.as_str(),
+                delivery_tag: delivery.delivery_tag,
+            };
+            let message = to_message(info, &delivery.properties, &delivery.data);
+            let acks = ack_tx.clone();
+            let handle = delivery.acker.clone();
+            let ack = Ack::new(move |outcome| {
+                let _ = acks.send((handle, outcome));
+            });
+            let sent = tokio::select! {
+                sent = tx.send(Ok(Envelope::new(message, ack))) => sent,
+                _ = stop.cancelled() => break,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        if stop.is_cancelled() {
+            last = Some(s);
+        }
+    }
+    // Stopping: no new deliveries, let the acknowledgements of the drained
+    // pipeline go out, then close (RabbitMQ requeues anything unacknowledged).
+    drop(ack_tx);
+    if let Some(s) = &last {
+        let _ = s
+            .channel
+            .basic_cancel(s.consumer.tag(), BasicCancelOptions::default())
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(10), acker)
+        .await
+        .is_err()
+    {
+        warn!(
+            pipeline,
+            "amqp acknowledgements still pending after 10s; RabbitMQ will redeliver them"
+        );
+    }
+    if let Some(s) = last {
+        let _ = s.channel.close(200, "ferry stopping".into()).await;
+        let _ = s.conn.close(200, "ferry stopping".into()).await;
+    }
+}
+
+/// Sends acks, nacks and rejects as outcomes come back from the sinks.
+async fn acknowledge(
+    pipeline: String,
+    mut rx: mpsc::UnboundedReceiver<AckRequest>,
+    rejected: Option<RejectMode>,
+) {
+    while let Some((acker, outcome)) = rx.recv().await {
+        let result = match (outcome, rejected) {
+            (Outcome::Delivered, _) => acker.ack(BasicAckOptions::default()).await,
+            (Outcome::Rejected, Some(RejectMode::DeadLetter)) => {
+                acker.reject(BasicRejectOptions { requeue: false }).await
+            }
+            (Outcome::Rejected, _) | (Outcome::Failed, _) => {
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // The channel is gone; RabbitMQ requeued the delivery already.
+            debug!(
+                pipeline,
+                "amqp acknowledgement not sent ({e}); the message will be redelivered"
+            );
+        }
+    }
+}
+
+impl Source for AmqpSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        match self.rx.recv().await {
+            Some(Ok(envelope)) => Ok(Some(envelope)),
+            Some(Err(e)) => Err(e),
+            None => Err(ConnectorError::Fatal("the amqp consumer stopped".into())),
+        }
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        self.stop.cancel();
+        drop(self.rx);
+        let _ = self.supervisor.await;
+        Ok(())
+    }
+}
