@@ -98,6 +98,7 @@ const PRODUCER_MANAGED: &[(&str, &str)] = &[
     ("linger.ms", "use `linger`"),
     ("queue.buffering.max.ms", "use `linger`"),
     ("acks", "use `acks`"),
+    ("partitioner", "use `partitioner`"),
     ("request.required.acks", "use `acks`"),
 ];
 
@@ -179,6 +180,10 @@ pub struct KafkaSinkConfig {
     pub compression: Compression,
     #[serde(default)]
     pub acks: Acks,
+    /// How keyed records are spread over partitions. The default matches
+    /// the Java client, so ferry and Java producers agree on where a key goes.
+    #[serde(default)]
+    pub partitioner: Partitioner,
     /// How long the producer waits to fill a batch.
     #[serde(default = "default_linger")]
     pub linger: Span,
@@ -211,6 +216,29 @@ impl Compression {
             Compression::Snappy => "snappy",
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// How the producer picks a partition for a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioner {
+    /// murmur2 of the key, like the Java client; keyless records spread.
+    #[default]
+    Murmur2,
+    /// CRC32 of the key (librdkafka's own default).
+    Consistent,
+    /// Any partition.
+    Random,
+}
+
+impl Partitioner {
+    fn librdkafka_name(self) -> &'static str {
+        match self {
+            Partitioner::Murmur2 => "murmur2_random",
+            Partitioner::Consistent => "consistent_random",
+            Partitioner::Random => "random",
         }
     }
 }
@@ -268,6 +296,7 @@ impl KafkaSinkConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", self.compression.name())
+            .set("partitioner", self.partitioner.librdkafka_name())
             .set("linger.ms", self.linger.0.as_millis().to_string());
         for (k, v) in &self.options {
             c.set(k, v);
