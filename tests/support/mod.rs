@@ -42,20 +42,36 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn kafka_config() -> ClientConfig {
+    client_config(&kafka_brokers())
+}
+
+fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", kafka_brokers());
+    c.set("bootstrap.servers", brokers);
     c
 }
 
 pub async fn create_topic(topic: &str, partitions: usize) {
-    admin::create_topic(&kafka_config(), topic, partitions, 1)
+    create_topic_at(&kafka_brokers(), topic, partitions).await;
+}
+
+pub async fn create_topic_at(brokers: &str, topic: &str, partitions: usize) {
+    admin::create_topic(&client_config(brokers), topic, partitions, 1)
         .await
         .expect("create topic");
 }
 
-/// Produces `payloads` (key, value) to `topic` and waits for every delivery.
+/// Produces `records` (key, value) to `topic` and waits for every delivery.
 pub async fn produce(topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
-    let producer: FutureProducer = kafka_config()
+    produce_at(&kafka_brokers(), topic, records).await;
+}
+
+pub async fn produce_at(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
+    let producer: FutureProducer = client_config(brokers)
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true")
@@ -118,7 +134,11 @@ pub async fn produce_large_orders(topic: &str, ids: std::ops::Range<u64>, size: 
 
 /// (low, high) watermarks of every partition.
 pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = kafka_config().create().unwrap();
+    watermarks_at(&kafka_brokers(), topic, partitions)
+}
+
+pub fn watermarks_at(brokers: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = client_config(brokers).create().unwrap();
     (0..partitions)
         .map(|p| {
             consumer
@@ -130,7 +150,14 @@ pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
 
 /// The group's committed offset per partition (-1 where none).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = kafka_config().set("group.id", group).create().unwrap();
+    committed_at(&kafka_brokers(), group, topic, partitions)
+}
+
+pub fn committed_at(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -146,11 +173,258 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
+/// Every record of `topic` (key, value), read from the start to the end
+/// offsets it has now.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    use futures::StreamExt;
+    use rdkafka::Message as _;
+    use rdkafka::consumer::StreamConsumer;
+    let ends: Vec<i64> = watermarks_at(brokers, topic, partitions)
+        .iter()
+        .map(|(_, h)| *h)
+        .collect();
+    let total: i64 = ends.iter().sum();
+    let consumer: StreamConsumer = client_config(brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut stream = consumer.stream();
+    while (out.len() as i64) < total {
+        let record = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("records arrive")
+            .unwrap()
+            .unwrap();
+        out.push((
+            record.key().map(<[u8]>::to_vec),
+            record.payload().unwrap_or_default().to_vec(),
+        ));
+    }
+    out
+}
+
+/// A Kafka-compatible broker of a test's own (tansu, sqlite storage), so
+/// that the test can stop and restart it.
+pub struct TansuServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl TansuServer {
+    pub fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let tansu = [
+            "tansu",
+            &format!(
+                "{}/.cargo/bin/tansu",
+                std::env::var("HOME").unwrap_or_default()
+            ),
+        ]
+        .into_iter()
+        .find(|t| {
+            Command::new(t)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("tansu must be installed (scripts/setup.sh builds it)")
+        .to_owned();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("tansu.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(20), "tansu to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the broker and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for TansuServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A RabbitMQ virtual host of a test's own on the shared broker, deleted on
+/// drop, so tests can close all its connections without touching others.
+pub struct RabbitVhost {
+    pub name: String,
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl RabbitVhost {
+    pub fn create() -> Self {
+        let name = unique("ferry-test");
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+
+    /// Closes every client connection of this vhost, as a broker restart
+    /// or a network cut would.
+    pub fn close_connections(&self) {
+        rabbitmqctl(&[
+            "close_all_connections",
+            "--vhost",
+            &self.name,
+            "test: simulated outage",
+        ]);
+    }
+
+    pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn = lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        (conn, channel)
+    }
+
+    pub async fn declare_queue(&self, queue: &str) {
+        let (_c, ch) = self.channel().await;
+        ch.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Publishes `payloads` to `queue` through the default exchange, with
+    /// confirms.
+    pub async fn publish(&self, queue: &str, payloads: &[String]) {
+        let (_c, ch) = self.channel().await;
+        ch.confirm_select(Default::default()).await.unwrap();
+        let mut confirms = Vec::new();
+        for p in payloads {
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    Default::default(),
+                    p.as_bytes(),
+                    lapin::BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for c in confirms {
+            c.await.unwrap();
+        }
+    }
+
+    /// Messages ready in `queue` (unacknowledged ones count once their
+    /// consumer is gone).
+    pub async fn queue_len(&self, queue: &str) -> u32 {
+        let (_c, ch) = self.channel().await;
+        ch.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+    }
+
+    /// Takes every message out of `queue`.
+    pub async fn drain(&self, queue: &str) -> Vec<Vec<u8>> {
+        let (_c, ch) = self.channel().await;
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            out.push(m.delivery.data);
+        }
+        out
+    }
+}
+
+impl Drop for RabbitVhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_vhost", &self.name])
+            .output();
+    }
+}
+
 /// A throwaway redis-server on a free port, killed on drop.
 pub struct RedisServer {
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Appends every write to disk (fsync always), so a restart keeps data.
+    persistent: bool,
 }
 
 pub fn free_port() -> u16 {
@@ -163,26 +437,64 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        Self::start_with(false)
+    }
+
+    /// A server whose data survives [`RedisServer::restart`].
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            persistent,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let aof: &[&str] = if self.persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(aof)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh installs it)");
-        let server = Self {
-            port,
-            child,
-            _dir: dir,
-        };
+        self.child = Some(child);
         wait_until(Duration::from_secs(10), "redis-server to start", || {
-            server.try_conn().is_some()
+            self.try_conn().is_some()
         });
-        server
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -226,8 +538,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
