@@ -61,6 +61,9 @@ struct Shared {
     notify: Notify,
     /// Set when notifications may have been lost: scan again.
     rescan: AtomicBool,
+    /// Set when the subscription cannot go on (notifications turned off
+    /// and ferry may not turn them on).
+    fatal: Mutex<Option<String>>,
     max_pending: usize,
     pipeline: String,
 }
@@ -131,12 +134,15 @@ impl RedisKeyspaceSource {
             dirty: Mutex::new(Dirty::default()),
             notify: Notify::new(),
             rescan: AtomicBool::new(false),
+            fatal: Mutex::new(None),
             max_pending: config.max_pending_keys.get(),
             pipeline: pipeline.to_owned(),
         });
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen(
             client,
+            cmd.clone(),
+            config.configure_notifications,
             channel.clone(),
             Arc::clone(&shared),
             config.snapshot,
@@ -355,6 +361,8 @@ fn double(v: &redis::Value) -> Option<String> {
 /// reconnect, since notifications sent meanwhile are lost.
 async fn listen(
     client: redis::Client,
+    mut cmd: ConnectionManager,
+    configure: bool,
     channel: String,
     shared: Arc<Shared>,
     snapshot: bool,
@@ -364,6 +372,24 @@ async fn listen(
     let prefix_len = channel.find(':').map_or(0, |i| i + 1);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
+        // After a reconnect Redis may be a restarted server whose
+        // notify-keyspace-events came back from redis.conf: check again.
+        if subscribed.is_none() {
+            match ensure_notifications(&mut cmd, configure).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    warn!(pipeline = %shared.pipeline, "{e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => {
+                    *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    shared.notify.notify_one();
+                    return;
+                }
+            }
+        }
         let pubsub = async {
             let mut p = client.get_async_pubsub().await?;
             p.psubscribe(&channel).await?;
@@ -462,6 +488,15 @@ impl Source for RedisKeyspaceSource {
             if let Some(envelope) = self.ready.pop_front() {
                 return Ok(Some(envelope));
             }
+            if let Some(e) = self
+                .shared
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return Err(ConnectorError::Fatal(e));
+            }
             if self.snapshot
                 && self.shared.rescan.swap(false, Ordering::Relaxed)
                 && self.scan.is_none()
@@ -543,6 +578,7 @@ mod tests {
             dirty: Mutex::new(Dirty::default()),
             notify: Notify::new(),
             rescan: AtomicBool::new(false),
+            fatal: Mutex::new(None),
             max_pending: 2,
             pipeline: "p".into(),
         };
