@@ -163,3 +163,37 @@ async fn several_ferry_processes_share_one_queue_as_competing_consumers() {
     );
     assert_eq!(ra + rb, N, "each message went to one of them");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_rejected_requeue_a_message_no_sink_takes_stays_in_the_queue() {
+    let vhost = RabbitVhost::create();
+    vhost.declare_queue("orders").await;
+    let verify = RedisServer::start();
+    let config = format!(
+        "[[pipeline]]\nname = \"t\"\nsource = {{ type = \"amqp\", url = \"{}\", queue = \"orders\", rejected = \"requeue\" }}\n[[pipeline.sink]]\n{}",
+        vhost.url(),
+        set_orders(&verify.url())
+    );
+    let mut ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(30), "the consumer", || {
+        ferry.log().contains("amqp source consuming")
+    });
+    vhost
+        .publish("orders", &[order(1), "not an order".to_owned()])
+        .await;
+    wait_until(Duration::from_secs(30), "the valid order", || {
+        verify.dbsize() == 1
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the invalid one to come back",
+        || ferry.log().matches("rejected to the source").count() >= 2,
+    );
+    ferry.signal(Signal::SIGTERM);
+    ferry.wait_success(Duration::from_secs(10));
+    assert_eq!(
+        vhost.drain("orders").await,
+        vec![b"not an order".to_vec()],
+        "still queued, not lost"
+    );
+}
