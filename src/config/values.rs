@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::template::Template;
 
-/// A duration written as `"500ms"`, `"5s"`, `"2m"` or `"1h"`.
+/// A duration written as `"500ms"`, `"5s"`, `"2m"`, `"1h"` or `"30d"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
@@ -25,6 +25,7 @@ impl Span {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
             _ => return Err(bad_duration(s)),
         };
         Ok(Self(d))
@@ -160,6 +161,10 @@ mod tests {
     fn durations_need_a_unit() {
         assert_eq!(Span::parse("500ms").unwrap().0, Duration::from_millis(500));
         assert_eq!(Span::parse("2m").unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            Span::parse("30d").unwrap().0,
+            Duration::from_secs(30 * 86_400)
+        );
         assert!(Span::parse("5").unwrap_err().contains("e.g. \"500ms\""));
         assert!(Span::parse("5 days").is_err());
         assert!(Span::parse("-1s").is_err());

@@ -5,14 +5,16 @@
 //! | body                                   | `payload`                              |
 //! | header `ferry.tombstone` + empty body  | no payload (a tombstone)               |
 //! | header `ferry.key`                     | `key`                                  |
-//! | other headers                          | `headers` (strings and bytes as they are, numbers and booleans as text, tables and arrays as JSON) |
+//! | other headers                          | `headers` (strings and bytes as they are, numbers and booleans as text, tables as JSON; an array is one header per element) |
 //! | `content_type`, `content_encoding`, `correlation_id`, `reply_to`, `message_id`, `type`, `app_id`, `priority` | headers `amqp.content_type`, ... |
 //! | `timestamp` (seconds)                  | `timestamp` (milliseconds)             |
 //! | queue, exchange, routing key, delivery tag | `origin`                           |
 //!
 //! Publishing reverses it: `amqp.*` headers become properties again, every
-//! other header an AMQP header (a long string), the key the `ferry.key`
-//! header. So key, payload and headers survive a hop through RabbitMQ.
+//! other header an AMQP header (a long string; a name used several times an
+//! array of its values), the key the `ferry.key` header. So key, payload and
+//! headers survive a hop through RabbitMQ; as AMQP headers are a table
+//! sorted by name, the order between different names is not kept.
 
 use std::sync::Arc;
 
@@ -43,10 +45,16 @@ pub fn to_message(info: DeliveryInfo<'_>, properties: &BasicProperties, body: &[
     let mut tombstone = false;
     if let Some(table) = properties.headers() {
         for (name, value) in table.inner() {
-            match name.as_str() {
-                KEY_HEADER => key = Some(value_bytes(value)),
-                TOMBSTONE_HEADER => tombstone = true,
-                other => headers.push(other, value_bytes(value)),
+            match (name.as_str(), value) {
+                (KEY_HEADER, v) => key = Some(value_bytes(v)),
+                (TOMBSTONE_HEADER, _) => tombstone = true,
+                // A repeated header name travels as an array of its values.
+                (other, AMQPValue::FieldArray(values)) => {
+                    for v in values.as_slice() {
+                        headers.push(other, value_bytes(v));
+                    }
+                }
+                (other, v) => headers.push(other, value_bytes(v)),
             }
         }
     }
@@ -133,10 +141,17 @@ pub fn to_publish(message: &Message, persistent: bool) -> (Bytes, BasicPropertie
                 }
             }
             _ => {
-                table.insert(
-                    name.into(),
-                    AMQPValue::LongString(LongString::from(value.to_vec())),
-                );
+                let value = AMQPValue::LongString(LongString::from(value.to_vec()));
+                let repeated = match table.inner().get(name) {
+                    Some(AMQPValue::FieldArray(earlier)) => {
+                        let mut values = earlier.as_slice().to_vec();
+                        values.push(value);
+                        AMQPValue::FieldArray(values.into())
+                    }
+                    Some(earlier) => AMQPValue::FieldArray(vec![earlier.clone(), value].into()),
+                    None => value,
+                };
+                table.insert(name.into(), repeated);
             }
         }
     }
@@ -218,6 +233,26 @@ mod tests {
         // An empty body without the marker is an empty payload, not a tombstone.
         let back = to_message(info(), &BasicProperties::default(), b"");
         assert_eq!(back.payload.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn repeated_header_names_keep_every_value_in_order() {
+        let m = Message {
+            headers: [("tag", "a"), ("z", "1"), ("tag", "b"), ("tag", "c")]
+                .into_iter()
+                .collect::<Headers>(),
+            ..Message::from_payload("x")
+        };
+        let (body, props) = to_publish(&m, true);
+        let back = to_message(info(), &props, &body);
+        let tags: Vec<&[u8]> = back
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "tag")
+            .map(|(_, v)| v.as_ref())
+            .collect();
+        assert_eq!(tags, [b"a", b"b", b"c"]);
+        assert_eq!(back.headers.get("z").unwrap().as_ref(), b"1");
     }
 
     #[test]

@@ -43,14 +43,28 @@ pub async fn create_topic(
     partitions: usize,
     replication: usize,
 ) -> Result<(), ConnectorError> {
+    create_topic_with(config, topic, partitions, replication, &Default::default()).await
+}
+
+/// [`create_topic`] with topic settings (`cleanup.policy`, `retention.ms`, ...).
+pub async fn create_topic_with(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: usize,
+    replication: usize,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConnectorError> {
     let admin: AdminClient<DefaultClientContext> = config
         .create()
         .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
-    let new = NewTopic::new(
+    let mut new = NewTopic::new(
         topic,
         i32::try_from(partitions).unwrap_or(i32::MAX),
         TopicReplication::Fixed(i32::try_from(replication).unwrap_or(i32::MAX)),
     );
+    for (k, v) in settings {
+        new = new.set(k, v);
+    }
     let results = admin
         .create_topics([&new], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
         .await

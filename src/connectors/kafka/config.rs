@@ -254,12 +254,16 @@ pub enum Acks {
     Leader,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
     pub partitions: Count,
     #[serde(default = "one")]
     pub replication: Count,
+    /// Topic settings, e.g. `{ "cleanup.policy" = "compact" }` for a
+    /// changelog whose tombstones delete keys.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 fn one() -> Count {

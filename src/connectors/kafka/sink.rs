@@ -55,13 +55,14 @@ impl KafkaSink {
             .await?
             .is_none()
         {
-            match config.create_topic {
+            match &config.create_topic {
                 Some(create) => {
-                    admin::create_topic(
+                    admin::create_topic_with(
                         &client_config,
                         topic,
                         create.partitions.get(),
                         create.replication.get(),
+                        &create.config,
                     )
                     .await?;
                     info!(

@@ -17,10 +17,10 @@
 //! `MULTI`); with `ttl`, `PEXPIRE key ttl` follows (or `SET ... PX`).
 //!
 //! Stream fields, the Redis Stream form of a ferry message (what `xadd`
-//! writes and the stream source reads back): `payload` = the payload
-//! (absent for a tombstone), `key` = the message key, `header.NAME` = each
-//! header. An entry without a `payload` field written by another program is
-//! read as a JSON object of its fields.
+//! writes and the stream source reads back): `payload` = the payload, or
+//! `tombstone` = `1` for a tombstone; `key` = the message key; `timestamp` =
+//! its timestamp in ms; `header.NAME` = each header. Any other entry (one
+//! another program wrote) is read as a JSON object of all its fields.
 //!
 //! Hash (and `json` stream) fields: strings as they are, numbers and
 //! booleans as their JSON text, nested objects and arrays as JSON, and
@@ -235,31 +235,43 @@ pub fn object_fields(
 
 /// A message as Redis Stream entry fields.
 pub fn stream_fields(message: &Message) -> Vec<(String, Bytes)> {
-    let mut fields = Vec::with_capacity(2 + message.headers.len());
-    if let Some(payload) = &message.payload {
-        fields.push(("payload".to_owned(), payload.clone()));
+    let mut fields = Vec::with_capacity(3 + message.headers.len());
+    match &message.payload {
+        Some(payload) => fields.push(("payload".to_owned(), payload.clone())),
+        // Says "tombstone" even when a key or headers follow, so that the
+        // entry is never mistaken for one another program wrote.
+        None => fields.push(("tombstone".to_owned(), Bytes::from_static(b"1"))),
     }
     if let Some(key) = &message.key {
         fields.push(("key".to_owned(), key.clone()));
     }
+    if let Some(ts) = message.timestamp {
+        fields.push(("timestamp".to_owned(), Bytes::from(ts.to_string())));
+    }
     for (name, value) in message.headers.iter() {
         fields.push((format!("{HEADER_FIELD_PREFIX}{name}"), value.clone()));
-    }
-    if fields.is_empty() {
-        // XADD needs at least one field; an empty tombstone says so.
-        fields.push(("tombstone".to_owned(), Bytes::from_static(b"1")));
     }
     fields
 }
 
-/// A stream entry's fields as a message (key, payload, headers), the
-/// inverse of [`stream_fields`]. Entries other programs wrote, without a
-/// `payload` or `tombstone` field, become a JSON object of their fields.
-pub fn from_stream_fields(fields: &[(String, Bytes)]) -> (Option<Bytes>, Option<Bytes>, Headers) {
-    let is_envelope = fields
+/// Whether entry fields are ferry's stream form of a message: a `payload`
+/// or `tombstone` field, and no field outside that form.
+fn is_envelope(fields: &[(String, Bytes)]) -> bool {
+    fields
         .iter()
-        .any(|(f, _)| f == "payload" || f == "tombstone");
-    if !is_envelope {
+        .any(|(f, _)| f == "payload" || f == "tombstone")
+        && fields.iter().all(|(f, _)| {
+            matches!(f.as_str(), "payload" | "tombstone" | "key" | "timestamp")
+                || f.starts_with(HEADER_FIELD_PREFIX)
+        })
+}
+
+/// A stream entry's fields as a message (key, payload, headers, timestamp),
+/// the inverse of [`stream_fields`]. Any other entry, such as one another
+/// program wrote (`XADD orders * order_id 7 status new`), becomes a JSON
+/// object of all its fields.
+pub fn from_stream_fields(fields: &[(String, Bytes)]) -> StreamMessage {
+    if !is_envelope(fields) {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .iter()
             .map(|(f, v)| {
@@ -268,24 +280,38 @@ pub fn from_stream_fields(fields: &[(String, Bytes)]) -> (Option<Bytes>, Option<
             })
             .collect();
         let payload = serde_json::Value::Object(object).to_string();
-        return (None, Some(Bytes::from(payload)), Headers::new());
+        return StreamMessage {
+            payload: Some(Bytes::from(payload)),
+            ..StreamMessage::default()
+        };
     }
-    let mut key = None;
-    let mut payload = None;
-    let mut headers = Headers::new();
+    let mut m = StreamMessage::default();
     for (field, value) in fields {
         match field.as_str() {
-            "payload" => payload = Some(value.clone()),
-            "key" => key = Some(value.clone()),
+            "payload" => m.payload = Some(value.clone()),
+            "key" => m.key = Some(value.clone()),
+            "timestamp" => {
+                m.timestamp = std::str::from_utf8(value).ok().and_then(|t| t.parse().ok())
+            }
             "tombstone" => {}
             other => {
                 if let Some(name) = other.strip_prefix(HEADER_FIELD_PREFIX) {
-                    headers.push(name, value.clone());
+                    m.headers.push(name, value.clone());
                 }
             }
         }
     }
-    (key, payload, headers)
+    m
+}
+
+/// What a stream entry says about a message.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamMessage {
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
+    pub headers: Headers,
+    /// The message's own timestamp, when the entry carries one.
+    pub timestamp: Option<i64>,
 }
 
 /// Milliseconds of a stream entry id (`1700000000000-0`), its timestamp.
@@ -576,6 +602,14 @@ mod tests {
             args("write = \"xadd\"\nmaxlen = 1000", "events", &m),
             ["XADD events MAXLEN ~ 1000 * payload hello key k1 header.trace t1"]
         );
+        let stamped = Message {
+            timestamp: Some(1_700_000_000_123),
+            ..m.clone()
+        };
+        assert_eq!(
+            args("write = \"xadd\"", "events", &stamped),
+            ["XADD events * payload hello key k1 timestamp 1700000000123 header.trace t1"]
+        );
         assert_eq!(
             args("write = \"xadd\"", "events", &Message::default()),
             ["XADD events * tombstone 1"]
@@ -644,21 +678,47 @@ mod tests {
         let m = Message {
             key: Some("k1".into()),
             headers: [("a", "1"), ("b", "2")].into_iter().collect::<Headers>(),
+            timestamp: Some(1_700_000_000_123),
             ..Message::from_payload("hello")
         };
-        let (key, payload, headers) = from_stream_fields(&stream_fields(&m));
+        let back = from_stream_fields(&stream_fields(&m));
         assert_eq!(
-            (key, payload, headers),
-            (m.key.clone(), m.payload.clone(), m.headers.clone())
+            (back.key, back.payload, back.headers, back.timestamp),
+            (
+                m.key.clone(),
+                m.payload.clone(),
+                m.headers.clone(),
+                m.timestamp
+            )
         );
-        let (key, payload, _) = from_stream_fields(&stream_fields(&Message::default()));
-        assert_eq!((key, payload), (None, None));
+        // A tombstone keeps its key and headers.
+        let tombstone = Message {
+            key: Some("order-7".into()),
+            headers: [("reason", "cancelled")].into_iter().collect::<Headers>(),
+            ..Message::default()
+        };
+        let back = from_stream_fields(&stream_fields(&tombstone));
+        assert_eq!(
+            (back.key, back.payload, back.headers),
+            (tombstone.key, None, tombstone.headers)
+        );
         let foreign = vec![
             ("order_id".to_owned(), Bytes::from("7")),
             ("status".to_owned(), Bytes::from("new")),
         ];
-        let (_, payload, _) = from_stream_fields(&foreign);
-        assert_eq!(payload.unwrap(), r#"{"order_id":"7","status":"new"}"#);
+        assert_eq!(
+            from_stream_fields(&foreign).payload.unwrap(),
+            r#"{"order_id":"7","status":"new"}"#
+        );
+        // A foreign entry that happens to have a `payload` field keeps all its fields.
+        let foreign = vec![
+            ("payload".to_owned(), Bytes::from("x")),
+            ("user".to_owned(), Bytes::from("u1")),
+        ];
+        assert_eq!(
+            from_stream_fields(&foreign).payload.unwrap(),
+            r#"{"payload":"x","user":"u1"}"#
+        );
         assert_eq!(stream_id_millis("1700000000123-4"), Some(1_700_000_000_123));
     }
 }

@@ -256,12 +256,12 @@ impl RedisStreamSource {
                 let _ = acks.send((stream, entry.id));
                 continue;
             };
-            let (key, payload, headers) = from_stream_fields(&fields);
+            let m = from_stream_fields(&fields);
             let message = Message {
-                key,
-                payload,
-                headers,
-                timestamp: stream_id_millis(&entry.id),
+                key: m.key,
+                payload: m.payload,
+                headers: m.headers,
+                timestamp: m.timestamp.or_else(|| stream_id_millis(&entry.id)),
                 origin: Origin::RedisStream {
                     stream: Arc::clone(&self.streams[stream]),
                     id: entry.id.clone(),
