@@ -368,3 +368,38 @@ fn keyspace_refuses_to_start_when_notifications_are_off_and_says_what_to_set() {
     );
     assert!(log.contains("configure_notifications = true"), "{log}");
 }
+
+#[test]
+fn one_source_reads_several_streams_in_one_group() {
+    let source = RedisServer::start();
+    let verify = RedisServer::start();
+    let mut conn = source.conn();
+    for (stream, ids) in [("eu", 1..=50u64), ("us", 51..=100u64)] {
+        for n in ids {
+            let _: String = redis::cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("payload")
+                .arg(ferry::connectors::generate::order(n))
+                .query(&mut conn)
+                .unwrap();
+        }
+    }
+    let config = pipeline(
+        &format!(
+            r#"{{ type = "redis-stream", url = "{}", streams = ["eu", "us"], group = "g", block = "200ms" }}"#,
+            source.url()
+        ),
+        &format!(
+            "type = \"redis\"\nurl = \"{}\"\nwrite = \"set\"\nkey = \"{{stream}}:{{order_id}}\"\n",
+            verify.url()
+        ),
+    );
+    let mut ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(30), "both streams", || {
+        verify.dbsize() == 100
+    });
+    ferry.signal(Signal::SIGTERM);
+    ferry.wait_success(Duration::from_secs(10));
+    assert!(verify.get("eu:1").is_some() && verify.get("us:100").is_some());
+}
