@@ -11,4 +11,5 @@ pub mod connectors;
 pub mod error;
 pub mod message;
 pub mod runtime;
+pub mod steps;
 pub mod template;
