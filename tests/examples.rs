@@ -549,7 +549,7 @@ async fn redis_keyspace_to_kafka_publishes_user_changes_keyed_by_the_redis_key_a
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>(),
-            ["redis.event", "redis.type"],
+            ["redis.event", "redis.type", "ferry.hops"],
             "{r:?}"
         );
     }
@@ -623,6 +623,7 @@ async fn redis_keyspace_to_rabbitmq_routes_user_changes_by_event_with_the_redis_
                 "user.set",
                 r#"{"name":"Ada"}"#,
                 headers(&[
+                    ("ferry.hops", "1"),
                     ("ferry.key", "user:42"),
                     ("redis.event", "set"),
                     ("redis.type", "string")
@@ -633,6 +634,7 @@ async fn redis_keyspace_to_rabbitmq_routes_user_changes_by_event_with_the_redis_
                 "user.hset",
                 r#"{"name":"Bob"}"#,
                 headers(&[
+                    ("ferry.hops", "1"),
                     ("ferry.key", "user:7"),
                     ("redis.event", "hset"),
                     ("redis.type", "hash")
@@ -643,6 +645,7 @@ async fn redis_keyspace_to_rabbitmq_routes_user_changes_by_event_with_the_redis_
                 "user.del",
                 "",
                 headers(&[
+                    ("ferry.hops", "1"),
                     ("ferry.key", "user:42"),
                     ("ferry.tombstone", "true"),
                     ("redis.event", "del"),
@@ -801,7 +804,7 @@ async fn rabbitmq_to_redis_caches_sessions_with_an_expiry_and_dead_letters_what_
         dead[0]
     );
     assert!(
-        dead[0]["header.ferry.origin"]
+        dead[0]["header.ferry.source"]
             .contains("queue=sessions.redis-cache exchange=auth routing_key=session.created"),
         "{:?}",
         dead[0]
@@ -873,7 +876,12 @@ async fn redis_stream_to_kafka_forwards_entries_keyed_by_user_then_acknowledges_
     );
     assert_eq!(of("7"), [r#"{"user_id":"7","action":"logout"}"#]);
     assert_eq!(records.len(), 3);
-    assert!(records.iter().all(|r| r.headers.is_empty()), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.headers == [("ferry.hops".to_owned(), Some(b"1".to_vec()))]),
+        "only ferry's hop count: {records:?}"
+    );
     let dead = xrange(&redis, "dead-letters:activity");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["payload"], r#"{"action":"ping"}"#);
@@ -1072,12 +1080,13 @@ async fn a_message_keeps_key_payload_and_headers_from_kafka_through_rabbitmq_and
     ferry.wait_success(TIMEOUT);
 
     assert_eq!(received.len(), sent.len(), "{received:#?}");
+    let mut received = without_hops(received, 3);
     received.sort_by(|a, b| a.key.cmp(&b.key));
     for (sent, received) in sent.iter().zip(&received) {
         assert_eq!(received.key, sent.key);
         assert_eq!(received.value, sent.value, "payload of {}", sent.key_str());
         // A null header value arrives as an empty one (kafka/mapping.rs);
-        // nothing else changes and ferry adds no header.
+        // nothing else changes, and ferry adds only its hop count.
         let expected: Vec<_> = sent
             .headers
             .iter()
@@ -1116,7 +1125,29 @@ async fn round_trip(sent: &[Record]) -> Vec<Record> {
     });
     ferry.signal(Signal::SIGTERM);
     ferry.wait_success(TIMEOUT);
-    received
+    without_hops(received, 3)
+}
+
+/// Checks that each record went through `hops` ferry pipelines (the one
+/// header ferry adds) and removes that header.
+fn without_hops(records: Vec<Record>, hops: usize) -> Vec<Record> {
+    records
+        .into_iter()
+        .map(|mut r| {
+            let count: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "ferry.hops")
+                .collect();
+            assert_eq!(
+                count,
+                [&("ferry.hops".to_owned(), Some(hops.to_string().into_bytes()))],
+                "{r:?}"
+            );
+            r.headers.retain(|(n, _)| n != "ferry.hops");
+            r
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -92,7 +92,7 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
     assert_eq!(field("header.ferry.pipeline"), "dl");
     assert!(field("header.ferry.sink").contains("redis set order:{order_id}"));
     assert_eq!(
-        field("header.ferry.origin"),
+        field("header.ferry.source"),
         format!("kafka topic={topic} partition=0 offset=50")
     );
     assert_eq!(committed(&group, &topic, 1), vec![101]);

@@ -98,13 +98,17 @@ impl<'i> Document<'i> {
     /// position of each field, so an error inside a connector's settings
     /// would only point at the start of its table. As an externally tagged
     /// enum, every field error keeps its exact line and column.
-    pub fn lift_type_tags(&mut self, pattern: &[&str]) -> Vec<Problem> {
+    ///
+    /// With `into`, settings common to every connector (`keep`, such as a
+    /// sink's `name`) stay where they are and the enum goes under `into`:
+    /// `{ name = "db", connector = { redis = { url = ... } } }`.
+    pub fn lift_type_tags(&mut self, lift: &Lift) -> Vec<Problem> {
         let mut problems = Vec::new();
         let root = self.root.get_mut();
-        if let Some((first, rest)) = pattern.split_first()
+        if let Some((first, rest)) = lift.pattern.split_first()
             && let Some(value) = root.get_mut(*first)
         {
-            lift_at(value, rest, &mut problems);
+            lift_at(value, rest, lift, &mut problems);
         }
         problems
     }
@@ -145,27 +149,43 @@ impl<'i> Document<'i> {
     }
 }
 
-fn lift_at(value: &mut Spanned<DeValue<'_>>, pattern: &[&str], problems: &mut Vec<Problem>) {
+/// Where connector tables sit, and how to lift them (see
+/// [`Document::lift_type_tags`]).
+pub struct Lift {
+    /// Keys from the root; `*` is every element of an array.
+    pub pattern: &'static [&'static str],
+    /// Settings common to all connectors, left in place.
+    pub keep: &'static [&'static str],
+    /// The key the connector enum goes under, if not in place.
+    pub into: Option<&'static str>,
+}
+
+fn lift_at(
+    value: &mut Spanned<DeValue<'_>>,
+    pattern: &[&str],
+    lift: &Lift,
+    problems: &mut Vec<Problem>,
+) {
     let Some((first, rest)) = pattern.split_first() else {
-        lift_one(value, problems);
+        lift_one(value, lift, problems);
         return;
     };
     match (value.get_mut(), *first) {
         (DeValue::Array(items), "*") => {
             for item in items.iter_mut() {
-                lift_at(item, rest, problems);
+                lift_at(item, rest, lift, problems);
             }
         }
         (DeValue::Table(table), key) => {
             if let Some(v) = table.get_mut(key) {
-                lift_at(v, rest, problems);
+                lift_at(v, rest, lift, problems);
             }
         }
         _ => {}
     }
 }
 
-fn lift_one(value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
+fn lift_one(value: &mut Spanned<DeValue<'_>>, lift: &Lift, problems: &mut Vec<Problem>) {
     let span = value.span();
     let DeValue::Table(table) = value.get_mut() else {
         return; // serde reports the wrong type
@@ -183,12 +203,28 @@ fn lift_one(value: &mut Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) {
         problems.push(Problem::at_span(tag_span, "`type` must be a string", None));
         return;
     };
+    let mut kept = DeTable::new();
+    for key in lift.keep {
+        if let Some((k, v)) = table.remove_entry(*key) {
+            kept.insert(k, v);
+        }
+    }
     let rest = std::mem::take(table);
-    let mut lifted = DeTable::new();
-    lifted.insert(
-        Spanned::new(tag_span, kind),
+    let mut tagged = DeTable::new();
+    tagged.insert(
+        Spanned::new(tag_span.clone(), kind),
         Spanned::new(span.clone(), DeValue::Table(rest)),
     );
+    let lifted = match lift.into {
+        None => tagged,
+        Some(into) => {
+            kept.insert(
+                Spanned::new(tag_span, into.into()),
+                Spanned::new(span.clone(), DeValue::Table(tagged)),
+            );
+            kept
+        }
+    };
     *value = Spanned::new(span, DeValue::Table(lifted));
 }
 
@@ -309,11 +345,34 @@ mod tests {
     fn type_tags_are_lifted_into_enum_form_with_spans_kept() {
         let text = "[[p]]\ns = { type = \"kafka\", b = 1 }\n[[p]]\ns = { b = 2 }\n";
         let mut doc = Document::parse(text, &env).unwrap();
-        let problems = doc.lift_type_tags(&["p", "*", "s"]);
+        let lift = Lift {
+            pattern: &["p", "*", "s"],
+            keep: &["name"],
+            into: None,
+        };
+        let problems = doc.lift_type_tags(&lift);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("missing `type`"));
         let v: toml::Table = doc.deserialize().unwrap();
         assert_eq!(v["p"][0]["s"]["kafka"]["b"].as_integer(), Some(1));
+    }
+
+    #[test]
+    fn common_settings_stay_and_the_connector_goes_under_its_key() {
+        let text = "[[p]]\ns = { type = \"redis\", name = \"db\", url = \"u\" }\n";
+        let mut doc = Document::parse(text, &env).unwrap();
+        let lift = Lift {
+            pattern: &["p", "*", "s"],
+            keep: &["name"],
+            into: Some("connector"),
+        };
+        assert!(doc.lift_type_tags(&lift).is_empty());
+        let v: toml::Table = doc.deserialize().unwrap();
+        assert_eq!(v["p"][0]["s"]["name"].as_str(), Some("db"));
+        assert_eq!(
+            v["p"][0]["s"]["connector"]["redis"]["url"].as_str(),
+            Some("u")
+        );
     }
 
     #[test]

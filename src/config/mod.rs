@@ -11,90 +11,59 @@
 
 pub mod document;
 pub mod error;
+pub mod pipeline;
 pub mod values;
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
 
 pub use document::ConfigPath;
 pub use error::{ConfigError, Problem};
+pub use pipeline::{Name, PipelineConfig, SinkSpec};
 
-use crate::connectors::{SinkConfig, SourceConfig};
-use document::Document;
-use values::Count;
+use document::{Document, Lift};
+use values::{Count, NonEmpty};
 
 /// Where connector tables (`{ type = "...", ... }`) sit in the file.
-const TAGGED: &[&[&str]] = &[
-    &["pipeline", "*", "source"],
-    &["pipeline", "*", "sink", "*"],
-    &["pipeline", "*", "dead_letter"],
+const LIFTS: &[Lift] = &[
+    Lift {
+        pattern: &["pipeline", "*", "source"],
+        keep: &[],
+        into: None,
+    },
+    Lift {
+        pattern: &["pipeline", "*", "sink", "*"],
+        keep: &["name", "retry"],
+        into: Some("connector"),
+    },
+    Lift {
+        pattern: &["pipeline", "*", "dead_letter"],
+        keep: &["name", "retry"],
+        into: Some("connector"),
+    },
 ];
 
 /// A whole config file: one or more pipelines.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Who this ferry deployment is, for two-way sync: every message ferry
+    /// writes carries it (header `ferry.origin`), and a source drops
+    /// messages that carry its own origin, so a change that went out does
+    /// not come back in. Pipelines can override it.
+    pub origin: Option<NonEmpty>,
+    /// Messages that went through more ferry hops than this are dropped:
+    /// a safety net against loops in a mis-wired topology.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: Count,
     #[serde(rename = "pipeline", default)]
     pub pipelines: Vec<PipelineConfig>,
 }
 
-/// `[[pipeline]]`: one source, its sinks and where rejected messages go.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
-    pub name: PipelineName,
-    pub source: SourceConfig,
-    /// Every message goes to every sink (`[[pipeline.sink]]`).
-    #[serde(rename = "sink", default)]
-    pub sinks: Vec<SinkConfig>,
-    /// Where a message goes when a sink cannot take it (bad payload,
-    /// missing key field, refused by the target). Without one, such a
-    /// message stops the pipeline: ferry never drops data silently.
-    pub dead_letter: Option<SinkConfig>,
-    /// Messages that may wait between two stages. Bounds memory: when the
-    /// sinks are slower than the source, the source waits.
-    #[serde(default = "default_buffer")]
-    pub buffer: Count,
-}
-
-fn default_buffer() -> Count {
-    Count::new(1024)
-}
-
-/// A pipeline name: letters, digits, `-` and `_`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PipelineName(String);
-
-impl PipelineName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for PipelineName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = !s.is_empty()
-            && s.len() <= 100
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if ok {
-            Ok(Self(s))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid pipeline name \"{s}\": use letters, digits, '-' and '_' (e.g. \"orders-to-cache\")"
-            )))
-        }
-    }
-}
-
-impl fmt::Display for PipelineName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+fn default_max_hops() -> Count {
+    Count::new(8)
 }
 
 impl Config {
@@ -118,8 +87,8 @@ impl Config {
         };
         let mut doc = Document::parse(text, env).map_err(error)?;
         let mut problems = Vec::new();
-        for pattern in TAGGED {
-            problems.extend(doc.lift_type_tags(pattern));
+        for lift in LIFTS {
+            problems.extend(doc.lift_type_tags(lift));
         }
         if !problems.is_empty() {
             return Err(error(problems));
@@ -161,29 +130,7 @@ impl Config {
                     ),
                 );
             }
-            p.source.check(&path.key("source"), problems);
-            if p.sinks.is_empty() {
-                problems.push(
-                    Problem::at_path(path.clone(), format!("pipeline `{}` has no sink", p.name))
-                        .with_help("add a `[[pipeline.sink]]` table after the pipeline"),
-                );
-            }
-            for (j, sink) in p.sinks.iter().enumerate() {
-                sink.check(&path.key("sink").index(j), &p.source, problems);
-            }
-            if let Some(dl) = &p.dead_letter {
-                let path = path.key("dead_letter");
-                dl.check(&path, &p.source, problems);
-                for (field, t) in dl.templates().into_iter().filter(|(_, t)| t.uses_payload()) {
-                    problems.push(
-                        Problem::at_path(
-                            path.key(field),
-                            format!("the dead-letter `{field}` `{t}` reads the payload, which may be what is wrong"),
-                        )
-                        .with_help("build it from `{key}`, `{header.NAME}` or source coordinates such as `{topic}`"),
-                    );
-                }
-            }
+            p.check(&path, problems);
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::connectors::SourceConfig;
 use crate::connectors::kafka::config::{StartFrom, Until};
 
 fn env(name: &str) -> Option<String> {
@@ -50,7 +51,10 @@ fn a_good_file_parses_with_defaults_and_substituted_variables() {
     assert_eq!(k.start, StartFrom::Earliest);
     assert_eq!(k.until, Until::Forever);
     assert_eq!(p.sinks.len(), 1);
-    assert_eq!(p.sinks[0].describe(), "redis set order:{order_id}");
+    assert_eq!(
+        p.sinks[0].connector.describe(),
+        "redis set order:{order_id}"
+    );
     assert!(p.dead_letter.is_some());
     assert_eq!(p.buffer.get(), 1024);
 }
@@ -194,11 +198,83 @@ fn values_are_checked_while_parsing() {
         errors(&bad_url)
     );
     let bad_name = GOOD.replace("orders-to-cache", "orders to cache");
-    assert!(errors(&bad_name).contains("invalid pipeline name"));
+    assert!(errors(&bad_name).contains("invalid name"));
 }
 
 #[test]
 fn invalid_toml_is_reported_with_its_position() {
     let e = errors("[[pipeline]\nname = 1\n");
     assert!(e.starts_with("error: ferry.toml:1:"), "{e}");
+}
+
+const ROUTED: &str = r#"
+[[pipeline]]
+name = "shop"
+source = { type = "generate" }
+
+[[pipeline.step]]
+filter = '.type != "test"'
+
+[[pipeline.route]]
+when = '.type == "payment"'
+sinks = ["db", "mail"]
+
+[[pipeline.route]]
+otherwise = true
+sinks = ["db"]
+
+[[pipeline.sink]]
+name = "db"
+type = "redis"
+url = "redis://127.0.0.1"
+write = "set"
+key = "{key}"
+retry = { attempts = 5, initial = "50ms", max = "1s" }
+
+[[pipeline.sink]]
+name = "mail"
+type = "amqp"
+url = "amqp://127.0.0.1"
+routing_key = "emails"
+"#;
+
+#[test]
+fn steps_routes_and_named_sinks_with_retry_settings_parse() {
+    let config = parse(ROUTED).unwrap();
+    let p = &config.pipelines[0];
+    assert_eq!(p.steps.len(), 1);
+    assert_eq!(p.routes.len(), 2);
+    assert_eq!(p.sinks[0].name.as_ref().unwrap().as_str(), "db");
+    assert_eq!(p.sinks[0].retry.attempts.unwrap().get(), 5);
+    assert_eq!(p.compiled_routes()[0].sinks, vec![0, 1]);
+    assert_eq!(config.max_hops.get(), 8);
+}
+
+#[test]
+fn a_jq_error_names_the_line_and_the_position_in_the_expression() {
+    let e = errors(&ROUTED.replace(".type != \"test\"", ".type !="));
+    assert!(e.contains("ferry.toml:7:10: jq: expected term"), "{e}");
+    assert!(e.contains("at character 9 of `.type !=`"), "{e}");
+}
+
+#[test]
+fn routes_must_name_existing_sinks_and_every_sink_must_be_routed() {
+    let e = errors(&ROUTED.replace("sinks = [\"db\", \"mail\"]", "sinks = [\"db\", \"mial\"]"));
+    assert!(
+        e.contains(":11:16: pipeline[0].route[0].sinks[1]: no sink is named `mial`"),
+        "{e}"
+    );
+    assert!(e.contains("sinks are named `db`, `mail`"), "{e}");
+    assert!(e.contains("no route writes to sink `mail`"), "{e}");
+    let e = errors(&ROUTED.replace("name = \"mail\"\n", ""));
+    assert!(e.contains("with routes, every sink needs a `name`"), "{e}");
+    let e = errors(&ROUTED.replace("otherwise = true", "when = 'true'\notherwise = true"));
+    assert!(e.contains("both `when` and `otherwise`"), "{e}");
+    let e = errors(&ROUTED.replace("otherwise = true\n", ""));
+    assert!(
+        e.contains("a route needs `when` or `otherwise = true`"),
+        "{e}"
+    );
+    let e = errors(&ROUTED.replace("filter = '.type != \"test\"'", "filter = '.'\nmap = '.'"));
+    assert!(e.contains("a step does one thing"), "{e}");
 }

@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod pipeline;
+pub mod router;
 pub mod shutdown;
 pub mod sink_task;
 pub mod stats;
@@ -83,13 +84,18 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<Vec<(String, Totals)>, Vec<PipelineError>> {
     let mut handles = Vec::new();
-    for p in config.pipelines {
+    let routers: Vec<router::Router> = config
+        .pipelines
+        .iter()
+        .map(|p| router::Router::new(&config, p))
+        .collect();
+    for (p, router) in config.pipelines.into_iter().zip(routers) {
         let name = p.name.to_string();
         let shutdown = shutdown.clone();
         handles.push((
             name,
             tokio::spawn(async move {
-                let result = pipeline::run_pipeline(p, shutdown.clone(), options).await;
+                let result = pipeline::run_pipeline(p, router, shutdown.clone(), options).await;
                 if let Err(e) = &result {
                     error!("{e}");
                     shutdown.cancel();

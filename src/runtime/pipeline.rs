@@ -20,19 +20,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::router::{Plan, Router};
 use super::sink_task::{Delivery, Rejections, SinkTask};
 use super::stats::{Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
 use crate::ack::{Ack, Outcome};
-use crate::config::PipelineConfig;
+use crate::config::pipeline::Unmatched;
+use crate::config::{PipelineConfig, SinkSpec};
 use crate::connectors::amqp::sink::AmqpSink;
 use crate::connectors::kafka::KafkaSink;
 use crate::connectors::redis::RedisSink;
 use crate::connectors::{AnySource, SinkConfig, Source};
 use crate::error::{ConnectorError, MessageError};
+use crate::message::Message;
 
 type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
@@ -40,6 +43,7 @@ type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 /// cancelled, or it fails.
 pub async fn run_pipeline(
     config: PipelineConfig,
+    router: Router,
     shutdown: CancellationToken,
     options: RunOptions,
 ) -> Result<Totals, PipelineError> {
@@ -61,16 +65,12 @@ pub async fn run_pipeline(
     let rejections = match &config.dead_letter {
         Some(dl) => {
             let (tx, rx) = mpsc::channel(capacity);
-            let Some(task) = spawn_sink(
-                &name,
-                "dead_letter",
-                dl,
-                rx,
-                Rejections::Stop,
-                &stats,
-                &stop,
-            )
-            .await?
+            let label = dl
+                .name
+                .as_ref()
+                .map_or("dead_letter".to_owned(), |n| format!("dead_letter `{n}`"));
+            let Some(task) =
+                spawn_sink(&name, &label, dl, rx, Rejections::Stop, &stats, &stop).await?
             else {
                 return Ok(stats.totals());
             };
@@ -83,9 +83,16 @@ pub async fn run_pipeline(
     let mut senders = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         let (tx, rx) = mpsc::channel(capacity);
-        let label = format!("sink[{i}] {}", sink.describe());
-        let Some(task) =
-            spawn_sink(&name, &label, sink, rx, rejections.clone(), &stats, &stop).await?
+        let Some(task) = spawn_sink(
+            &name,
+            &sink.label(i),
+            sink,
+            rx,
+            rejections.clone(),
+            &stats,
+            &stop,
+        )
+        .await?
         else {
             return Ok(stats.totals());
         };
@@ -102,7 +109,15 @@ pub async fn run_pipeline(
     ));
 
     info!(pipeline = %name, sinks = senders.len(), "pipeline running");
-    let read_result = read_loop(&name, &mut source, &senders, &rejections, &stop, &stats).await;
+    let outlets = Outlets {
+        pipeline: &name,
+        sinks: &senders,
+        rejections: &rejections,
+        unmatched: config.unmatched,
+        stop: &stop,
+        stats: &stats,
+    };
+    let read_result = read_loop(&mut source, &router, &outlets).await;
     // Once the read loop and the sink tasks let go of their senders, the
     // dead-letter task sees its channel close and ends last.
     drop(senders);
@@ -124,6 +139,7 @@ pub async fn run_pipeline(
         confirmed = totals.confirmed,
         failed = totals.failed,
         dead_lettered = totals.dead_lettered,
+        dropped = totals.dropped,
         seconds = format!("{secs:.1}"),
         rate = format!("{:.0}/s", totals.confirmed as f64 / secs.max(0.001)),
         "pipeline stopped"
@@ -185,7 +201,7 @@ where
 async fn spawn_sink(
     pipeline: &str,
     label: &str,
-    config: &SinkConfig,
+    spec: &SinkSpec,
     rx: mpsc::Receiver<Delivery>,
     rejections: Rejections,
     stats: &Arc<Stats>,
@@ -194,12 +210,13 @@ async fn spawn_sink(
     let task = SinkTask {
         pipeline: pipeline.to_owned(),
         sink_name: label.to_owned(),
-        batch_size: config.batch_size(),
+        batch_size: spec.connector.batch_size(),
+        retry: spec.retry,
         stats: Arc::clone(stats),
         rejections,
         pipeline_stop: stop.clone(),
     };
-    Ok(match config {
+    Ok(match &spec.connector {
         SinkConfig::Redis(c) => {
             open_retrying(pipeline, label, stop, || RedisSink::open(pipeline, c))
                 .await?
@@ -216,17 +233,26 @@ async fn spawn_sink(
     })
 }
 
-/// Reads from the source and hands every message to every sink. Waiting
-/// for room in a full sink channel is the backpressure: while the sinks
-/// are behind, nothing more is read.
+/// Where the read loop hands messages over.
+struct Outlets<'a> {
+    pipeline: &'a str,
+    sinks: &'a [mpsc::Sender<Delivery>],
+    rejections: &'a Rejections,
+    unmatched: Unmatched,
+    stop: &'a CancellationToken,
+    stats: &'a Arc<Stats>,
+}
+
+/// Reads from the source, runs the router, and hands each resulting
+/// message to its sinks. Waiting for room in a full sink channel is the
+/// backpressure: while the sinks are behind, nothing more is read.
 async fn read_loop(
-    pipeline: &str,
     source: &mut AnySource,
-    sinks: &[mpsc::Sender<Delivery>],
-    rejections: &Rejections,
-    stop: &CancellationToken,
-    stats: &Arc<Stats>,
+    router: &Router,
+    out: &Outlets<'_>,
 ) -> Result<(), PipelineError> {
+    let pipeline = out.pipeline;
+    let stop = out.stop;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let next = tokio::select! {
@@ -259,34 +285,85 @@ async fn read_loop(
                 });
             }
         };
-        Stats::add(&stats.received, 1);
-        let ack = counted(envelope.ack, Arc::clone(stats));
-        let message = Arc::new(envelope.message);
-        if let Some(reason) = envelope.dead_letter {
-            let delivery = Delivery { message, ack };
-            let error = MessageError::GaveUp(reason);
-            let rejected = rejections.reject(pipeline, "source", delivery, error, stats);
-            tokio::select! {
-                r = rejected => r?,
-                _ = stop.cancelled() => return Ok(()),
+        Stats::add(&out.stats.received, 1);
+        let ack = counted(envelope.ack, Arc::clone(out.stats));
+        let handed = tokio::select! {
+            r = hand_over(envelope.message, ack, envelope.dead_letter, router, out) => r,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        handed?;
+    }
+}
+
+/// Routes one source message and sends the results on.
+async fn hand_over(
+    message: Message,
+    ack: Ack,
+    dead_letter: Option<String>,
+    router: &Router,
+    out: &Outlets<'_>,
+) -> Result<(), PipelineError> {
+    let reject = |message: Message, ack: Ack, stage: &'static str, error: MessageError| {
+        let delivery = Delivery {
+            message: Arc::new(message),
+            ack,
+        };
+        out.rejections
+            .reject(out.pipeline, stage, delivery, error, 1, out.stats)
+    };
+    if let Some(reason) = dead_letter {
+        return reject(message, ack, "source", MessageError::GaveUp(reason)).await;
+    }
+    let plan = match router.plan(&message) {
+        Ok(Plan::Deliver(plan)) => plan,
+        Ok(Plan::Dropped(why)) => {
+            debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");
+            Stats::add(&out.stats.dropped, 1);
+            ack.delivered();
+            return Ok(());
+        }
+        Err(e) => return reject(message, ack, "steps", e).await,
+    };
+    // One ack handle per (message, sink), and per unmatched message that
+    // is dead-lettered; filtered and dropped messages need none.
+    let unmatched_parts = |sinks: &Vec<usize>| match (sinks.is_empty(), out.unmatched) {
+        (true, Unmatched::DeadLetter) => 1,
+        _ => sinks.len(),
+    };
+    let parts = plan.iter().map(|(_, s)| unmatched_parts(s)).sum();
+    if plan.is_empty() {
+        Stats::add(&out.stats.dropped, 1);
+    }
+    let mut acks = ack.split(parts).into_iter();
+    for (message, sinks) in plan {
+        if sinks.is_empty() {
+            match out.unmatched {
+                Unmatched::Drop => Stats::add(&out.stats.dropped, 1),
+                Unmatched::DeadLetter => {
+                    let ack = acks.next().ok_or(PipelineError::Bug("ack count".into()))?;
+                    let error = MessageError::Unsupported("no route matched the message".into());
+                    reject(message, ack, "routes", error).await?;
+                }
             }
             continue;
         }
-        for (tx, ack) in sinks.iter().zip(ack.split(sinks.len())) {
+        let message = Arc::new(message);
+        for i in sinks {
+            let ack = acks.next().ok_or(PipelineError::Bug("ack count".into()))?;
             let delivery = Delivery {
                 message: Arc::clone(&message),
                 ack,
             };
-            tokio::select! {
-                sent = tx.send(delivery) => {
-                    if sent.is_err() {
-                        return Err(PipelineError::Stopped);
-                    }
-                }
-                _ = stop.cancelled() => return Ok(()),
-            }
+            let tx = out
+                .sinks
+                .get(i)
+                .ok_or(PipelineError::Bug("sink index".into()))?;
+            tx.send(delivery)
+                .await
+                .map_err(|_| PipelineError::Stopped)?;
         }
     }
+    Ok(())
 }
 
 /// Wraps a source's ack so the pipeline counts outcomes.

@@ -6,7 +6,6 @@
 //! each message at once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -17,6 +16,7 @@ use super::PipelineError;
 use super::backoff::Backoff;
 use super::stats::Stats;
 use crate::ack::{Ack, Outcome};
+use crate::config::pipeline::RetryConfig;
 use crate::connectors::Sink;
 use crate::error::MessageError;
 use crate::message::Message;
@@ -33,7 +33,11 @@ pub mod dead_letter_headers {
     pub const ERROR: &str = "ferry.error";
     pub const PIPELINE: &str = "ferry.pipeline";
     pub const SINK: &str = "ferry.sink";
-    pub const ORIGIN: &str = "ferry.origin";
+    /// Where the message was read (not to be confused with the
+    /// loop-protection header `ferry.origin`, which names a deployment).
+    pub const ORIGIN: &str = "ferry.source";
+    /// How many times the sink tried to write it.
+    pub const ATTEMPTS: &str = "ferry.attempts";
 }
 
 /// Where a message goes that cannot be delivered.
@@ -56,6 +60,7 @@ impl Rejections {
         stage: &str,
         delivery: Delivery,
         error: MessageError,
+        attempts: u32,
         stats: &Stats,
     ) -> Result<(), PipelineError> {
         let origin = delivery.message.describe_origin();
@@ -86,6 +91,9 @@ impl Rejections {
                     .set(h::PIPELINE, Bytes::from(pipeline.to_owned()));
                 message.headers.set(h::SINK, Bytes::from(stage.to_owned()));
                 message.headers.set(h::ORIGIN, Bytes::from(origin));
+                message
+                    .headers
+                    .set(h::ATTEMPTS, Bytes::from(attempts.to_string()));
                 Stats::add(&stats.dead_lettered, 1);
                 dead_letter
                     .send(Delivery {
@@ -104,15 +112,13 @@ pub struct SinkTask {
     pub pipeline: String,
     pub sink_name: String,
     pub batch_size: usize,
+    pub retry: RetryConfig,
     pub stats: Arc<Stats>,
     /// Where rejected messages go.
     pub rejections: Rejections,
     /// Cancelled when this task fails, so that the source stops reading.
     pub pipeline_stop: CancellationToken,
 }
-
-const RETRY_INITIAL: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl SinkTask {
     pub async fn run<S: Sink>(
@@ -127,9 +133,21 @@ impl SinkTask {
         result
     }
 
-    async fn reject(&self, delivery: Delivery, e: MessageError) -> Result<(), PipelineError> {
+    async fn reject(
+        &self,
+        delivery: Delivery,
+        e: MessageError,
+        attempts: u32,
+    ) -> Result<(), PipelineError> {
         self.rejections
-            .reject(&self.pipeline, &self.sink_name, delivery, e, &self.stats)
+            .reject(
+                &self.pipeline,
+                &self.sink_name,
+                delivery,
+                e,
+                attempts,
+                &self.stats,
+            )
             .await
     }
     async fn feed<S: Sink>(
@@ -150,14 +168,25 @@ impl SinkTask {
                         prepared.push(p);
                         pending.push(delivery);
                     }
-                    Err(e) => self.reject(delivery, e).await?,
+                    Err(e) => self.reject(delivery, e, 0).await?,
                 }
             }
             if prepared.is_empty() {
                 continue;
             }
-            let results = self.write_until_done(sink, &prepared).await?;
+            let written = self.write_until_done(sink, &prepared).await?;
             prepared.clear();
+            let (results, attempts) = match written {
+                Written::Done { results, attempts } => (results, attempts),
+                Written::GaveUp { error, attempts } => {
+                    let reason = format!("{error} (gave up after {attempts} attempts)");
+                    for delivery in pending.drain(..) {
+                        self.reject(delivery, MessageError::GaveUp(reason.clone()), attempts)
+                            .await?;
+                    }
+                    continue;
+                }
+            };
             if results.len() != pending.len() {
                 return Err(PipelineError::Bug(format!(
                     "sink `{}` returned {} results for {} writes",
@@ -169,34 +198,48 @@ impl SinkTask {
             for (delivery, result) in pending.drain(..).zip(results) {
                 match result {
                     Ok(()) => delivery.ack.delivered(),
-                    Err(e) => self.reject(delivery, e).await?,
+                    Err(e) => self.reject(delivery, e, attempts).await?,
                 }
             }
         }
     }
 
-    /// Writes a batch, retrying with backoff while the error is retryable
-    /// (broker down, timeout). Gives up only on a fatal error, or when the
-    /// runtime aborts the task at the end of a shutdown's drain period.
+    /// Writes a batch, retrying with backoff and jitter while the error is
+    /// retryable (broker down, timeout), up to the configured attempts
+    /// (without a limit, until the runtime aborts the task at the end of a
+    /// shutdown's drain period). A fatal error stops the pipeline.
     async fn write_until_done<S: Sink>(
         &self,
         sink: &mut S,
         batch: &[S::Prepared],
-    ) -> Result<Vec<Result<(), MessageError>>, PipelineError> {
-        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+    ) -> Result<Written, PipelineError> {
+        let mut backoff = Backoff::new(self.retry.initial.0, self.retry.max.0);
+        let limit = self
+            .retry
+            .attempts
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX));
         loop {
+            let attempts = backoff.attempts() + 1;
             match sink.write(batch).await {
                 Ok(results) => {
-                    if backoff.attempts() > 0 {
+                    if attempts > 1 {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
-                            attempts = backoff.attempts() + 1, "write succeeded after retries");
+                            attempts, "write succeeded after retries");
                     }
-                    return Ok(results);
+                    return Ok(Written::Done { results, attempts });
                 }
                 Err(e) if e.is_retryable() => {
+                    if limit.is_some_and(|limit| attempts >= limit) {
+                        warn!(pipeline = %self.pipeline, sink = %self.sink_name,
+                            attempts, "{e}; giving up, to the dead-letter sink");
+                        return Ok(Written::GaveUp {
+                            error: e.to_string(),
+                            attempts,
+                        });
+                    }
                     let delay = backoff.next_delay();
                     warn!(pipeline = %self.pipeline, sink = %self.sink_name,
-                        attempt = backoff.attempts(), "{e}; retrying in {delay:?}");
+                        attempt = attempts, "{e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
@@ -209,4 +252,16 @@ impl SinkTask {
             }
         }
     }
+}
+
+/// How a batch write ended.
+enum Written {
+    Done {
+        results: Vec<Result<(), MessageError>>,
+        attempts: u32,
+    },
+    GaveUp {
+        error: String,
+        attempts: u32,
+    },
 }

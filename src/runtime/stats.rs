@@ -20,6 +20,9 @@ pub struct Stats {
     pub rejected: AtomicU64,
     /// Messages written to the dead-letter sink instead of a sink.
     pub dead_lettered: AtomicU64,
+    /// Messages dropped on purpose: filtered out, unmatched with
+    /// `unmatched = "drop"`, or stopped by loop protection.
+    pub dropped: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -30,6 +33,7 @@ pub struct Totals {
     pub failed: u64,
     pub rejected: u64,
     pub dead_lettered: u64,
+    pub dropped: u64,
 }
 
 impl Stats {
@@ -40,6 +44,7 @@ impl Stats {
             failed: self.failed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -76,6 +81,7 @@ pub async fn report_progress(
                 .received
                 .saturating_sub(now.confirmed + now.failed + now.rejected),
             dead_lettered = now.dead_lettered,
+            dropped = now.dropped,
             rate = format!("{rate:.0}/s"),
             "progress"
         );

@@ -1,0 +1,281 @@
+//! What happens to a message between its source and its sinks: loop
+//! protection, steps, routes. Pure: no I/O, unit-tested.
+//!
+//! Loop protection: every message ferry writes carries `ferry.hops` (how
+//! many ferry pipelines it went through) and, when an origin is configured,
+//! `ferry.origin` (where it first entered ferry). A message that already
+//! went through `max_hops` pipelines, or that carries this pipeline's own
+//! origin, is dropped: in a two-way sync, a change that went out does not
+//! come back in.
+
+use bytes::Bytes;
+
+use crate::config::pipeline::{Condition, Route, RoutingMode};
+use crate::config::{Config, PipelineConfig};
+use crate::error::MessageError;
+use crate::message::Message;
+use crate::steps::jq::{Variables, payload_value};
+use crate::steps::{self, Step, truthy};
+
+/// Header: the origin a message first entered ferry from.
+pub const ORIGIN_HEADER: &str = "ferry.origin";
+/// Header: how many ferry pipelines a message went through.
+pub const HOPS_HEADER: &str = "ferry.hops";
+
+/// Where the messages made from one source message go.
+#[derive(Debug, PartialEq)]
+pub enum Plan {
+    /// Not delivered anywhere, on purpose (loop protection).
+    Dropped(String),
+    /// Each message with the indices of its sinks; an empty list means no
+    /// route matched. Filters may leave no message at all.
+    Deliver(Vec<(Message, Vec<usize>)>),
+}
+
+pub struct Router {
+    steps: Vec<Step>,
+    routes: Vec<Route>,
+    mode: RoutingMode,
+    sinks: usize,
+    origin: Option<String>,
+    max_hops: usize,
+}
+
+impl Router {
+    pub fn new(config: &Config, pipeline: &PipelineConfig) -> Self {
+        Self {
+            steps: pipeline.compiled_steps(),
+            routes: pipeline.compiled_routes(),
+            mode: pipeline.routing,
+            sinks: pipeline.sinks.len(),
+            origin: pipeline
+                .origin
+                .as_ref()
+                .or(config.origin.as_ref())
+                .map(ToString::to_string),
+            max_hops: pipeline.max_hops.unwrap_or(config.max_hops).get(),
+        }
+    }
+
+    pub fn plan(&self, message: &Message) -> Result<Plan, MessageError> {
+        let hops: usize = message
+            .headers
+            .get(HOPS_HEADER)
+            .and_then(|h| std::str::from_utf8(h).ok()?.parse().ok())
+            .unwrap_or(0);
+        if hops >= self.max_hops {
+            return Ok(Plan::Dropped(format!(
+                "it went through {hops} ferry pipelines already (max_hops = {})",
+                self.max_hops
+            )));
+        }
+        if let Some(origin) = &self.origin
+            && message
+                .headers
+                .get(ORIGIN_HEADER)
+                .is_some_and(|o| o == origin.as_bytes())
+        {
+            return Ok(Plan::Dropped(format!(
+                "it came back to its origin `{origin}`"
+            )));
+        }
+        let outputs = steps::apply(&self.steps, message.clone())?;
+        let mut plan = Vec::with_capacity(outputs.len());
+        for mut out in outputs {
+            let sinks = self.route(&out)?;
+            out.headers
+                .set(HOPS_HEADER, Bytes::from((hops + 1).to_string()));
+            if let Some(origin) = &self.origin
+                && out.headers.get(ORIGIN_HEADER).is_none()
+            {
+                out.headers.set(ORIGIN_HEADER, Bytes::from(origin.clone()));
+            }
+            plan.push((out, sinks));
+        }
+        Ok(Plan::Deliver(plan))
+    }
+
+    /// Sink indices for one message; empty when no route matches.
+    fn route(&self, message: &Message) -> Result<Vec<usize>, MessageError> {
+        if self.routes.is_empty() {
+            return Ok((0..self.sinks).collect());
+        }
+        let mut sinks: Vec<usize> = Vec::new();
+        let mut matched = false;
+        let mut vars = None;
+        let mut input = None;
+        for route in &self.routes {
+            let Condition::When(jq) = &route.when else {
+                continue;
+            };
+            let value = match &input {
+                Some(v) => Clone::clone(v),
+                None => {
+                    let v = payload_value(message).map_err(MessageError::Unsupported)?;
+                    input = Some(v.clone());
+                    v
+                }
+            };
+            let vars = vars.get_or_insert_with(|| Variables::of(message));
+            let out = jq
+                .run(value, vars)
+                .map_err(|e| MessageError::Unsupported(format!("route condition: {e}")))?;
+            if out.first().is_some_and(truthy) {
+                matched = true;
+                for s in &route.sinks {
+                    if !sinks.contains(s) {
+                        sinks.push(*s);
+                    }
+                }
+                if self.mode == RoutingMode::First {
+                    break;
+                }
+            }
+        }
+        if !matched && let Some(route) = self.routes.iter().find(|r| r.when == Condition::Otherwise)
+        {
+            sinks.extend(&route.sinks);
+        }
+        Ok(sinks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn router(extra_top: &str, pipeline_extra: &str) -> Router {
+        let text = format!(
+            r#"{extra_top}
+[[pipeline]]
+name = "p"
+source = {{ type = "generate" }}
+{pipeline_extra}
+[[pipeline.sink]]
+name = "db"
+type = "redis"
+url = "redis://x"
+write = "set"
+key = "k"
+[[pipeline.sink]]
+name = "mail"
+type = "redis"
+url = "redis://x"
+write = "set"
+key = "k"
+[[pipeline.sink]]
+name = "crm"
+type = "redis"
+url = "redis://x"
+write = "set"
+key = "k"
+"#
+        );
+        let config =
+            Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        Router::new(&config, &config.pipelines[0])
+    }
+
+    fn sinks_of(r: &Router, payload: &str) -> Vec<Vec<usize>> {
+        match r.plan(&Message::from_payload(payload.to_owned())).unwrap() {
+            Plan::Deliver(v) => v.into_iter().map(|(_, s)| s).collect(),
+            Plan::Dropped(why) => panic!("dropped: {why}"),
+        }
+    }
+
+    const ROUTES: &str = r#"
+[[pipeline.route]]
+when = '.type == "payment"'
+sinks = ["db", "mail", "crm"]
+[[pipeline.route]]
+when = '.type == "payment" or .type == "weblog"'
+sinks = ["db"]
+[[pipeline.route]]
+otherwise = true
+sinks = ["crm"]
+"#;
+
+    #[test]
+    fn without_routes_every_message_goes_to_every_sink() {
+        let r = router("", "");
+        assert_eq!(sinks_of(&r, "{}"), [vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn fan_out_takes_every_matching_route_once_and_otherwise_the_rest() {
+        let r = router("", ROUTES);
+        assert_eq!(sinks_of(&r, r#"{"type":"payment"}"#), [vec![0, 1, 2]]);
+        assert_eq!(sinks_of(&r, r#"{"type":"weblog"}"#), [vec![0]]);
+        assert_eq!(sinks_of(&r, r#"{"type":"other"}"#), [vec![2]]);
+    }
+
+    #[test]
+    fn first_match_stops_at_the_first_route() {
+        let r = router(
+            "",
+            &format!(
+                "routing = \"first\"\n{}",
+                ROUTES.replace("sinks = [\"db\", \"mail\", \"crm\"]", "sinks = [\"mail\"]")
+            ),
+        );
+        assert_eq!(sinks_of(&r, r#"{"type":"payment"}"#), [vec![1]]);
+    }
+
+    #[test]
+    fn a_message_no_route_matches_has_no_sinks() {
+        let routes = "[[pipeline.route]]\nwhen = '.a'\nsinks = [\"db\", \"mail\", \"crm\"]";
+        let r = router("", routes);
+        assert_eq!(sinks_of(&r, r#"{"a":false}"#), [Vec::<usize>::new()]);
+    }
+
+    #[test]
+    fn steps_run_before_routes_and_can_split_messages() {
+        let extra = "[[pipeline.step]]\nmap = '.items[]'\n[[pipeline.route]]\nwhen = '.big'\nsinks = [\"db\"]\n[[pipeline.route]]\notherwise = true\nsinks = [\"mail\", \"crm\"]";
+        let r = router("", extra);
+        assert_eq!(
+            sinks_of(&r, r#"{"items":[{"big":true},{"big":false}]}"#),
+            [vec![0], vec![1, 2]]
+        );
+    }
+
+    #[test]
+    fn outgoing_messages_carry_origin_and_hops_and_echoes_are_dropped() {
+        let r = router("origin = \"site-a\"\nmax_hops = 3", "");
+        let Plan::Deliver(out) = r.plan(&Message::from_payload("{}")).unwrap() else {
+            panic!("delivered")
+        };
+        let m = &out[0].0;
+        assert_eq!(m.headers.get(ORIGIN_HEADER).unwrap().as_ref(), b"site-a");
+        assert_eq!(m.headers.get(HOPS_HEADER).unwrap().as_ref(), b"1");
+        assert!(
+            matches!(r.plan(m).unwrap(), Plan::Dropped(why) if why.contains("origin `site-a`"))
+        );
+
+        let mut foreign = Message::from_payload("{}");
+        foreign.headers.set(ORIGIN_HEADER, "site-b");
+        foreign.headers.set(HOPS_HEADER, "2");
+        let Plan::Deliver(out) = r.plan(&foreign).unwrap() else {
+            panic!("delivered")
+        };
+        assert_eq!(
+            out[0].0.headers.get(ORIGIN_HEADER).unwrap().as_ref(),
+            b"site-b",
+            "first origin kept"
+        );
+        assert_eq!(out[0].0.headers.get(HOPS_HEADER).unwrap().as_ref(), b"3");
+        assert!(
+            matches!(r.plan(&out[0].0).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
+        );
+    }
+
+    #[test]
+    fn a_route_condition_that_fails_is_a_message_error() {
+        let r = router(
+            "",
+            "[[pipeline.route]]\nwhen = '.a.b'\nsinks = [\"db\", \"mail\", \"crm\"]",
+        );
+        let e = r.plan(&Message::from_payload(r#"{"a":"x"}"#)).unwrap_err();
+        assert!(e.to_string().contains("route condition"), "{e}");
+    }
+}
