@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::{StreamFields, WritePlan};
+use super::own_writes;
 use crate::error::MessageError;
 use crate::message::{Headers, Message};
 use crate::template::{Template, json_kind, lookup};
@@ -40,7 +41,13 @@ pub const HEADER_FIELD_PREFIX: &str = "header.";
 
 /// The commands that write one message.
 #[derive(Clone, Debug)]
-pub struct Write(pub Vec<redis::Cmd>);
+pub struct Write {
+    pub commands: Vec<redis::Cmd>,
+    /// The key and the fingerprint of the value it will hold, when that is
+    /// known (`set`, `hset` with `replace`, deletions), so that a keyspace
+    /// source can recognise the write (see `own_writes`).
+    pub result: Option<(Vec<u8>, u64)>,
+}
 
 fn cmd(name: &str) -> redis::Cmd {
     redis::cmd(name)
@@ -67,8 +74,10 @@ impl Write {
             cmds.push(del(&key));
         }
         let mut expire = ttl;
+        let mut result = None;
         match (plan, payload) {
             (WritePlan::Set { ttl }, Some(p)) => {
+                result = Some(own_writes::of_string(p));
                 let mut c = cmd("SET");
                 c.arg(&key).arg(p.as_ref());
                 if let Some(ttl) = ttl {
@@ -77,11 +86,22 @@ impl Write {
                 expire = None;
                 cmds.push(c);
             }
-            (WritePlan::Hset { fields, .. }, Some(_)) => {
+            (
+                WritePlan::Hset {
+                    fields, replace, ..
+                },
+                Some(_),
+            ) => {
                 let mut c = cmd("HSET");
                 c.arg(&key);
-                for (f, v) in object_fields(message, "hset", fields.as_deref())? {
+                let pairs = object_fields(message, "hset", fields.as_deref())?;
+                for (f, v) in &pairs {
                     c.arg(f).arg(v.as_ref());
+                }
+                if *replace && fields.is_none() {
+                    let fp =
+                        own_writes::of_hash(pairs.iter().map(|(f, v)| (f.as_bytes(), v.as_ref())));
+                    result = Some(fp);
                 }
                 cmds.push(c);
             }
@@ -147,6 +167,7 @@ impl Write {
             }
             (_, None) => {
                 cmds.push(del(&key));
+                result = Some(own_writes::of_nothing());
                 expire = None;
             }
         }
@@ -155,7 +176,10 @@ impl Write {
             c.arg(&key).arg(millis(ttl));
             cmds.push(c);
         }
-        Ok(Write(cmds))
+        Ok(Write {
+            result: result.map(|fp| (key, fp)),
+            commands: cmds,
+        })
     }
 }
 
@@ -471,7 +495,7 @@ mod tests {
     fn args(plan_toml: &str, key: &str, m: &Message) -> Vec<String> {
         Write::prepare(&plan(plan_toml), &t(key), m)
             .unwrap()
-            .0
+            .commands
             .iter()
             .map(|c| {
                 c.args_iter()

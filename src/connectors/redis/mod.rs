@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod mapping;
+pub mod own_writes;
 pub mod sink;
 pub mod source;
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
 use super::mapping::Write;
+use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
@@ -20,6 +21,9 @@ use crate::template::Template;
 
 pub struct RedisSink {
     conn: ConnectionManager,
+    /// `host:port/db`, under which writes are remembered for keyspace
+    /// sources of the same process (two-way sync).
+    server: String,
     plan: WritePlan,
     key: Template,
     /// `replace` needs `DEL` and the write to land together: the batch
@@ -40,6 +44,7 @@ impl RedisSink {
         }
         Ok(Self {
             conn,
+            server: own_writes::server_id(config.url.as_str()),
             plan: config.plan(),
             key: config.key.clone(),
             atomic: config.replace,
@@ -73,13 +78,21 @@ impl Sink for RedisSink {
         &mut self,
         batch: &[Write],
     ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        // Remembered before sending: the notification may be read before
+        // the reply arrives.
+        let registry = own_writes::OwnWrites::global();
+        for w in batch {
+            if let Some((key, fingerprint)) = &w.result {
+                registry.record(&self.server, key, *fingerprint);
+            }
+        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         if self.atomic {
             pipe.atomic();
         }
         for w in batch {
-            for c in &w.0 {
+            for c in &w.commands {
                 pipe.add_command(c.clone());
             }
         }
@@ -91,7 +104,7 @@ impl Sink for RedisSink {
         let mut results = Vec::with_capacity(batch.len());
         for w in batch {
             let mut result = Ok(());
-            for reply in replies.by_ref().take(w.0.len()) {
+            for reply in replies.by_ref().take(w.commands.len()) {
                 if let Err(e) = reply
                     && result.is_ok()
                 {

@@ -29,11 +29,12 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ack::Ack;
 use crate::connectors::redis::config::RedisKeyspaceSourceConfig;
 use crate::connectors::redis::mapping::{parse_entries, text};
+use crate::connectors::redis::own_writes::{self, OwnWrites};
 use crate::connectors::redis::sink::connect;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
@@ -108,6 +109,8 @@ impl Shared {
 
 pub struct RedisKeyspaceSource {
     pipeline: String,
+    /// `host:port/db`, to recognise ferry's own writes (two-way sync).
+    server: String,
     cmd: ConnectionManager,
     shared: Arc<Shared>,
     listener: JoinHandle<()>,
@@ -156,8 +159,10 @@ impl RedisKeyspaceSource {
             snapshot = config.snapshot,
             "redis keyspace source ready"
         );
+        OwnWrites::global().enable();
         Ok(Self {
             pipeline: pipeline.to_owned(),
+            server: own_writes::server_id(config.url.as_str()),
             cmd,
             shared,
             listener,
@@ -236,6 +241,12 @@ impl RedisKeyspaceSource {
                     continue;
                 }
             };
+            if let Some(fp) = fingerprint(&kind, &value)
+                && OwnWrites::global().is_own(&self.server, key.as_bytes(), fp)
+            {
+                debug!(pipeline = %self.pipeline, key, event, "a write of ferry's own; not emitted");
+                continue;
+            }
             let payload = encode_value(&kind, &value);
             let mut headers = Headers::new();
             headers.push(EVENT_HEADER, event.clone());
@@ -348,6 +359,36 @@ pub fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
         _ => return None,
     };
     Some(Bytes::from(json.to_string()))
+}
+
+/// Fingerprint of a value as [`own_writes`] records ferry's writes, for
+/// the kinds the Redis sink can write whole (strings, hashes, deletions).
+fn fingerprint(kind: &str, value: &redis::Value) -> Option<u64> {
+    let bytes = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(b.clone()),
+        redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    match kind {
+        "string" => bytes(value).map(|b| own_writes::of_string(&b)),
+        "hash" => {
+            let flat: Vec<Vec<u8>> = match value {
+                redis::Value::Array(items) => items.iter().filter_map(bytes).collect(),
+                redis::Value::Map(kv) => kv
+                    .iter()
+                    .flat_map(|(k, v)| [bytes(k), bytes(v)])
+                    .flatten()
+                    .collect(),
+                _ => return None,
+            };
+            let pairs = flat
+                .chunks(2)
+                .filter_map(|kv| Some((kv.first()?.as_slice(), kv.get(1)?.as_slice())));
+            Some(own_writes::of_hash(pairs))
+        }
+        "none" => Some(own_writes::of_nothing()),
+        _ => None,
+    }
 }
 
 fn double(v: &redis::Value) -> Option<String> {
