@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/setup.sh
-export FERRY_TEST_KAFKA_BROKERS=${FERRY_TEST_KAFKA_BROKERS:-127.0.0.1:${FERRY_KAFKA_PORT:-9092}}
+# Tests start a private Kafka-compatible broker each (tansu, built by
+# setup.sh), unless FERRY_TEST_KAFKA_BROKERS names one to use instead.
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -15,4 +16,5 @@ echo "[test] cargo clippy" >&2
 cargo clippy --all-targets --quiet -- -D warnings
 echo "[test] cargo test" >&2
 # Integration tests print measurements (rates, duplicates, memory): show them.
-cargo test --all-targets -- --nocapture "$@"
+# Benchmarks are built by clippy above and run with `cargo bench`.
+cargo test --lib --bins --tests -- --nocapture "$@"

@@ -13,10 +13,13 @@ const MIB: u64 = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_redis_keeps_ferry_memory_bounded_while_the_backlog_waits_in_kafka() {
+    let kafka = Kafka::start();
     let topic = unique("slow-orders");
     let group = unique("slow-group");
-    create_topic(&topic, 3).await;
-    produce_large_orders(&topic, 1..ORDERS + 1, ORDER_BYTES).await;
+    kafka.create_topic(&topic, 3).await;
+    kafka
+        .produce_large_orders(&topic, 1..ORDERS + 1, ORDER_BYTES)
+        .await;
     let backlog = ORDERS * ORDER_BYTES as u64;
     let redis = RedisServer::start();
 
@@ -30,7 +33,7 @@ async fn a_stalled_redis_keeps_ferry_memory_bounded_while_the_backlog_waits_in_k
         .unwrap();
     let stalled_until = Instant::now() + stall;
 
-    let config = kafka_to_redis_config(
+    let config = kafka.to_redis_config(
         "slow",
         &topic,
         &group,

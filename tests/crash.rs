@@ -13,12 +13,13 @@ const ORDERS: u64 = 100_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_stream_then_restart_loses_no_order() {
+    let kafka = Kafka::start();
     let topic = unique("crash-orders");
     let group = unique("crash-group");
-    create_topic(&topic, 3).await;
-    produce_orders(&topic, 1..ORDERS + 1).await;
+    kafka.create_topic(&topic, 3).await;
+    kafka.produce_orders(&topic, 1..ORDERS + 1).await;
     let redis = RedisServer::start();
-    let config = kafka_to_redis_config(
+    let config = kafka.to_redis_config(
         "crash",
         &topic,
         &group,
@@ -37,7 +38,11 @@ async fn sigkill_mid_stream_then_restart_loses_no_order() {
     first.signal(Signal::SIGKILL);
     first.wait_timeout(Duration::from_secs(10)).expect("killed");
     let at_kill = redis.dbsize();
-    let committed_at_kill: i64 = committed(&group, &topic, 3).iter().map(|c| c.max(&0)).sum();
+    let committed_at_kill: i64 = kafka
+        .committed(&group, &topic, 3)
+        .iter()
+        .map(|c| c.max(&0))
+        .sum();
     assert!(
         at_kill < ORDERS,
         "the kill must land mid-stream (had {at_kill})"
@@ -60,8 +65,12 @@ async fn sigkill_mid_stream_then_restart_loses_no_order() {
             assert_eq!(v.as_deref(), Some(order(*n).as_str()), "order {n}");
         }
     }
-    let ends: Vec<i64> = watermarks(&topic, 3).iter().map(|(_, h)| *h).collect();
-    assert_eq!(committed(&group, &topic, 3), ends);
+    let ends: Vec<i64> = kafka
+        .watermarks(&topic, 3)
+        .iter()
+        .map(|(_, h)| *h)
+        .collect();
+    assert_eq!(kafka.committed(&group, &topic, 3), ends);
 
     let sets = redis.calls("set");
     let duplicates = sets - ORDERS;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use support::*;
 
-fn generate_to_kafka(topic: &str, extra: &str) -> String {
+fn generate_to_kafka(kafka: &Kafka, topic: &str, extra: &str) -> String {
     format!(
         r#"
 [[pipeline]]
@@ -19,14 +19,15 @@ topic = "{topic}"
 key = "{{customer_id}}"
 {extra}
 "#,
-        brokers = kafka_brokers()
+        brokers = kafka.brokers
     )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_topic_stops_ferry_with_a_clear_error() {
+    let kafka = Kafka::start();
     let topic = unique("absent");
-    let mut ferry = Ferry::start(&generate_to_kafka(&topic, ""));
+    let mut ferry = Ferry::start(&generate_to_kafka(&kafka, &topic, ""));
     let status = ferry
         .wait_timeout(Duration::from_secs(60))
         .expect("ferry stops");
@@ -41,13 +42,19 @@ async fn a_missing_topic_stops_ferry_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sink_creates_its_topic_and_keys_records_from_a_template() {
+    let kafka = Kafka::start();
     let topic = unique("created");
     let mut ferry = Ferry::start(&generate_to_kafka(
+        &kafka,
         &topic,
         "create_topic = { partitions = 4 }",
     ));
     ferry.wait_success(Duration::from_secs(60));
-    let ends: Vec<i64> = watermarks(&topic, 4).iter().map(|(_, h)| *h).collect();
+    let ends: Vec<i64> = kafka
+        .watermarks(&topic, 4)
+        .iter()
+        .map(|(_, h)| *h)
+        .collect();
     assert_eq!(ends.iter().sum::<i64>(), 300);
     assert!(
         ends.iter().filter(|e| **e > 0).count() > 1,

@@ -9,13 +9,14 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_orders_on_three_partitions_all_arrive_and_offsets_reach_the_end() {
+    let kafka = Kafka::start();
     let topic = unique("orders");
     let group = unique("group");
-    create_topic(&topic, 3).await;
-    produce_orders(&topic, 1..10_001).await;
+    kafka.create_topic(&topic, 3).await;
+    kafka.produce_orders(&topic, 1..10_001).await;
     let redis = RedisServer::start();
 
-    let config = kafka_to_redis_config(
+    let config = kafka.to_redis_config(
         "orders-to-cache",
         &topic,
         &group,
@@ -36,13 +37,14 @@ async fn ten_thousand_orders_on_three_partitions_all_arrive_and_offsets_reach_th
             assert_eq!(v.as_deref(), Some(order(n).as_str()), "order {n}");
         }
     }
-    let ends: Vec<i64> = watermarks(&topic, 3)
+    let ends: Vec<i64> = kafka
+        .watermarks(&topic, 3)
         .iter()
         .map(|(_, high)| *high)
         .collect();
     assert_eq!(ends.iter().sum::<i64>(), 10_000);
     assert_eq!(
-        committed(&group, &topic, 3),
+        kafka.committed(&group, &topic, 3),
         ends,
         "committed offsets = end offsets"
     );
@@ -52,19 +54,22 @@ async fn ten_thousand_orders_on_three_partitions_all_arrive_and_offsets_reach_th
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_goes_on() {
+    let kafka = Kafka::start();
     let topic = unique("orders");
     let group = unique("group");
-    create_topic(&topic, 1).await;
-    produce_orders(&topic, 1..51).await;
-    produce(&topic, [("bad".to_owned(), b"this is not json".to_vec())]).await;
-    produce_orders(&topic, 51..101).await;
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_orders(&topic, 1..51).await;
+    kafka
+        .produce(&topic, [("bad".to_owned(), b"this is not json".to_vec())])
+        .await;
+    kafka.produce_orders(&topic, 51..101).await;
     let redis = RedisServer::start();
 
     let dead_letter = format!(
         "[pipeline.dead_letter]\ntype = \"redis\"\nurl = \"{}\"\nwrite = \"xadd\"\nkey = \"dead:{{topic}}\"\n",
         redis.url()
     );
-    let config = kafka_to_redis_config(
+    let config = kafka.to_redis_config(
         "dl",
         &topic,
         &group,
@@ -95,7 +100,7 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
         field("header.ferry.source"),
         format!("kafka topic={topic} partition=0 offset=50")
     );
-    assert_eq!(committed(&group, &topic, 1), vec![101]);
+    assert_eq!(kafka.committed(&group, &topic, 1), vec![101]);
     let log = ferry.log();
     assert!(
         log.contains("partition=0 offset=50"),
@@ -105,19 +110,21 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_dead_letter_sink_a_bad_payload_stops_the_pipeline_and_is_not_committed() {
+    let kafka = Kafka::start();
     let topic = unique("orders");
     let group = unique("group");
-    create_topic(&topic, 1).await;
-    produce_orders(&topic, 0..10).await;
-    produce(
-        &topic,
-        [("bad".to_owned(), b"{\"no_order_id\": 1}".to_vec())],
-    )
-    .await;
-    produce_orders(&topic, 11..20).await;
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_orders(&topic, 0..10).await;
+    kafka
+        .produce(
+            &topic,
+            [("bad".to_owned(), b"{\"no_order_id\": 1}".to_vec())],
+        )
+        .await;
+    kafka.produce_orders(&topic, 11..20).await;
     let redis = RedisServer::start();
 
-    let config = kafka_to_redis_config("strict", &topic, &group, &redis.url(), "", "");
+    let config = kafka.to_redis_config("strict", &topic, &group, &redis.url(), "", "");
     let mut ferry = Ferry::start(&config);
     let status = ferry
         .wait_timeout(Duration::from_secs(60))
@@ -130,7 +137,7 @@ async fn without_a_dead_letter_sink_a_bad_payload_stops_the_pipeline_and_is_not_
     );
     assert!(log.contains("order_id"), "{log}");
     assert!(log.contains("no `dead_letter` sink is configured"), "{log}");
-    let committed = committed(&group, &topic, 1)[0];
+    let committed = kafka.committed(&group, &topic, 1)[0];
     assert!(
         committed <= 10,
         "committed {committed}: past the undelivered message"
@@ -139,10 +146,11 @@ async fn without_a_dead_letter_sink_a_bad_payload_stops_the_pipeline_and_is_not_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hset_and_xadd_sinks_write_hashes_and_stream_entries_from_one_source() {
+    let kafka = Kafka::start();
     let topic = unique("orders");
     let group = unique("group");
-    create_topic(&topic, 2).await;
-    produce_orders(&topic, 1..201).await;
+    kafka.create_topic(&topic, 2).await;
+    kafka.produce_orders(&topic, 1..201).await;
     let redis = RedisServer::start();
     let config = format!(
         r#"
@@ -162,7 +170,7 @@ url = "{url}"
 write = "xadd"
 key = "orders-log:{{partition}}"
 "#,
-        brokers = kafka_brokers(),
+        brokers = kafka.brokers,
         url = redis.url()
     );
     let mut ferry = Ferry::start(&config);
@@ -190,12 +198,13 @@ key = "orders-log:{{partition}}"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_latest_skips_the_backlog_and_start_committed_refuses_a_group_without_offsets() {
+    let kafka = Kafka::start();
     let topic = unique("orders");
-    create_topic(&topic, 1).await;
-    produce_orders(&topic, 1..101).await;
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_orders(&topic, 1..101).await;
     let redis = RedisServer::start();
 
-    let latest = kafka_to_redis_config(
+    let latest = kafka.to_redis_config(
         "latest",
         &topic,
         &unique("group"),
@@ -210,7 +219,7 @@ async fn start_latest_skips_the_backlog_and_start_committed_refuses_a_group_with
         || ferry.log().contains("kafka partitions assigned"),
     );
     std::thread::sleep(Duration::from_secs(2));
-    produce_orders(&topic, 101..111).await;
+    kafka.produce_orders(&topic, 101..111).await;
     wait_until(Duration::from_secs(30), "the new orders", || {
         redis.dbsize() == 10
     });
@@ -219,7 +228,7 @@ async fn start_latest_skips_the_backlog_and_start_committed_refuses_a_group_with
     ferry.signal(nix::sys::signal::Signal::SIGTERM);
     ferry.wait_success(Duration::from_secs(10));
 
-    let committed = kafka_to_redis_config(
+    let committed = kafka.to_redis_config(
         "committed",
         &topic,
         &unique("group"),

@@ -103,7 +103,7 @@ async fn every_destination_of_the_retail_example_receives_exactly_its_events() {
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/retail.toml");
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(ferry_bin())
+    let child = Command::new(ferry_bin())
         .args(["run", example, "--progress-every", "1s"])
         .env("KAFKA_BROKERS", &brokers)
         .env("REDIS_URL", redis.url())
@@ -113,6 +113,8 @@ async fn every_destination_of_the_retail_example_receives_exactly_its_events() {
         .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
+    // Killed when the test ends, even when it fails.
+    let mut child = KillOnDrop(child);
     let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
 
     wait_until(WAIT, "every destination", || {
@@ -197,4 +199,13 @@ async fn every_destination_of_the_retail_example_receives_exactly_its_events() {
     // The chaining topic holds exactly the validated inventory.
     let validated = read_topic(&brokers, "inventory.validated", 3).await;
     assert_eq!(validated.len(), 2);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -44,13 +44,14 @@ fn stop_both(a: &mut Ferry, b: &mut Ferry) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_ferry_processes_in_one_kafka_group_split_the_partitions() {
     const N: u64 = 20_000;
+    let kafka = Kafka::start();
     let topic = unique("scale");
     let group = unique("group");
-    create_topic(&topic, 4).await;
+    kafka.create_topic(&topic, 4).await;
     let verify = RedisServer::start();
     let source = format!(
         r#"{{ type = "kafka", brokers = "{}", topics = ["{topic}"], group = "{group}", options = {{ "session.timeout.ms" = "6000" }} }}"#,
-        kafka_brokers()
+        kafka.brokers
     );
     let mut a = Ferry::start(&config(&source, &verify));
     let mut b = Ferry::start(&config(&source, &verify));
@@ -61,7 +62,7 @@ async fn two_ferry_processes_in_one_kafka_group_split_the_partitions() {
                 .any(|l| l.contains("kafka partitions assigned") && l.contains(&topic))
         });
     }
-    produce_orders(&topic, 1..N + 1).await;
+    kafka.produce_orders(&topic, 1..N + 1).await;
     wait_until(Duration::from_secs(120), "every order", || {
         verify.dbsize() == N
     });

@@ -12,13 +12,14 @@ const ORDERS: u64 = 100_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_mid_stream_exits_zero_quickly_and_commits_what_was_confirmed() {
+    let kafka = Kafka::start();
     let topic = unique("term-orders");
     let group = unique("term-group");
-    create_topic(&topic, 3).await;
-    produce_orders(&topic, 1..ORDERS + 1).await;
+    kafka.create_topic(&topic, 3).await;
+    kafka.produce_orders(&topic, 1..ORDERS + 1).await;
     let redis = RedisServer::start();
     // A daemon (no `until`), as it runs in production.
-    let config = kafka_to_redis_config("term", &topic, &group, &redis.url(), "", "");
+    let config = kafka.to_redis_config("term", &topic, &group, &redis.url(), "", "");
 
     let mut ferry = Ferry::start(&config);
     wait_until(Duration::from_secs(120), "some orders to arrive", || {
@@ -33,7 +34,7 @@ async fn sigterm_mid_stream_exits_zero_quickly_and_commits_what_was_confirmed() 
     assert!(status.success(), "exit status {status}\n{}", ferry.log());
 
     let written = redis.dbsize();
-    let committed: Vec<i64> = committed(&group, &topic, 3);
+    let committed: Vec<i64> = kafka.committed(&group, &topic, 3);
     let committed_total: i64 = committed.iter().map(|c| c.max(&0)).sum();
     println!(
         "shutdown test: SIGTERM after {} orders; exited 0 in {:.2}s; {written} orders in Redis, \

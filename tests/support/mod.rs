@@ -23,10 +23,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use ferry::connectors::generate::order;
 use ferry::connectors::kafka::admin;
 
-pub fn kafka_brokers() -> String {
-    std::env::var("FERRY_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -41,29 +37,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-fn kafka_config() -> ClientConfig {
-    client_config(&kafka_brokers())
-}
-
 fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c
 }
 
-pub async fn create_topic(topic: &str, partitions: usize) {
-    create_topic_at(&kafka_brokers(), topic, partitions).await;
-}
-
 pub async fn create_topic_at(brokers: &str, topic: &str, partitions: usize) {
     admin::create_topic(&client_config(brokers), topic, partitions, 1)
         .await
         .expect("create topic");
-}
-
-/// Produces `records` (key, value) to `topic` and waits for every delivery.
-pub async fn produce(topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
-    produce_at(&kafka_brokers(), topic, records).await;
 }
 
 pub async fn produce_at(
@@ -101,40 +84,109 @@ pub async fn produce_at(
     }
 }
 
-/// Produces orders `ids` (see `ferry::connectors::generate::order`), keyed
-/// by id.
-pub async fn produce_orders(topic: &str, ids: std::ops::Range<u64>) {
-    produce(topic, ids.map(|n| (n.to_string(), order(n).into_bytes()))).await;
+/// The Kafka broker of one test: the one named by `FERRY_TEST_KAFKA_BROKERS`
+/// (to run the suite against a real cluster), or else a private tansu
+/// started for the test and removed with it, so that tests never depend on
+/// what earlier runs left in a shared broker.
+pub struct Kafka {
+    pub brokers: String,
+    _own: Option<TansuServer>,
 }
 
-/// Produces orders padded to about `size` bytes each (for memory tests).
-/// The padding is pseudo-random hex, which compresses about as well as real
-/// JSON with ids does: with a run of one letter instead, a 1 MiB compressed
-/// fetch would hold 50 MiB of records.
-pub async fn produce_large_orders(topic: &str, ids: std::ops::Range<u64>, size: usize) {
-    produce(
-        topic,
-        ids.map(|n| {
-            let base = order(n);
-            let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let pad: String = (0..size.saturating_sub(base.len() + 12))
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from_digit((x % 16) as u32, 16).unwrap_or('0')
-                })
-                .collect();
-            let padded = format!("{},\"pad\":\"{pad}\"}}", &base[..base.len() - 1]);
-            (n.to_string(), padded.into_bytes())
-        }),
-    )
-    .await;
-}
+impl Kafka {
+    pub fn start() -> Self {
+        match std::env::var("FERRY_TEST_KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.is_empty() => Self {
+                brokers,
+                _own: None,
+            },
+            _ => {
+                let own = TansuServer::start();
+                Self {
+                    brokers: own.brokers(),
+                    _own: Some(own),
+                }
+            }
+        }
+    }
 
-/// (low, high) watermarks of every partition.
-pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    watermarks_at(&kafka_brokers(), topic, partitions)
+    pub async fn create_topic(&self, topic: &str, partitions: usize) {
+        create_topic_at(&self.brokers, topic, partitions).await;
+    }
+
+    /// Produces `records` (key, value) and waits for every delivery.
+    pub async fn produce(&self, topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        produce_at(&self.brokers, topic, records).await;
+    }
+
+    /// Produces orders `ids` (see `ferry::connectors::generate::order`),
+    /// keyed by id.
+    pub async fn produce_orders(&self, topic: &str, ids: std::ops::Range<u64>) {
+        self.produce(topic, ids.map(|n| (n.to_string(), order(n).into_bytes())))
+            .await;
+    }
+
+    /// Produces orders padded to about `size` bytes each (for memory tests).
+    /// The padding is pseudo-random hex, which compresses about as well as
+    /// real JSON with ids does: with a run of one letter instead, a 1 MiB
+    /// compressed fetch would hold 50 MiB of records.
+    pub async fn produce_large_orders(&self, topic: &str, ids: std::ops::Range<u64>, size: usize) {
+        self.produce(
+            topic,
+            ids.map(|n| {
+                let base = order(n);
+                let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let pad: String = (0..size.saturating_sub(base.len() + 12))
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from_digit((x % 16) as u32, 16).unwrap_or('0')
+                    })
+                    .collect();
+                let padded = format!("{},\"pad\":\"{pad}\"}}", &base[..base.len() - 1]);
+                (n.to_string(), padded.into_bytes())
+            }),
+        )
+        .await;
+    }
+
+    /// (low, high) watermarks of every partition.
+    pub fn watermarks(&self, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+        watermarks_at(&self.brokers, topic, partitions)
+    }
+
+    /// The group's committed offset per partition (-1 where none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        committed_at(&self.brokers, group, topic, partitions)
+    }
+
+    /// A Kafka -> Redis `set` pipeline config.
+    pub fn to_redis_config(
+        &self,
+        name: &str,
+        topic: &str,
+        group: &str,
+        redis_url: &str,
+        extra_source: &str,
+        extra_pipeline: &str,
+    ) -> String {
+        format!(
+            r#"
+[[pipeline]]
+name = "{name}"
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}"{extra_source} }}
+{extra_pipeline}
+
+[[pipeline.sink]]
+type = "redis"
+url = "{redis_url}"
+write = "set"
+key = "order:{{order_id}}"
+"#,
+            brokers = self.brokers
+        )
+    }
 }
 
 pub fn watermarks_at(brokers: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
@@ -146,11 +198,6 @@ pub fn watermarks_at(brokers: &str, topic: &str, partitions: i32) -> Vec<(i64, i
                 .unwrap()
         })
         .collect()
-}
-
-/// The group's committed offset per partition (-1 where none).
-pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    committed_at(&kafka_brokers(), group, topic, partitions)
 }
 
 pub fn committed_at(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
@@ -650,30 +697,4 @@ impl Drop for Ferry {
 
 pub fn ferry_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferry")
-}
-
-/// A Kafka -> Redis `set` pipeline config.
-pub fn kafka_to_redis_config(
-    name: &str,
-    topic: &str,
-    group: &str,
-    redis_url: &str,
-    extra_source: &str,
-    extra_pipeline: &str,
-) -> String {
-    format!(
-        r#"
-[[pipeline]]
-name = "{name}"
-source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}"{extra_source} }}
-{extra_pipeline}
-
-[[pipeline.sink]]
-type = "redis"
-url = "{redis_url}"
-write = "set"
-key = "order:{{order_id}}"
-"#,
-        brokers = kafka_brokers()
-    )
 }
