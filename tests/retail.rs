@@ -136,11 +136,11 @@ async fn every_destination_of_the_retail_example_receives_exactly_its_events() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     emails.extend(vhost.drain("emails").await);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         Signal::SIGTERM,
     )
     .unwrap();
-    assert!(child.wait().unwrap().success(), "{}", read_log());
+    assert!(child.0.wait().unwrap().success(), "{}", read_log());
 
     // The order database: every payment, paid or not.
     assert_eq!(
