@@ -10,6 +10,7 @@ pub mod config;
 pub mod connectors;
 pub mod error;
 pub mod message;
+pub mod observe;
 pub mod runtime;
 pub mod steps;
 pub mod template;

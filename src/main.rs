@@ -1,5 +1,6 @@
 //! The `ferry` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
 use ferry::config::values::Span;
+use ferry::observe::progress::LogWriter;
+use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
 
 /// Moves data between Redis, Kafka and RabbitMQ, in any direction, without
@@ -40,6 +43,10 @@ enum Command {
         /// How often each pipeline logs its progress.
         #[arg(long, default_value = "10s", value_parser = parse_span)]
         progress_every: Duration,
+        /// Serve Prometheus metrics at /metrics, liveness at /health and
+        /// readiness at /ready on this address (e.g. 127.0.0.1:9464).
+        #[arg(long, env = "FERRY_HTTP", value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
     /// Check a config file and print every problem; exits non-zero if any.
     Check {
@@ -63,7 +70,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
             config,
             drain_timeout,
             progress_every,
+            http,
         } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -105,19 +113,52 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 drain_timeout,
                 progress_every,
+                health: Health::new(),
             };
-            runtime.block_on(run(config, options))
+            runtime.block_on(run(config, options, http))
         }
     }
 }
 
-async fn run(config: Config, options: RunOptions) -> ExitCode {
+async fn run(config: Config, options: RunOptions, http: Option<SocketAddr>) -> ExitCode {
     let shutdown = CancellationToken::new();
     if let Err(e) = runtime::shutdown::cancel_on_signal(shutdown.clone()) {
         eprintln!("error: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
-    match runtime::run(config, shutdown, options).await {
+    let endpoint_stop = CancellationToken::new();
+    if let Some(addr) = http {
+        // Before any pipeline starts: metric handles taken earlier are no-ops.
+        let metrics = match observe::install_recorder() {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: cannot set up metrics: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "error: --http {addr}: cannot listen: {e} \
+                     (is another process using the port? pick another, or 127.0.0.1:0 for any free one)"
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let endpoint = observe::http::Endpoint {
+            metrics,
+            health: options.health.clone(),
+        };
+        tokio::spawn(observe::http::serve(
+            listener,
+            endpoint,
+            endpoint_stop.clone(),
+        ));
+    }
+    let result = runtime::run(config, shutdown, options).await;
+    endpoint_stop.cancel();
+    match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(errors) => {
             for e in errors

@@ -69,6 +69,14 @@ pub struct SinkSpec {
 
 impl SinkSpec {
     /// How logs and dead-letter headers name the sink.
+    /// A short id for metrics and health: the name, or `sinks[INDEX]`.
+    pub fn id(&self, index: usize) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => format!("sinks[{index}]"),
+        }
+    }
+
     pub fn label(&self, index: usize) -> String {
         match &self.name {
             Some(n) => format!("sink `{n}`"),

@@ -17,6 +17,7 @@ use crate::ack::Ack;
 use crate::config::{ConfigPath, Problem};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Coordinate, Message};
+use crate::observe::Probe;
 use crate::template::Template;
 
 /// A message and the handle that acknowledges it to its source.
@@ -50,6 +51,13 @@ pub trait Source: Send {
     /// The next message; `Ok(None)` when a finite source is exhausted.
     /// Must be cancel-safe: the runtime drops this future on shutdown.
     fn next(&mut self) -> impl Future<Output = Result<Option<Envelope>, ConnectorError>> + Send;
+
+    /// For a finite source: how many messages it expects to deliver in
+    /// all, when known at open (a Kafka copy with `until = "end"`, a
+    /// generator with a `count`). Shown as progress; never enforced.
+    fn expected(&self) -> Option<u64> {
+        None
+    }
 
     /// Called once the pipeline has drained (every handed-out message
     /// acknowledged or the drain timed out): commit what was confirmed and
@@ -236,11 +244,17 @@ pub enum AnySource {
 }
 
 impl AnySource {
-    pub async fn open(pipeline: &str, config: &SourceConfig) -> Result<Self, ConnectorError> {
+    /// Opens the source. Sources that reconnect on their own, in a
+    /// background task, report what they see to `probe`.
+    pub async fn open(
+        pipeline: &str,
+        config: &SourceConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
         use redis::source::*;
         Ok(match config {
             SourceConfig::Kafka(c) => {
-                AnySource::Kafka(kafka::KafkaSource::open(pipeline, c).await?)
+                AnySource::Kafka(kafka::KafkaSource::open(pipeline, c, probe).await?)
             }
             SourceConfig::RedisStream(c) => {
                 AnySource::RedisStream(stream::RedisStreamSource::open(pipeline, c).await?)
@@ -249,13 +263,13 @@ impl AnySource {
                 AnySource::RedisList(list::RedisListSource::open(pipeline, c).await?)
             }
             SourceConfig::RedisPubSub(c) => {
-                AnySource::RedisPubSub(pubsub::RedisPubSubSource::open(pipeline, c).await?)
+                AnySource::RedisPubSub(pubsub::RedisPubSubSource::open(pipeline, c, probe).await?)
             }
-            SourceConfig::RedisKeyspace(c) => {
-                AnySource::RedisKeyspace(keyspace::RedisKeyspaceSource::open(pipeline, c).await?)
-            }
+            SourceConfig::RedisKeyspace(c) => AnySource::RedisKeyspace(
+                keyspace::RedisKeyspaceSource::open(pipeline, c, probe).await?,
+            ),
             SourceConfig::Amqp(c) => {
-                AnySource::Amqp(amqp::source::AmqpSource::open(pipeline, c).await?)
+                AnySource::Amqp(amqp::source::AmqpSource::open(pipeline, c, probe).await?)
             }
             SourceConfig::Generate(c) => AnySource::Generate(generate::GenerateSource::open(c)),
         })
@@ -272,6 +286,18 @@ impl Source for AnySource {
             AnySource::RedisKeyspace(s) => s.next().await,
             AnySource::Amqp(s) => s.next().await,
             AnySource::Generate(s) => s.next().await,
+        }
+    }
+
+    fn expected(&self) -> Option<u64> {
+        match self {
+            AnySource::Kafka(s) => s.expected(),
+            AnySource::Generate(s) => s.expected(),
+            AnySource::RedisStream(_)
+            | AnySource::RedisList(_)
+            | AnySource::RedisPubSub(_)
+            | AnySource::RedisKeyspace(_)
+            | AnySource::Amqp(_) => None,
         }
     }
 

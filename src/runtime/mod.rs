@@ -7,6 +7,7 @@ pub mod shutdown;
 pub mod sink_task;
 pub mod stats;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use tracing::error;
 
 use crate::config::Config;
 use crate::error::{ConnectorError, MessageError};
+use crate::observe::Health;
 pub use stats::Totals;
 
 /// How a pipeline failed.
@@ -58,13 +60,15 @@ pub enum PipelineError {
 }
 
 /// Settings of a run that do not belong to the config file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// After a stop is requested, how long sinks may take to write what is
     /// in flight before it is abandoned (and later read again).
     pub drain_timeout: Duration,
     /// How often each pipeline logs its progress.
     pub progress_every: Duration,
+    /// Where each source and sink reports its state (for `/ready`).
+    pub health: Arc<Health>,
 }
 
 impl Default for RunOptions {
@@ -72,6 +76,7 @@ impl Default for RunOptions {
         Self {
             drain_timeout: Duration::from_secs(30),
             progress_every: Duration::from_secs(10),
+            health: Health::new(),
         }
     }
 }
@@ -101,6 +106,7 @@ pub async fn run(
     for (p, router) in config.pipelines.into_iter().zip(routers) {
         let name = p.name.to_string();
         let shutdown = shutdown.clone();
+        let options = options.clone();
         handles.push((
             name,
             tokio::spawn(async move {

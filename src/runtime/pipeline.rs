@@ -25,9 +25,9 @@ use tracing::{debug, info, warn};
 use super::backoff::Backoff;
 use super::router::{Plan, Router};
 use super::sink_task::{Delivery, Rejections, SinkTask};
-use super::stats::{Stats, Totals, report_progress};
+use super::stats::{SinkStats, Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
-use crate::ack::{Ack, Outcome};
+use crate::ack::Ack;
 use crate::config::pipeline::Unmatched;
 use crate::config::{PipelineConfig, SinkSpec};
 use crate::connectors::amqp::sink::AmqpSink;
@@ -36,6 +36,7 @@ use crate::connectors::redis::RedisSink;
 use crate::connectors::{AnySource, SinkConfig, Source};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
+use crate::observe::{Health, Probe, names};
 
 type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
@@ -48,12 +49,67 @@ pub async fn run_pipeline(
     options: RunOptions,
 ) -> Result<Totals, PipelineError> {
     let name = config.name.to_string();
-    let stats = Arc::new(Stats::default());
+    let probes = Probes::register(&options.health, &config);
+    let result = run_parts(config, router, shutdown, &options, &probes).await;
+    for probe in probes.all() {
+        match &result {
+            Ok(_) | Err(PipelineError::Stopped) => probe.finished(),
+            Err(e) => probe.failed(e),
+        }
+    }
+    if let Err(e) = &result {
+        debug!(pipeline = %name, "pipeline ended: {e}");
+    }
+    result
+}
+
+/// The health probes of one pipeline, registered before anything opens so
+/// that `/ready` does not report a half-opened pipeline as ready.
+struct Probes {
+    source: Probe,
+    dead_letter: Option<Probe>,
+    sinks: Vec<Probe>,
+}
+
+impl Probes {
+    fn register(health: &Health, config: &PipelineConfig) -> Probes {
+        let pipeline = config.name.as_str();
+        Probes {
+            source: health.probe(pipeline, "source"),
+            dead_letter: config
+                .dead_letter
+                .as_ref()
+                .map(|_| health.probe(pipeline, "dead_letter")),
+            sinks: config
+                .sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| health.probe(pipeline, &format!("sink:{}", s.id(i))))
+                .collect(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Probe> {
+        std::iter::once(&self.source)
+            .chain(&self.dead_letter)
+            .chain(&self.sinks)
+    }
+}
+
+async fn run_parts(
+    config: PipelineConfig,
+    router: Router,
+    shutdown: CancellationToken,
+    options: &RunOptions,
+    probes: &Probes,
+) -> Result<Totals, PipelineError> {
+    let name = config.name.to_string();
+    let stats = Arc::new(Stats::new(&name));
     let stop = shutdown.child_token();
     let started = Instant::now();
 
-    let Some(mut source) = open_retrying(&name, "source", &stop, || {
-        AnySource::open(&name, &config.source)
+    let Some(mut source) = open_retrying(&name, "source", &probes.source, &stop, || {
+        AnySource::open(&name, &config.source, &probes.source)
     })
     .await?
     else {
@@ -69,8 +125,13 @@ pub async fn run_pipeline(
                 .name
                 .as_ref()
                 .map_or("dead_letter".to_owned(), |n| format!("dead_letter `{n}`"));
+            let part = Part {
+                label: &label,
+                id: "dead_letter",
+                probe: probes.dead_letter.as_ref().unwrap_or(&probes.source),
+            };
             let Some(task) =
-                spawn_sink(&name, &label, dl, rx, Rejections::Stop, &stats, &stop).await?
+                spawn_sink(&name, part, dl, rx, Rejections::Stop, &stats, &stop).await?
             else {
                 return Ok(stats.totals());
             };
@@ -83,16 +144,14 @@ pub async fn run_pipeline(
     let mut senders = Vec::new();
     for (i, sink) in config.sinks.iter().enumerate() {
         let (tx, rx) = mpsc::channel(capacity);
-        let Some(task) = spawn_sink(
-            &name,
-            &sink.label(i),
-            sink,
-            rx,
-            rejections.clone(),
-            &stats,
-            &stop,
-        )
-        .await?
+        let (label, id) = (sink.label(i), sink.id(i));
+        let part = Part {
+            label: &label,
+            id: &id,
+            probe: probes.sinks.get(i).unwrap_or(&probes.source),
+        };
+        let Some(task) =
+            spawn_sink(&name, part, sink, rx, rejections.clone(), &stats, &stop).await?
         else {
             return Ok(stats.totals());
         };
@@ -105,10 +164,15 @@ pub async fn run_pipeline(
         name.clone(),
         Arc::clone(&stats),
         options.progress_every,
+        source.expected(),
         progress_stop.clone(),
     ));
 
-    info!(pipeline = %name, sinks = senders.len(), "pipeline running");
+    match source.expected() {
+        Some(expected) => info!(pipeline = %name, sinks = senders.len(), expected,
+            "pipeline running a job of {expected} messages"),
+        None => info!(pipeline = %name, sinks = senders.len(), "pipeline running"),
+    }
     let outlets = Outlets {
         pipeline: &name,
         sinks: &senders,
@@ -117,7 +181,7 @@ pub async fn run_pipeline(
         stop: &stop,
         stats: &stats,
     };
-    let read_result = read_loop(&mut source, &router, &outlets).await;
+    let read_result = read_loop(&mut source, &router, &outlets, &probes.source).await;
     // Once the read loop and the sink tasks let go of their senders, the
     // dead-letter task sees its channel close and ends last.
     drop(senders);
@@ -163,6 +227,7 @@ pub async fn run_pipeline(
 async fn open_retrying<T, F, Fut>(
     pipeline: &str,
     role: &str,
+    probe: &Probe,
     stop: &CancellationToken,
     open: F,
 ) -> Result<Option<T>, PipelineError>
@@ -172,15 +237,20 @@ where
 {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
+        probe.attempt();
         let attempt = tokio::select! {
             r = open() => r,
             _ = stop.cancelled() => return Ok(None),
         };
         match attempt {
-            Ok(c) => return Ok(Some(c)),
+            Ok(c) => {
+                probe.opened();
+                return Ok(Some(c));
+            }
             Err(e) if e.is_retryable() => {
                 let delay = backoff.next_delay();
                 warn!(pipeline, role, "cannot open: {e}; retrying in {delay:?}");
+                probe.retrying(&e);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return Ok(None),
@@ -197,19 +267,31 @@ where
     }
 }
 
+/// How one sink of a pipeline is named and watched.
+struct Part<'a> {
+    /// For logs and errors: ``sink `db` ``.
+    label: &'a str,
+    /// For metrics: `db`.
+    id: &'a str,
+    probe: &'a Probe,
+}
+
 /// Opens a sink and starts the task that feeds it.
 async fn spawn_sink(
     pipeline: &str,
-    label: &str,
+    part: Part<'_>,
     spec: &SinkSpec,
     rx: mpsc::Receiver<Delivery>,
     rejections: Rejections,
     stats: &Arc<Stats>,
     stop: &CancellationToken,
 ) -> Result<Option<SinkHandle>, PipelineError> {
+    let Part { label, id, probe } = part;
     let task = SinkTask {
         pipeline: pipeline.to_owned(),
         sink_name: label.to_owned(),
+        probe: probe.clone(),
+        metrics: SinkStats::new(pipeline, id),
         batch_size: spec.connector.batch_size(),
         retry: spec.retry,
         stats: Arc::clone(stats),
@@ -217,19 +299,21 @@ async fn spawn_sink(
         pipeline_stop: stop.clone(),
     };
     Ok(match &spec.connector {
-        SinkConfig::Redis(c) => {
-            open_retrying(pipeline, label, stop, || RedisSink::open(pipeline, c))
+        SinkConfig::Redis(c) => open_retrying(pipeline, label, probe, stop, || {
+            RedisSink::open(pipeline, c, probe)
+        })
+        .await?
+        .map(|sink| tokio::spawn(task.run(sink, rx))),
+        SinkConfig::Kafka(c) => open_retrying(pipeline, label, probe, stop, || {
+            KafkaSink::open(pipeline, c)
+        })
+        .await?
+        .map(|sink| tokio::spawn(task.run(sink, rx))),
+        SinkConfig::Amqp(c) => {
+            open_retrying(pipeline, label, probe, stop, || AmqpSink::open(pipeline, c))
                 .await?
                 .map(|sink| tokio::spawn(task.run(sink, rx)))
         }
-        SinkConfig::Kafka(c) => {
-            open_retrying(pipeline, label, stop, || KafkaSink::open(pipeline, c))
-                .await?
-                .map(|sink| tokio::spawn(task.run(sink, rx)))
-        }
-        SinkConfig::Amqp(c) => open_retrying(pipeline, label, stop, || AmqpSink::open(pipeline, c))
-            .await?
-            .map(|sink| tokio::spawn(task.run(sink, rx))),
     })
 }
 
@@ -250,7 +334,9 @@ async fn read_loop(
     source: &mut AnySource,
     router: &Router,
     out: &Outlets<'_>,
+    probe: &Probe,
 ) -> Result<(), PipelineError> {
+    let errors = metrics::counter!(names::SOURCE_ERRORS, "pipeline" => out.pipeline.to_owned());
     let pipeline = out.pipeline;
     let stop = out.stop;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -263,6 +349,7 @@ async fn read_loop(
         let envelope = match next {
             Ok(Some(envelope)) => {
                 backoff.reset();
+                probe.up();
                 envelope
             }
             Ok(None) => {
@@ -272,6 +359,8 @@ async fn read_loop(
             Err(e) if e.is_retryable() => {
                 let delay = backoff.next_delay();
                 warn!(pipeline, "source: {e}; retrying in {delay:?}");
+                errors.increment(1);
+                probe.retrying(&e);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = stop.cancelled() => return Ok(()),
@@ -285,7 +374,7 @@ async fn read_loop(
                 });
             }
         };
-        Stats::add(&out.stats.received, 1);
+        out.stats.received();
         let ack = counted(envelope.ack, Arc::clone(out.stats));
         let handed = tokio::select! {
             r = hand_over(envelope.message, ack, envelope.dead_letter, router, out) => r,
@@ -318,7 +407,7 @@ async fn hand_over(
         Ok(Plan::Deliver(plan)) => plan,
         Ok(Plan::Dropped(why)) => {
             debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");
-            Stats::add(&out.stats.dropped, 1);
+            out.stats.dropped.add(1);
             ack.delivered();
             return Ok(());
         }
@@ -332,13 +421,13 @@ async fn hand_over(
     };
     let parts = plan.iter().map(|(_, s)| unmatched_parts(s)).sum();
     if plan.is_empty() {
-        Stats::add(&out.stats.dropped, 1);
+        out.stats.dropped.add(1);
     }
     let mut acks = ack.split(parts).into_iter();
     for (message, sinks) in plan {
         if sinks.is_empty() {
             match out.unmatched {
-                Unmatched::Drop => Stats::add(&out.stats.dropped, 1),
+                Unmatched::Drop => out.stats.dropped.add(1),
                 Unmatched::DeadLetter => {
                     let ack = acks.next().ok_or(PipelineError::Bug("ack count".into()))?;
                     let error = MessageError::Unsupported("no route matched the message".into());
@@ -369,11 +458,7 @@ async fn hand_over(
 /// Wraps a source's ack so the pipeline counts outcomes.
 fn counted(inner: Ack, stats: Arc<Stats>) -> Ack {
     Ack::new(move |outcome| {
-        match outcome {
-            Outcome::Delivered => Stats::add(&stats.confirmed, 1),
-            Outcome::Rejected => Stats::add(&stats.rejected, 1),
-            Outcome::Failed => Stats::add(&stats.failed, 1),
-        }
+        stats.completed(outcome);
         inner.complete(outcome);
     })
 }

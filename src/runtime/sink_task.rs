@@ -6,6 +6,7 @@
 //! each message at once.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -14,12 +15,13 @@ use tracing::{error, warn};
 
 use super::PipelineError;
 use super::backoff::Backoff;
-use super::stats::Stats;
+use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
 use crate::config::pipeline::RetryConfig;
 use crate::connectors::Sink;
 use crate::error::MessageError;
 use crate::message::Message;
+use crate::observe::Probe;
 
 /// A message on its way to one sink, with that sink's share of the ack.
 #[derive(Debug)]
@@ -94,7 +96,7 @@ impl Rejections {
                 message
                     .headers
                     .set(h::ATTEMPTS, Bytes::from(attempts.to_string()));
-                Stats::add(&stats.dead_lettered, 1);
+                stats.dead_lettered.add(1);
                 dead_letter
                     .send(Delivery {
                         message: Arc::new(message),
@@ -114,6 +116,9 @@ pub struct SinkTask {
     pub batch_size: usize,
     pub retry: RetryConfig,
     pub stats: Arc<Stats>,
+    pub metrics: SinkStats,
+    /// Told whether writes work, for `/ready`.
+    pub probe: Probe,
     /// Where rejected messages go.
     pub rejections: Rejections,
     /// Cancelled when this task fails, so that the source stops reading.
@@ -220,8 +225,16 @@ impl SinkTask {
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX));
         loop {
             let attempts = backoff.attempts() + 1;
-            match sink.write(batch).await {
+            let started = Instant::now();
+            let written = sink.write(batch).await;
+            self.metrics
+                .write_seconds
+                .record(started.elapsed().as_secs_f64());
+            match written {
                 Ok(results) => {
+                    self.probe.up();
+                    let confirmed = results.iter().filter(|r| r.is_ok()).count();
+                    self.metrics.written.increment(confirmed as u64);
                     if attempts > 1 {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "write succeeded after retries");
@@ -229,6 +242,7 @@ impl SinkTask {
                     return Ok(Written::Done { results, attempts });
                 }
                 Err(e) if e.is_retryable() => {
+                    self.probe.retrying(&e);
                     if limit.is_some_and(|limit| attempts >= limit) {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "{e}; giving up, to the dead-letter sink");
@@ -240,6 +254,7 @@ impl SinkTask {
                     let delay = backoff.next_delay();
                     warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                         attempt = attempts, "{e}; retrying in {delay:?}");
+                    self.metrics.retries.increment(1);
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {

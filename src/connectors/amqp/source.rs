@@ -32,6 +32,7 @@ use super::mapping::{DeliveryInfo, to_message};
 use crate::ack::{Ack, Outcome};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
+use crate::observe::Probe;
 use crate::runtime::backoff::Backoff;
 
 type AckRequest = (Acker, Outcome);
@@ -43,7 +44,11 @@ pub struct AmqpSource {
 }
 
 impl AmqpSource {
-    pub async fn open(pipeline: &str, config: &AmqpSourceConfig) -> Result<Self, ConnectorError> {
+    pub async fn open(
+        pipeline: &str,
+        config: &AmqpSourceConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
         // Connect once here, so that a wrong URL or a missing queue is an
         // error at start rather than a retry loop.
         let first = connect(pipeline, config).await?;
@@ -55,6 +60,7 @@ impl AmqpSource {
             first,
             tx,
             stop.clone(),
+            probe.clone(),
         ));
         Ok(Self {
             rx,
@@ -103,6 +109,7 @@ async fn supervise(
     first: Session,
     tx: mpsc::Sender<Result<Envelope, ConnectorError>>,
     stop: CancellationToken,
+    probe: Probe,
 ) {
     let queue: Arc<str> = Arc::from(config.queue.as_str());
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckRequest>();
@@ -121,12 +128,14 @@ async fn supervise(
                 match attempt {
                     Ok(s) => {
                         info!(pipeline, "amqp source reconnected");
+                        probe.up();
                         backoff.reset();
                         s
                     }
                     Err(e) if e.is_retryable() => {
                         let delay = backoff.next_delay();
                         warn!(pipeline, "amqp source: {e}; retrying in {delay:?}");
+                        probe.retrying(&e);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => continue,
                             _ = stop.cancelled() => break,
@@ -151,6 +160,7 @@ async fn supervise(
                         pipeline,
                         "amqp source: connection lost: {e}; reconnecting (unacknowledged messages are requeued by RabbitMQ)"
                     );
+                    probe.retrying(&format!("connection lost: {e}"));
                     break;
                 }
                 None => {
@@ -158,6 +168,7 @@ async fn supervise(
                         pipeline,
                         "amqp source: the broker cancelled the consumer; reconnecting"
                     );
+                    probe.retrying(&"the broker cancelled the consumer");
                     break;
                 }
             };

@@ -66,6 +66,10 @@ impl GenerateSource {
 }
 
 impl Source for GenerateSource {
+    fn expected(&self) -> Option<u64> {
+        self.end.map(|end| end.saturating_sub(self.next_id))
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         if self.end.is_some_and(|end| self.next_id >= end) {
             return Ok(None);

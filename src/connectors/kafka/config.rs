@@ -159,7 +159,9 @@ impl KafkaSourceConfig {
                 } else {
                     "false"
                 },
-            );
+            )
+            // Consumer lag for the metrics endpoint, and broker liveness.
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &self.options {
             c.set(k, v);
         }

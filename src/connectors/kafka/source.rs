@@ -14,7 +14,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message as _, Offset, Statistics, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -26,6 +26,7 @@ use super::offsets::{OffsetTracker, Partition};
 use crate::ack::{Ack, Outcome};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
+use crate::observe::{Probe, State, names};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +40,7 @@ fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
 pub struct SourceContext {
     pipeline: String,
     tracker: Tracker,
+    probe: Probe,
 }
 
 impl ClientContext for SourceContext {
@@ -46,8 +48,22 @@ impl ClientContext for SourceContext {
         log_librdkafka(&self.pipeline, level, fac, message);
     }
 
+    /// Every `statistics.interval.ms`: exports the consumer lag of each
+    /// assigned partition and notices brokers coming back.
     fn stats_raw(&self, statistics: &[u8]) {
         debug!(target: "librdkafka::stats", pipeline = %self.pipeline, "{}", String::from_utf8_lossy(statistics));
+        let Ok(statistics) = serde_json::from_slice::<Statistics>(statistics) else {
+            return;
+        };
+        let seen = StatsView::of(&statistics);
+        for (topic, partition, lag) in seen.lags {
+            metrics::gauge!(names::KAFKA_LAG, "pipeline" => self.pipeline.clone(),
+                "topic" => topic.to_owned(), "partition" => partition.to_string())
+            .set(lag as f64);
+        }
+        if seen.broker_up && self.probe.state() == State::Retrying {
+            self.probe.up();
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -57,6 +73,9 @@ impl ClientContext for SourceContext {
             debug!(pipeline = %self.pipeline, "{reason}");
         } else {
             warn!(pipeline = %self.pipeline, "kafka consumer: {error}: {reason}");
+            if is_connection_error(&error) {
+                self.probe.retrying(&format!("{error}: {reason}"));
+            }
         }
     }
 }
@@ -104,6 +123,54 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// Whether a librdkafka error means the brokers cannot be reached (as
+/// opposed to, say, a failed commit or an unknown topic).
+fn is_connection_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::BrokerNotAvailable
+        )
+    )
+}
+
+/// What ferry takes from librdkafka's statistics.
+#[derive(Debug, Default, PartialEq)]
+struct StatsView<'a> {
+    /// (topic, partition, lag) of every partition this consumer owns whose
+    /// lag is known: messages after the last committed offset.
+    lags: Vec<(&'a str, i32, i64)>,
+    /// At least one real broker (not a bootstrap entry) is connected.
+    broker_up: bool,
+}
+
+impl<'a> StatsView<'a> {
+    fn of(statistics: &'a Statistics) -> StatsView<'a> {
+        let mut lags: Vec<(&str, i32, i64)> = statistics
+            .topics
+            .iter()
+            .flat_map(|(name, topic)| {
+                topic
+                    .partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.desired && p.consumer_lag >= 0)
+                    .map(move |p| (name.as_str(), p.partition, p.consumer_lag))
+            })
+            .collect();
+        lags.sort_unstable();
+        StatsView {
+            lags,
+            broker_up: statistics
+                .brokers
+                .values()
+                .any(|b| b.nodeid >= 0 && b.state == "UP"),
+        }
+    }
+}
+
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
@@ -131,16 +198,24 @@ pub struct KafkaSource {
     /// With `until = "end"`: partitions not yet read to the end they had at
     /// start, and that end.
     remaining: Option<HashMap<Partition, i64>>,
+    /// With `until = "end"`: how many records lay between the start
+    /// positions and those ends.
+    expected: Option<u64>,
     start: StartFrom,
     group: String,
 }
 
 impl KafkaSource {
-    pub async fn open(pipeline: &str, config: &KafkaSourceConfig) -> Result<Self, ConnectorError> {
+    pub async fn open(
+        pipeline: &str,
+        config: &KafkaSourceConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
         let tracker: Tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let context = SourceContext {
             pipeline: pipeline.to_owned(),
             tracker: Arc::clone(&tracker),
+            probe: probe.clone(),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config
@@ -159,13 +234,13 @@ impl KafkaSource {
                 .await
                 .map_err(|e| ConnectorError::Fatal(format!("kafka set-up task failed: {e}")))?
         };
-        let remaining = match remaining {
+        let (remaining, expected) = match remaining {
             Ok(r) => r,
             Err(e) if until_end => return Err(e),
             // A daemon waits for its topics and brokers; librdkafka retries.
             Err(e) => {
                 warn!(pipeline, "{e}; consuming once it is available");
-                HashMap::new()
+                (HashMap::new(), 0)
             }
         };
 
@@ -192,6 +267,7 @@ impl KafkaSource {
                 .collect(),
             committer: Some((stop, committer)),
             remaining: until_end.then_some(remaining),
+            expected: until_end.then_some(expected),
             start: config.start,
             group: config.group.to_string(),
         })
@@ -215,12 +291,14 @@ impl KafkaSource {
 }
 
 /// For `until = "end"`: every partition of the topics with the end offset it
-/// has now, minus those whose starting position is already there.
+/// has now, minus those whose starting position is already there; and how
+/// many records lie before those ends (exact unless the topic is compacted
+/// or holds transaction markers).
 fn end_positions(
     consumer: &Consumer_,
     topics: &[String],
     start: StartFrom,
-) -> Result<HashMap<Partition, i64>, ConnectorError> {
+) -> Result<(HashMap<Partition, i64>, u64), ConnectorError> {
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
@@ -252,6 +330,7 @@ fn end_positions(
         .committed_offsets(tpl, METADATA_TIMEOUT)
         .map_err(|e| ConnectorError::kafka("reading committed offsets", e))?;
     let mut remaining = HashMap::new();
+    let mut records = 0;
     for (partition, (low, high)) in ends {
         let from = match committed
             .find_partition(&partition.0, partition.1)
@@ -265,9 +344,10 @@ fn end_positions(
         };
         if from < high {
             remaining.insert(partition, high);
+            records += u64::try_from(high - from).unwrap_or(0);
         }
     }
-    Ok(remaining)
+    Ok((remaining, records))
 }
 
 /// One shared `Arc<str>` per topic name instead of a copy per message.
@@ -306,6 +386,10 @@ async fn commit_loop(
 }
 
 impl Source for KafkaSource {
+    fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         loop {
             if self.remaining.as_ref().is_some_and(HashMap::is_empty) {
@@ -387,5 +471,61 @@ impl Source for KafkaSource {
             "kafka source closed; confirmed offsets committed"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::statistics::{Broker, Partition as PartitionStats, Topic};
+
+    fn partition(id: i32, desired: bool, lag: i64) -> (i32, PartitionStats) {
+        let p = PartitionStats {
+            partition: id,
+            desired,
+            consumer_lag: lag,
+            ..PartitionStats::default()
+        };
+        (id, p)
+    }
+
+    fn broker(nodeid: i32, state: &str) -> (String, Broker) {
+        let b = Broker {
+            nodeid,
+            state: state.to_owned(),
+            ..Broker::default()
+        };
+        (format!("b{nodeid}"), b)
+    }
+
+    #[test]
+    fn stats_give_the_lag_of_owned_partitions_only() {
+        let mut statistics = Statistics::default();
+        let topic = Topic {
+            partitions: [
+                partition(0, true, 12),
+                partition(1, false, 40), // not ours (any more)
+                partition(2, true, -1),  // lag not known yet
+                partition(-1, false, 0), // librdkafka's internal UA partition
+                partition(3, true, 0),
+            ]
+            .into_iter()
+            .collect(),
+            ..Topic::default()
+        };
+        statistics.topics.insert("orders".into(), topic);
+        let view = StatsView::of(&statistics);
+        assert_eq!(view.lags, vec![("orders", 0, 12), ("orders", 3, 0)]);
+    }
+
+    #[test]
+    fn only_a_real_broker_counts_as_up() {
+        let mut statistics = Statistics {
+            brokers: [broker(-1, "UP"), broker(1, "DOWN")].into_iter().collect(),
+            ..Statistics::default()
+        };
+        assert!(!StatsView::of(&statistics).broker_up, "a bootstrap entry");
+        statistics.brokers.extend([broker(2, "UP")]);
+        assert!(StatsView::of(&statistics).broker_up);
     }
 }

@@ -17,6 +17,7 @@ use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
+use crate::observe::Probe;
 use crate::template::Template;
 
 pub struct RedisSink {
@@ -32,15 +33,25 @@ pub struct RedisSink {
 }
 
 impl RedisSink {
-    pub async fn open(pipeline: &str, config: &RedisSinkConfig) -> Result<Self, ConnectorError> {
+    /// Opens the sink even when Redis is not reachable yet: writes then
+    /// wait for it under the sink's retry policy (and its `attempts`
+    /// limit), and `probe` reports the sink as not ready meanwhile.
+    pub async fn open(
+        pipeline: &str,
+        config: &RedisSinkConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
         let conn = connect(config.url.as_str(), config.timeout.0)?;
-        let mut probe = conn.clone();
-        match redis::cmd("PING").query_async::<String>(&mut probe).await {
+        let mut ping = conn.clone();
+        match redis::cmd("PING").query_async::<String>(&mut ping).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
-            Err(e) => warn!(
-                pipeline,
-                "redis is not reachable yet ({e}); writes will wait for it"
-            ),
+            Err(e) => {
+                warn!(
+                    pipeline,
+                    "redis is not reachable yet ({e}); writes will wait for it"
+                );
+                probe.retrying(&ConnectorError::redis("connecting", e));
+            }
         }
         Ok(Self {
             conn,

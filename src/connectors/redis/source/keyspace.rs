@@ -39,6 +39,7 @@ use crate::connectors::redis::sink::connect;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Headers, Message, Origin};
+use crate::observe::Probe;
 use crate::runtime::backoff::Backoff;
 
 /// Header naming the keyspace event (`set`, `hset`, `del`, `expired`,
@@ -67,6 +68,7 @@ struct Shared {
     fatal: Mutex<Option<String>>,
     max_pending: usize,
     pipeline: String,
+    probe: Probe,
 }
 
 impl Shared {
@@ -127,6 +129,7 @@ impl RedisKeyspaceSource {
     pub async fn open(
         pipeline: &str,
         config: &RedisKeyspaceSourceConfig,
+        probe: &Probe,
     ) -> Result<Self, ConnectorError> {
         let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
         ensure_notifications(&mut cmd, config.configure_notifications).await?;
@@ -140,6 +143,7 @@ impl RedisKeyspaceSource {
             fatal: Mutex::new(None),
             max_pending: config.max_pending_keys.get(),
             pipeline: pipeline.to_owned(),
+            probe: probe.clone(),
         });
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(listen(
@@ -421,6 +425,7 @@ async fn listen(
                 Err(e) if e.is_retryable() => {
                     let delay = backoff.next_delay();
                     warn!(pipeline = %shared.pipeline, "{e}; retrying in {delay:?}");
+                    shared.probe.retrying(&e);
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -442,6 +447,7 @@ async fn listen(
             Err(e) => {
                 let delay = backoff.next_delay();
                 warn!(pipeline = %shared.pipeline, "keyspace subscription failed: {e}; retrying in {delay:?}");
+                shared.probe.retrying(&e);
                 tokio::time::sleep(delay).await;
                 continue;
             }
@@ -451,12 +457,14 @@ async fn listen(
             Some(tx) => {
                 let _ = tx.send(());
             }
-            None if snapshot => {
-                info!(pipeline = %shared.pipeline, "keyspace subscription restored; scanning again for missed changes");
-                shared.rescan.store(true, Ordering::Relaxed);
-                shared.notify.notify_one();
+            None => {
+                shared.probe.up();
+                if snapshot {
+                    info!(pipeline = %shared.pipeline, "keyspace subscription restored; scanning again for missed changes");
+                    shared.rescan.store(true, Ordering::Relaxed);
+                    shared.notify.notify_one();
+                }
             }
-            None => {}
         }
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
@@ -466,6 +474,7 @@ async fn listen(
             shared.changed(key, event);
         }
         warn!(pipeline = %shared.pipeline, "keyspace subscription lost; reconnecting");
+        shared.probe.retrying(&"keyspace subscription lost");
     }
 }
 
@@ -622,6 +631,7 @@ mod tests {
             fatal: Mutex::new(None),
             max_pending: 2,
             pipeline: "p".into(),
+            probe: Probe::detached("p", "source"),
         };
         shared.changed("a".into(), "set".into());
         shared.changed("a".into(), "del".into());

@@ -22,6 +22,7 @@ use crate::connectors::redis::config::RedisPubSubSourceConfig;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
+use crate::observe::Probe;
 use crate::runtime::backoff::Backoff;
 
 pub struct RedisPubSubSource {
@@ -34,62 +35,91 @@ impl RedisPubSubSource {
     pub async fn open(
         pipeline: &str,
         config: &RedisPubSubSourceConfig,
+        probe: &Probe,
     ) -> Result<Self, ConnectorError> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConnectorError::redis("opening the url", e))?;
         let (tx, rx) = mpsc::channel(config.buffer.get());
         let dropped = Arc::new(AtomicU64::new(0));
-        let channels: Vec<String> = config.channels.iter().map(ToString::to_string).collect();
-        let patterns: Vec<String> = config.patterns.iter().map(ToString::to_string).collect();
+        let subscription = Subscription {
+            client,
+            channels: config.channels.iter().map(ToString::to_string).collect(),
+            patterns: config.patterns.iter().map(ToString::to_string).collect(),
+        };
+        // Subscribe once here, so that an unreachable server is retried by
+        // the runtime's open loop and reported as not ready.
+        let first = subscription
+            .subscribe()
+            .await
+            .map_err(|e| ConnectorError::redis("subscribing", e))?;
+        info!(pipeline, channels = ?subscription.channels, patterns = ?subscription.patterns,
+            "redis pub/sub subscribed");
         let task = tokio::spawn(subscribe_forever(
             pipeline.to_owned(),
-            client,
-            channels,
-            patterns,
+            subscription,
+            first,
             tx,
             Arc::clone(&dropped),
+            probe.clone(),
         ));
         Ok(Self { rx, task, dropped })
     }
 }
 
-/// Subscribes, forwards messages, and subscribes again when the
-/// connection drops, until the source is closed.
-async fn subscribe_forever(
-    pipeline: String,
+/// What to subscribe to, and where.
+struct Subscription {
     client: redis::Client,
     channels: Vec<String>,
     patterns: Vec<String>,
+}
+
+impl Subscription {
+    async fn subscribe(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        if !self.channels.is_empty() {
+            pubsub.subscribe(&self.channels).await?;
+        }
+        if !self.patterns.is_empty() {
+            pubsub.psubscribe(&self.patterns).await?;
+        }
+        Ok(pubsub)
+    }
+}
+
+/// Forwards messages, and subscribes again when the connection drops,
+/// until the source is closed.
+async fn subscribe_forever(
+    pipeline: String,
+    subscription: Subscription,
+    first: redis::aio::PubSub,
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    probe: Probe,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut next = Some(first);
     loop {
-        let result = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            if !channels.is_empty() {
-                pubsub.subscribe(&channels).await?;
-            }
-            if !patterns.is_empty() {
-                pubsub.psubscribe(&patterns).await?;
-            }
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        let pubsub = match result {
-            Ok(p) => p,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                warn!(
-                    pipeline,
-                    "redis pub/sub: cannot subscribe: {e}; retrying in {delay:?}"
-                );
-                tokio::time::sleep(delay).await;
-                continue;
-            }
+        let pubsub = match next.take() {
+            Some(p) => p,
+            None => match subscription.subscribe().await {
+                Ok(p) => {
+                    info!(pipeline, "redis pub/sub subscribed again");
+                    probe.up();
+                    backoff.reset();
+                    p
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(
+                        pipeline,
+                        "redis pub/sub: cannot subscribe: {e}; retrying in {delay:?}"
+                    );
+                    probe.retrying(&e);
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            },
         };
-        info!(pipeline, ?channels, ?patterns, "redis pub/sub subscribed");
-        backoff.reset();
         let mut stream = pubsub.into_on_message();
         while let Some(msg) = stream.next().await {
             let message = Message {
@@ -120,6 +150,7 @@ async fn subscribe_forever(
             pipeline,
             "redis pub/sub connection lost; messages published meanwhile are missed; reconnecting"
         );
+        probe.retrying(&"connection lost");
     }
 }
 
