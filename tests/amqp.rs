@@ -189,6 +189,12 @@ async fn with_rejected_requeue_a_message_no_sink_takes_stays_in_the_queue() {
         "the invalid one to come back",
         || ferry.log().matches("rejected to the source").count() >= 2,
     );
+    // It comes back about once a second, not in a loop as fast as
+    // RabbitMQ can redeliver it.
+    let before = ferry.log().matches("rejected to the source").count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = ferry.log().matches("rejected to the source").count() - before;
+    assert!((1..=6).contains(&during), "{during} rejections in 3s");
     ferry.signal(Signal::SIGTERM);
     ferry.wait_success(Duration::from_secs(10));
     assert_eq!(

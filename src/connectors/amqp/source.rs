@@ -37,6 +37,10 @@ use crate::runtime::backoff::Backoff;
 
 type AckRequest = (Acker, Outcome);
 
+/// How long a message rejected with `rejected = "requeue"` is held before
+/// it goes back to the queue.
+const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
 pub struct AmqpSource {
     rx: mpsc::Receiver<Result<Envelope, ConnectorError>>,
     stop: CancellationToken,
@@ -231,6 +235,23 @@ async fn acknowledge(
             (Outcome::Delivered, _) => acker.ack(BasicAckOptions::default()).await,
             (Outcome::Rejected, Some(RejectMode::DeadLetter)) => {
                 acker.reject(BasicRejectOptions { requeue: false }).await
+            }
+            // Requeued at once, a message no sink takes would come straight
+            // back and spin. Holding it a while keeps its prefetch slot, so
+            // the queue's other messages go on meanwhile.
+            (Outcome::Rejected, Some(RejectMode::Requeue)) => {
+                let pipeline = pipeline.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(REQUEUE_DELAY).await;
+                    let nack = BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    };
+                    if let Err(e) = acker.nack(nack).await {
+                        debug!(pipeline, "amqp requeue not sent ({e}); RabbitMQ requeues it");
+                    }
+                });
+                continue;
             }
             (Outcome::Rejected, _) | (Outcome::Failed, _) => {
                 acker
