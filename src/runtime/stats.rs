@@ -173,30 +173,18 @@ pub async fn report_progress(
         }
         let rate = (now.confirmed - last.confirmed) as f64 / last_at.elapsed().as_secs_f64();
         let in_flight = now.received.saturating_sub(now.settled());
-        match expected {
-            Some(total) => info!(
-                pipeline = %pipeline,
-                done = percent(now.settled(), total),
-                of = total,
-                received = now.received,
-                confirmed = now.confirmed,
-                in_flight,
-                dead_lettered = now.dead_lettered,
-                dropped = now.dropped,
-                rate = format!("{rate:.0}/s"),
-                "progress"
-            ),
-            None => info!(
-                pipeline = %pipeline,
-                received = now.received,
-                confirmed = now.confirmed,
-                in_flight,
-                dead_lettered = now.dead_lettered,
-                dropped = now.dropped,
-                rate = format!("{rate:.0}/s"),
-                "progress"
-            ),
-        }
+        info!(
+            pipeline = %pipeline,
+            done = expected.map(|total| percent(now.settled(), total)),
+            of = expected,
+            received = now.received,
+            confirmed = now.confirmed,
+            in_flight,
+            dead_lettered = now.dead_lettered,
+            dropped = now.dropped,
+            rate = format!("{rate:.0}/s"),
+            "progress"
+        );
         last = now;
         last_at = Instant::now();
     }

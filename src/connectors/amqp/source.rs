@@ -248,7 +248,10 @@ async fn acknowledge(
                         ..BasicNackOptions::default()
                     };
                     if let Err(e) = acker.nack(nack).await {
-                        debug!(pipeline, "amqp requeue not sent ({e}); RabbitMQ requeues it");
+                        debug!(
+                            pipeline,
+                            "amqp requeue not sent ({e}); RabbitMQ requeues it"
+                        );
                     }
                 });
                 continue;
