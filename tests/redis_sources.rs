@@ -403,3 +403,65 @@ fn one_source_reads_several_streams_in_one_group() {
     ferry.wait_success(Duration::from_secs(10));
     assert!(verify.get("eu:1").is_some() && verify.get("us:100").is_some());
 }
+
+#[test]
+fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notifications() {
+    // Notifications are off (the default of a fresh server): a one-off
+    // copy does not need them.
+    let source = RedisServer::start();
+    let verify = RedisServer::start();
+    let mut c = source.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..1500 {
+        pipe.cmd("SET")
+            .arg(format!("user:{i}"))
+            .arg(format!("v{i}"));
+    }
+    pipe.cmd("HSET").arg("user:hash").arg("f").arg("v");
+    pipe.cmd("SET").arg("other:key").arg("not copied");
+    let _: () = pipe.query(&mut c).unwrap();
+
+    let copy = |pattern: &str, stream: &str| {
+        let config = pipeline(
+            &format!(
+                r#"{{ type = "redis-keyspace", url = "{}", pattern = "{pattern}", until = "snapshot" }}"#,
+                source.url()
+            ),
+            &format!(
+                "type = \"redis\"\nurl = \"{}\"\nwrite = \"xadd\"\nkey = \"{stream}\"\n",
+                verify.url()
+            ),
+        );
+        let mut ferry = Ferry::start(&config);
+        ferry.wait_success(Duration::from_secs(30));
+        ferry.log()
+    };
+    let xlen = |stream: &str| -> u64 {
+        redis::cmd("XLEN")
+            .arg(stream)
+            .query(&mut verify.conn())
+            .unwrap()
+    };
+
+    copy("user:*", "users");
+    let keys: std::collections::HashSet<String> = {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("users")
+            .arg("-")
+            .arg("+")
+            .query(&mut verify.conn())
+            .unwrap();
+        reply
+            .ids
+            .iter()
+            .map(|e| e.get::<String>("key").unwrap())
+            .collect()
+    };
+    assert_eq!(keys.len(), 1501, "every user key, the hash too");
+    assert!(!keys.contains("other:key"));
+
+    // The whole database: the job's size is known up front.
+    let log = copy("*", "everything");
+    assert!(log.contains("a job of 1502 messages"), "{log}");
+    assert!(xlen("everything") >= 1502);
+}

@@ -278,3 +278,21 @@ fn routes_must_name_existing_sinks_and_every_sink_must_be_routed() {
     let e = errors(&ROUTED.replace("filter = '.type != \"test\"'", "filter = '.'\nmap = '.'"));
     assert!(e.contains("a step does one thing"), "{e}");
 }
+
+#[test]
+fn a_keyspace_copy_until_the_snapshot_needs_the_snapshot() {
+    let text = r#"
+[[pipeline]]
+name = "export"
+source = { type = "redis-keyspace", url = "redis://127.0.0.1", pattern = "user:*", snapshot = false, until = "snapshot" }
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1"
+write = "xadd"
+key = "users"
+"#;
+    let e = errors(text);
+    assert!(e.contains("ferry.toml:4"), "{e}");
+    assert!(e.contains("would emit nothing"), "{e}");
+    assert!(parse(&text.replace("snapshot = false, ", "")).is_ok());
+}

@@ -147,9 +147,8 @@ impl SourceConfig {
             SourceConfig::RedisStream(c) => c.check(path, problems),
             SourceConfig::RedisPubSub(c) => c.check(path, problems),
             SourceConfig::Amqp(c) => c.check(path, problems),
-            SourceConfig::RedisList(_)
-            | SourceConfig::RedisKeyspace(_)
-            | SourceConfig::Generate(_) => {}
+            SourceConfig::RedisKeyspace(c) => c.check(path, problems),
+            SourceConfig::RedisList(_) | SourceConfig::Generate(_) => {}
         }
     }
 }
@@ -293,10 +292,10 @@ impl Source for AnySource {
         match self {
             AnySource::Kafka(s) => s.expected(),
             AnySource::Generate(s) => s.expected(),
+            AnySource::RedisKeyspace(s) => s.expected(),
             AnySource::RedisStream(_)
             | AnySource::RedisList(_)
             | AnySource::RedisPubSub(_)
-            | AnySource::RedisKeyspace(_)
             | AnySource::Amqp(_) => None,
         }
     }

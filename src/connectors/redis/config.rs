@@ -439,6 +439,21 @@ pub struct RedisKeyspaceSourceConfig {
     /// scans the keyspace again instead, so memory stays bounded.
     #[serde(default = "default_pending_keys")]
     pub max_pending_keys: Count,
+    /// `snapshot`: a one-off copy. Emit every matching key once and stop,
+    /// without subscribing (keyspace notifications are not needed).
+    #[serde(default)]
+    pub until: KeyspaceUntil,
+}
+
+/// When a keyspace source ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyspaceUntil {
+    /// Never: follow changes after the snapshot.
+    #[default]
+    Forever,
+    /// Once the snapshot has been emitted.
+    Snapshot,
 }
 
 fn yes() -> bool {
@@ -478,6 +493,20 @@ impl RedisPubSubSourceConfig {
                     "no `channels` and no `patterns` to subscribe to",
                 )
                 .with_help("e.g. channels = [\"orders\"] or patterns = [\"orders.*\"]"),
+            );
+        }
+    }
+}
+
+impl RedisKeyspaceSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
+            problems.push(
+                Problem::at_path(
+                    path.key("until"),
+                    "`until = \"snapshot\"` with `snapshot = false` would emit nothing",
+                )
+                .with_help("remove `snapshot = false`, or remove `until` to follow changes"),
             );
         }
     }

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::ack::Ack;
-use crate::connectors::redis::config::RedisKeyspaceSourceConfig;
+use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
 use crate::connectors::redis::mapping::{parse_entries, text};
 use crate::connectors::redis::own_writes::{self, OwnWrites};
 use crate::connectors::redis::sink::connect;
@@ -115,10 +115,15 @@ pub struct RedisKeyspaceSource {
     server: String,
     cmd: ConnectionManager,
     shared: Arc<Shared>,
-    listener: JoinHandle<()>,
+    /// The subscription task; none for a one-off snapshot.
+    listener: Option<JoinHandle<()>>,
     pattern: String,
     events: Option<HashSet<String>>,
     snapshot: bool,
+    /// `until = "snapshot"`: end once the scan's keys are emitted.
+    once: bool,
+    /// With `once` and the pattern `*`: the keys in the database at start.
+    expected: Option<u64>,
     /// The SCAN cursor while a scan is under way.
     scan: Option<u64>,
     scanned: VecDeque<String>,
@@ -132,7 +137,10 @@ impl RedisKeyspaceSource {
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
         let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
-        ensure_notifications(&mut cmd, config.configure_notifications).await?;
+        let once = config.until == KeyspaceUntil::Snapshot;
+        if !once {
+            ensure_notifications(&mut cmd, config.configure_notifications).await?;
+        }
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConnectorError::redis("opening the url", e))?;
         let channel = format!("__keyspace@{}__:{}", config.url.db(), config.pattern);
@@ -145,22 +153,38 @@ impl RedisKeyspaceSource {
             pipeline: pipeline.to_owned(),
             probe: probe.clone(),
         });
-        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        let listener = tokio::spawn(listen(
-            client,
-            cmd.clone(),
-            config.configure_notifications,
-            channel.clone(),
-            Arc::clone(&shared),
-            config.snapshot,
-            subscribed_tx,
-        ));
-        // Subscribe before scanning, so no change falls between the two.
-        let _ = tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await;
+        let listener = if once {
+            None
+        } else {
+            let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+            let listener = tokio::spawn(listen(
+                client,
+                cmd.clone(),
+                config.configure_notifications,
+                channel.clone(),
+                Arc::clone(&shared),
+                config.snapshot,
+                subscribed_tx,
+            ));
+            // Subscribe before scanning, so no change falls between the two.
+            let _ = tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await;
+            Some(listener)
+        };
+        // Every key of the database: its size is the job's size.
+        let expected = if once && config.pattern.as_str() == "*" {
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut cmd)
+                .await
+                .map_err(|e| ConnectorError::redis("counting keys", e))?;
+            Some(n)
+        } else {
+            None
+        };
         info!(
             pipeline,
             channel,
             snapshot = config.snapshot,
+            once,
             "redis keyspace source ready"
         );
         OwnWrites::global().enable();
@@ -176,6 +200,8 @@ impl RedisKeyspaceSource {
                 .as_ref()
                 .map(|es| es.iter().map(ToString::to_string).collect()),
             snapshot: config.snapshot,
+            once,
+            expected,
             scan: config.snapshot.then_some(0),
             scanned: VecDeque::new(),
             ready: VecDeque::new(),
@@ -575,12 +601,21 @@ impl Source for RedisKeyspaceSource {
                 self.scan_page(cursor).await?;
                 continue;
             }
+            if self.once {
+                return Ok(None);
+            }
             self.shared.notify.notified().await;
         }
     }
 
+    fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
     async fn close(self) -> Result<(), ConnectorError> {
-        self.listener.abort();
+        if let Some(listener) = self.listener {
+            listener.abort();
+        }
         Ok(())
     }
 }
