@@ -465,3 +465,70 @@ fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notificat
     assert!(log.contains("a job of 1502 messages"), "{log}");
     assert!(xlen("everything") >= 1502);
 }
+
+#[test]
+fn a_stream_copy_until_the_end_reads_what_was_there_acknowledges_it_and_stops() {
+    let source = RedisServer::start();
+    let verify = RedisServer::start();
+    let add = |stream: &str, ids: std::ops::RangeInclusive<u64>| {
+        let mut conn = source.conn();
+        for n in ids {
+            let _: String = redis::cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("payload")
+                .arg(ferry::connectors::generate::order(n))
+                .query(&mut conn)
+                .unwrap();
+        }
+    };
+    add("eu", 1..=300);
+    add("us", 301..=500);
+    let config = pipeline(
+        &format!(
+            r#"{{ type = "redis-stream", url = "{}", streams = ["eu", "us", "quiet"], group = "g", start = "earliest", batch_size = 64, until = "end" }}"#,
+            source.url()
+        ),
+        &format!(
+            "type = \"redis\"\nurl = \"{}\"\nwrite = \"set\"\nkey = \"{{stream}}:{{order_id}}\"\n",
+            verify.url()
+        ),
+    );
+    let group_pending = |stream: &str| -> u64 {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg("g")
+            .query(&mut source.conn())
+            .unwrap();
+        match summary {
+            redis::Value::Array(parts) => match parts.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    };
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_success(Duration::from_secs(30));
+    let log = ferry.log();
+    assert!(log.contains("a job of 500 messages"), "{log}");
+    assert_eq!(verify.dbsize(), 500);
+    assert_eq!(
+        group_pending("eu") + group_pending("us"),
+        0,
+        "all acknowledged"
+    );
+
+    // The next copy takes only what came since.
+    add("eu", 501..=620);
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_success(Duration::from_secs(30));
+    assert!(
+        ferry.log().contains("a job of 120 messages"),
+        "{}",
+        ferry.log()
+    );
+    assert_eq!(verify.dbsize(), 620);
+    assert_eq!(group_pending("eu"), 0);
+}

@@ -178,3 +178,15 @@ mod tests {
         assert!(TopicName::parse(&"a".repeat(250)).is_err());
     }
 }
+
+/// When a source that could go on forever ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Until {
+    /// Never: a daemon.
+    #[default]
+    Forever,
+    /// Once everything that was there when ferry started has been read: a
+    /// one-off copy.
+    End,
+}

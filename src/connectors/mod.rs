@@ -293,10 +293,8 @@ impl Source for AnySource {
             AnySource::Kafka(s) => s.expected(),
             AnySource::Generate(s) => s.expected(),
             AnySource::RedisKeyspace(s) => s.expected(),
-            AnySource::RedisStream(_)
-            | AnySource::RedisList(_)
-            | AnySource::RedisPubSub(_)
-            | AnySource::Amqp(_) => None,
+            AnySource::RedisStream(s) => s.expected(),
+            AnySource::RedisList(_) | AnySource::RedisPubSub(_) | AnySource::Amqp(_) => None,
         }
     }
 

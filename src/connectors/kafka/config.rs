@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+pub use crate::config::values::Until;
 use crate::config::values::{Count, NonEmpty, Span, TopicName};
 use crate::config::{ConfigPath, Problem};
 use crate::template::Template;
@@ -53,14 +54,6 @@ pub enum StartFrom {
     Latest,
     /// Refuse to start a partition without a committed offset.
     Committed,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Until {
-    #[default]
-    Forever,
-    End,
 }
 
 fn default_commit_interval() -> Span {

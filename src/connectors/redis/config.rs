@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::config::values::{Count, NonEmpty, Span};
+use crate::config::values::{Count, NonEmpty, Span, Until};
 use crate::config::{ConfigPath, Problem};
 use crate::template::Template;
 
@@ -358,6 +358,10 @@ pub struct RedisStreamSourceConfig {
     /// Delete entries every group has acknowledged (`XTRIM MINID`).
     #[serde(default)]
     pub trim: bool,
+    /// `forever` (a daemon) or `end`: stop once the group has been given
+    /// every entry the streams held when ferry started (a one-off copy).
+    #[serde(default)]
+    pub until: Until,
 }
 
 /// Which end of a list is popped.

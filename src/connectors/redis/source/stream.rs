@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
 use crate::ack::{Ack, Outcome};
+use crate::config::values::Until;
 use crate::connectors::redis::config::{RedisStreamSourceConfig, StreamStart};
 use crate::connectors::redis::mapping::{
     StreamEntry, from_stream_fields, parse_autoclaim_reply, parse_pending, parse_read_reply,
@@ -50,6 +51,11 @@ pub struct RedisStreamSource {
     next_claim: Instant,
     next_trim: Instant,
     acker: Acker<(usize, String)>,
+    /// With `until = "end"`: per stream, the last entry id it had at start,
+    /// or `None` once the group has been given everything up to it.
+    ends: Option<Vec<Option<(u64, u64)>>>,
+    /// With `until = "end"`: entries to deliver, when Redis could say.
+    expected: Option<u64>,
 }
 
 impl RedisStreamSource {
@@ -98,6 +104,18 @@ impl RedisStreamSource {
                 },
             )
         };
+        let (ends, expected) = if config.until == Until::End {
+            let mut ends = Vec::new();
+            let mut expected = Some(0);
+            for s in &streams {
+                let (end, size) = job_of(&mut cmd, s, &group, &consumer).await?;
+                ends.push(end);
+                expected = expected.zip(size).map(|(a, b)| a + b);
+            }
+            (Some(ends), expected)
+        } else {
+            (None, None)
+        };
         info!(
             pipeline,
             ?streams,
@@ -120,6 +138,8 @@ impl RedisStreamSource {
             next_claim: Instant::now() + config.claim_idle.0 / 2,
             next_trim: Instant::now() + TRIM_EVERY,
             acker,
+            ends,
+            expected,
         })
     }
 
@@ -169,19 +189,28 @@ impl RedisStreamSource {
     }
 
     async fn read_new(&mut self) -> Result<(), ConnectorError> {
+        // A one-off copy reads only the streams not yet read to their end,
+        // and does not wait: an empty answer means it is done.
+        let reading: Vec<usize> = match &self.ends {
+            Some(ends) => (0..self.streams.len())
+                .filter(|&i| ends[i].is_some())
+                .collect(),
+            None => (0..self.streams.len()).collect(),
+        };
         let mut c = redis::cmd("XREADGROUP");
         c.arg("GROUP")
             .arg(&self.group)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(self.config.batch_size.get())
-            .arg("BLOCK")
-            .arg(self.config.block.0.as_millis() as u64)
-            .arg("STREAMS");
-        for s in &self.streams {
-            c.arg(&**s);
+            .arg(self.config.batch_size.get());
+        if self.ends.is_none() {
+            c.arg("BLOCK").arg(self.config.block.0.as_millis() as u64);
         }
-        for _ in &self.streams {
+        c.arg("STREAMS");
+        for &i in &reading {
+            c.arg(&*self.streams[i]);
+        }
+        for _ in &reading {
             c.arg(">");
         }
         let reply: redis::Value = match c.query_async(&mut self.reader).await {
@@ -198,12 +227,36 @@ impl RedisStreamSource {
         };
         let per_stream = parse_read_reply(&reply)
             .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?;
+        let mut answered = Vec::new();
         for (name, entries) in per_stream {
             if let Some(i) = self.streams.iter().position(|s| **s == *name) {
+                if let Some(ends) = &mut self.ends {
+                    let last = entries.last().and_then(|e| parse_id(&e.id));
+                    if !entries.is_empty() && last < ends[i] {
+                        answered.push(i);
+                    }
+                }
                 self.deliver(i, entries, false).await?;
             }
         }
+        // Every entry up to a stream's end existed at start, so a stream
+        // that gave nothing, or reached its end, is done.
+        if let Some(ends) = &mut self.ends {
+            for i in reading {
+                if !answered.contains(&i) && ends[i].take().is_some() {
+                    info!(pipeline = %self.pipeline, stream = %self.streams[i],
+                        "read to the end it had at start");
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// With `until = "end"`: every stream was read to its end.
+    fn read_to_the_end(&self) -> bool {
+        self.ends
+            .as_ref()
+            .is_some_and(|ends| ends.iter().all(Option::is_none))
     }
 
     /// Claims entries other consumers left pending for `claim_idle`.
@@ -366,24 +419,77 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// `XINFO GROUPS` answers a list of flat key/value lists (RESP2) or maps.
+/// `XINFO GROUPS` and `XINFO CONSUMERS` answer a list of [`map_of`].
 fn list_of_maps(v: &redis::Value) -> Vec<HashMap<String, String>> {
     let redis::Value::Array(rows) = v else {
         return Vec::new();
     };
-    rows.iter()
-        .map(|row| match row {
-            redis::Value::Array(flat) => flat
-                .chunks(2)
-                .filter_map(|kv| Some((text(&kv[0])?, text(kv.get(1)?)?)))
-                .collect(),
-            redis::Value::Map(pairs) => pairs
-                .iter()
-                .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-                .collect(),
-            _ => HashMap::new(),
-        })
-        .collect()
+    rows.iter().map(map_of).collect()
+}
+
+/// A flat key/value list (RESP2) or a map (RESP3), keeping the values that
+/// are text or numbers (nested ones, like `XINFO STREAM`'s entries, are
+/// skipped).
+fn map_of(v: &redis::Value) -> HashMap<String, String> {
+    match v {
+        redis::Value::Array(flat) => flat
+            .chunks(2)
+            .filter_map(|kv| Some((text(&kv[0])?, text(kv.get(1)?)?)))
+            .collect(),
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// For `until = "end"`: the stream's last entry id now (`None` if the
+/// group has been given it already), and how many entries the job has:
+/// those not yet given to the group (`lag`, Redis 7+) plus this consumer's
+/// own pending ones, which it reads again first.
+async fn job_of(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> Result<(Option<(u64, u64)>, Option<u64>), ConnectorError> {
+    let err = |what: &str, e| ConnectorError::redis(format!("{what} of {stream}"), e);
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(conn)
+        .await
+        .map_err(|e| err("reading the end", e))?;
+    let end = map_of(&info)
+        .get("last-generated-id")
+        .and_then(|id| parse_id(id));
+    let groups: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await
+        .map_err(|e| err("reading the groups", e))?;
+    let ours = list_of_maps(&groups)
+        .into_iter()
+        .find(|g| g.get("name").map(String::as_str) == Some(group))
+        .unwrap_or_default();
+    let delivered = ours.get("last-delivered-id").and_then(|id| parse_id(id));
+    let lag: Option<u64> = ours.get("lag").and_then(|l| l.parse().ok());
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .map_err(|e| err("reading the consumers", e))?;
+    let own_pending: u64 = list_of_maps(&consumers)
+        .into_iter()
+        .find(|c| c.get("name").map(String::as_str) == Some(consumer))
+        .and_then(|c| c.get("pending")?.parse().ok())
+        .unwrap_or(0);
+    let end = end.filter(|end| *end > (0, 0) && delivered < Some(*end));
+    Ok((end, lag.map(|lag| lag + own_pending)))
 }
 
 async fn create_group(
@@ -415,6 +521,10 @@ async fn create_group(
 }
 
 impl Source for RedisStreamSource {
+    fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         loop {
             if let Some(envelope) = self.buffer.pop_front() {
@@ -429,6 +539,8 @@ impl Source for RedisStreamSource {
             }
             if self.pending_from.is_some() {
                 self.read_own_pending().await?;
+            } else if self.read_to_the_end() {
+                return Ok(None);
             } else if now >= self.next_claim {
                 self.next_claim = now + (self.config.claim_idle.0 / 2).max(Duration::from_secs(1));
                 self.claim().await?;
