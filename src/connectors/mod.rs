@@ -55,9 +55,7 @@ pub trait Source: Send {
     /// For a finite source: how many messages it expects to deliver in
     /// all, when known at open (a Kafka copy with `until = "end"`, a
     /// generator with a `count`). Shown as progress; never enforced.
-    fn expected(&self) -> Option<u64> {
-        None
-    }
+    fn expected(&self) -> Option<u64>;
 
     /// Called once the pipeline has drained (every handed-out message
     /// acknowledged or the drain timed out): commit what was confirmed and
@@ -294,7 +292,9 @@ impl Source for AnySource {
             AnySource::Generate(s) => s.expected(),
             AnySource::RedisKeyspace(s) => s.expected(),
             AnySource::RedisStream(s) => s.expected(),
-            AnySource::RedisList(_) | AnySource::RedisPubSub(_) | AnySource::Amqp(_) => None,
+            AnySource::RedisList(s) => s.expected(),
+            AnySource::RedisPubSub(s) => s.expected(),
+            AnySource::Amqp(s) => s.expected(),
         }
     }
 

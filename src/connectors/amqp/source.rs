@@ -276,6 +276,11 @@ async fn acknowledge(
 }
 
 impl Source for AmqpSource {
+    /// Endless: a queue consumer runs until stopped.
+    fn expected(&self) -> Option<u64> {
+        None
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         match self.rx.recv().await {
             Some(Ok(envelope)) => Ok(Some(envelope)),

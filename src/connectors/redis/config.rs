@@ -403,6 +403,10 @@ pub struct RedisListSourceConfig {
     pub batch_size: Count,
     #[serde(default = "default_block")]
     pub block: Span,
+    /// `forever` (a daemon) or `end`: stop once the list is empty (a
+    /// one-off drain).
+    #[serde(default)]
+    pub until: Until,
 }
 
 /// `type = "redis-pubsub"`: at-most-once, as Redis pub/sub itself.

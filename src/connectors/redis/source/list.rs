@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::{Acker, default_consumer};
 use crate::ack::{Ack, Outcome};
+use crate::config::values::Until;
 use crate::connectors::redis::config::RedisListSourceConfig;
 use crate::connectors::redis::sink::connect;
 use crate::connectors::{Envelope, Source};
@@ -29,6 +30,11 @@ pub struct RedisListSource {
     processing: String,
     config: RedisListSourceConfig,
     recovered: bool,
+    /// With `until = "end"`: the list was found empty.
+    drained: bool,
+    /// With `until = "end"`: the elements in the list and the processing
+    /// list at start.
+    expected: Option<u64>,
     buffer: VecDeque<Envelope>,
     acker: Acker<Bytes>,
 }
@@ -42,7 +48,7 @@ impl RedisListSource {
             config.url.as_str(),
             config.block.0 + Duration::from_secs(10),
         )?;
-        let cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
         let list: Arc<str> = Arc::from(config.list.as_str());
         let consumer = config
             .consumer
@@ -70,6 +76,19 @@ impl RedisListSource {
                 },
             )
         };
+        let expected = if config.until == Until::End {
+            let (waiting, left): (u64, u64) = redis::pipe()
+                .cmd("LLEN")
+                .arg(&*list)
+                .cmd("LLEN")
+                .arg(&processing)
+                .query_async(&mut cmd)
+                .await
+                .map_err(|e| ConnectorError::redis(format!("measuring {list}"), e))?;
+            Some(waiting + left)
+        } else {
+            None
+        };
         info!(pipeline, %list, processing, "redis list source ready");
         Ok(Self {
             pipeline: pipeline.to_owned(),
@@ -79,6 +98,8 @@ impl RedisListSource {
             processing,
             config: config.clone(),
             recovered: false,
+            drained: false,
+            expected,
             buffer: VecDeque::new(),
             acker,
         })
@@ -152,6 +173,11 @@ impl RedisListSource {
         if any {
             return Ok(());
         }
+        if self.config.until == Until::End {
+            info!(pipeline = %self.pipeline, list = %self.list, "the list is empty");
+            self.drained = true;
+            return Ok(());
+        }
         // Empty: wait for the next element.
         let secs = self.config.block.0.as_secs_f64().max(0.01);
         let element: Option<Vec<u8>> = redis::cmd("BLMOVE")
@@ -172,6 +198,10 @@ impl RedisListSource {
 }
 
 impl Source for RedisListSource {
+    fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         loop {
             if let Some(envelope) = self.buffer.pop_front() {
@@ -179,6 +209,8 @@ impl Source for RedisListSource {
             }
             if !self.recovered {
                 self.recover().await?;
+            } else if self.drained {
+                return Ok(None);
             } else {
                 self.pop().await?;
             }

@@ -161,6 +161,11 @@ fn now_ms() -> i64 {
 }
 
 impl Source for RedisPubSubSource {
+    /// Endless: pub/sub has no end.
+    fn expected(&self) -> Option<u64> {
+        None
+    }
+
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         match self.rx.recv().await {
             Some(message) => Ok(Some(Envelope::new(message, Ack::none()))),
