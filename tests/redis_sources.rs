@@ -32,8 +32,13 @@ fn xadd_orders(redis: &RedisServer, n: u64) {
 }
 
 fn pending(redis: &RedisServer) -> u64 {
+    pending_in(redis, "orders")
+}
+
+/// Entries of `stream` delivered to group `g` and not acknowledged.
+fn pending_in(redis: &RedisServer, stream: &str) -> u64 {
     let summary: redis::Value = redis::cmd("XPENDING")
-        .arg("orders")
+        .arg(stream)
         .arg("g")
         .query(&mut redis.conn())
         .unwrap();
@@ -494,20 +499,7 @@ fn a_stream_copy_until_the_end_reads_what_was_there_acknowledges_it_and_stops() 
             verify.url()
         ),
     );
-    let group_pending = |stream: &str| -> u64 {
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg("g")
-            .query(&mut source.conn())
-            .unwrap();
-        match summary {
-            redis::Value::Array(parts) => match parts.first() {
-                Some(redis::Value::Int(n)) => *n as u64,
-                _ => 0,
-            },
-            _ => 0,
-        }
-    };
+    let group_pending = |stream: &str| pending_in(&source, stream);
 
     let mut ferry = Ferry::start(&config);
     ferry.wait_success(Duration::from_secs(30));
