@@ -203,3 +203,29 @@ async fn with_rejected_requeue_a_message_no_sink_takes_stays_in_the_queue() {
         "still queued, not lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_drain_until_the_end_takes_every_ready_message_and_stops() {
+    let vhost = RabbitVhost::create();
+    vhost.declare_queue("orders").await;
+    let orders: Vec<String> = (1..=300).map(order).collect();
+    vhost.publish("orders", &orders).await;
+    let verify = RedisServer::start();
+    let config = format!(
+        "[[pipeline]]\nname = \"t\"\nsource = {{ type = \"amqp\", url = \"{}\", queue = \"orders\", prefetch = 50, until = \"end\" }}\n[[pipeline.sink]]\n{}",
+        vhost.url(),
+        set_orders(&verify.url())
+    );
+    let mut ferry = Ferry::start(&config);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = ferry.wait_timeout(Duration::from_secs(30));
+        (status, ferry.log())
+    })
+    .await
+    .unwrap();
+    let (status, log) = status;
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(log.contains("a job of 300 messages"), "{log}");
+    assert_eq!(verify.dbsize(), 300);
+    assert_eq!(vhost.queue_len("orders").await, 0, "all acknowledged");
+}

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::config::values::{Count, NonEmpty, Span};
+use crate::config::values::{Count, NonEmpty, Span, Until};
 use crate::config::{ConfigPath, Problem};
 use crate::template::Template;
 
@@ -125,6 +125,10 @@ pub struct AmqpSourceConfig {
     pub rejected: Option<RejectMode>,
     #[serde(default)]
     pub declare: Topology,
+    /// `forever` (a daemon) or `end`: stop once the queue has no ready
+    /// messages left (a one-off drain).
+    #[serde(default)]
+    pub until: Until,
 }
 
 /// `type = "amqp"` as a sink: publishes with publisher confirms.

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use lapin::Acker;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use tokio::sync::mpsc;
@@ -30,6 +30,7 @@ use super::config::{AmqpSourceConfig, RejectMode};
 use super::connection;
 use super::mapping::{DeliveryInfo, to_message};
 use crate::ack::{Ack, Outcome};
+use crate::config::values::Until;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::Probe;
@@ -42,10 +43,24 @@ type AckRequest = (Acker, Outcome);
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
 pub struct AmqpSource {
-    rx: mpsc::Receiver<Result<Envelope, ConnectorError>>,
+    rx: mpsc::Receiver<Event>,
     stop: CancellationToken,
     supervisor: JoinHandle<()>,
+    /// With `until = "end"`: the ready messages in the queue at start.
+    expected: Option<u64>,
 }
+
+/// What the supervisor hands to `next()`.
+enum Event {
+    Delivery(Envelope),
+    Failed(ConnectorError),
+    /// `until = "end"`: the queue has no ready message left.
+    Drained,
+}
+
+/// With `until = "end"`: how long no delivery arrives before ferry asks
+/// RabbitMQ whether the queue is empty.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 impl AmqpSource {
     pub async fn open(
@@ -56,6 +71,7 @@ impl AmqpSource {
         // Connect once here, so that a wrong URL or a missing queue is an
         // error at start rather than a retry loop.
         let first = connect(pipeline, config).await?;
+        let expected = first.ready.map(u64::from);
         let (tx, rx) = mpsc::channel(config.prefetch.get());
         let stop = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
@@ -70,14 +86,37 @@ impl AmqpSource {
             rx,
             stop,
             supervisor,
+            expected,
         })
     }
+}
+
+/// Messages ready in the queue (not counting those delivered and not yet
+/// acknowledged), from a passive declare.
+async fn ready_messages(
+    channel: &lapin::Channel,
+    config: &AmqpSourceConfig,
+) -> Result<u32, ConnectorError> {
+    let queue = channel
+        .queue_declare(
+            config.queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| ConnectorError::amqp(format!("measuring queue `{}`", config.queue), e))?;
+    Ok(queue.message_count())
 }
 
 struct Session {
     conn: lapin::Connection,
     channel: lapin::Channel,
     consumer: lapin::Consumer,
+    /// With `until = "end"`: messages ready before this session consumed.
+    ready: Option<u32>,
 }
 
 async fn connect(pipeline: &str, config: &AmqpSourceConfig) -> Result<Session, ConnectorError> {
@@ -89,6 +128,11 @@ async fn connect(pipeline: &str, config: &AmqpSourceConfig) -> Result<Session, C
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
         .map_err(|e| ConnectorError::amqp("setting the prefetch", e))?;
+    // Measured before consuming: prefetched deliveries no longer count.
+    let ready = match config.until {
+        Until::End => Some(ready_messages(&channel, config).await?),
+        Until::Forever => None,
+    };
     let consumer = channel
         .basic_consume(
             config.queue.as_str().into(),
@@ -103,6 +147,7 @@ async fn connect(pipeline: &str, config: &AmqpSourceConfig) -> Result<Session, C
         conn,
         channel,
         consumer,
+        ready,
     })
 }
 
@@ -111,10 +156,13 @@ async fn supervise(
     pipeline: String,
     config: AmqpSourceConfig,
     first: Session,
-    tx: mpsc::Sender<Result<Envelope, ConnectorError>>,
+    tx: mpsc::Sender<Event>,
     stop: CancellationToken,
     probe: Probe,
 ) {
+    let until_end = config.until == Until::End;
+    // Said once: `next()` has ended the pipeline's reading by then.
+    let mut drained = false;
     let queue: Arc<str> = Arc::from(config.queue.as_str());
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckRequest>();
     let acker = tokio::spawn(acknowledge(pipeline.clone(), ack_rx, config.rejected));
@@ -146,7 +194,7 @@ async fn supervise(
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Event::Failed(e)).await;
                         break;
                     }
                 }
@@ -156,6 +204,17 @@ async fn supervise(
             let delivery = tokio::select! {
                 d = s.consumer.next() => d,
                 _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(IDLE_CHECK), if until_end && !drained => {
+                    // Nothing arrived for a while: is the queue empty? The
+                    // messages in flight in the pipeline are unacknowledged,
+                    // not ready, so they do not count.
+                    if matches!(ready_messages(&s.channel, &config).await, Ok(0)) {
+                        info!(pipeline, queue = %config.queue, "the queue is empty");
+                        drained = true;
+                        let _ = tx.send(Event::Drained).await;
+                    }
+                    continue;
+                }
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
@@ -189,7 +248,7 @@ async fn supervise(
                 let _ = acks.send((handle, outcome));
             });
             let sent = tokio::select! {
-                sent = tx.send(Ok(Envelope::new(message, ack))) => sent,
+                sent = tx.send(Event::Delivery(Envelope::new(message, ack))) => sent,
                 _ = stop.cancelled() => break,
             };
             if sent.is_err() {
@@ -276,15 +335,15 @@ async fn acknowledge(
 }
 
 impl Source for AmqpSource {
-    /// Endless: a queue consumer runs until stopped.
     fn expected(&self) -> Option<u64> {
-        None
+        self.expected
     }
 
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         match self.rx.recv().await {
-            Some(Ok(envelope)) => Ok(Some(envelope)),
-            Some(Err(e)) => Err(e),
+            Some(Event::Delivery(envelope)) => Ok(Some(envelope)),
+            Some(Event::Failed(e)) => Err(e),
+            Some(Event::Drained) => Ok(None),
             None => Err(ConnectorError::Fatal("the amqp consumer stopped".into())),
         }
     }
