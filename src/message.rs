@@ -24,6 +24,11 @@ pub struct Message {
     pub timestamp: Option<i64>,
     /// Where the message was read from.
     pub origin: Origin,
+    /// Which of the messages steps made from one source message this is
+    /// (a `map` may split one into several): 0, 1, ... With `origin`, it
+    /// names the message exactly, for sinks that skip what they already
+    /// wrote (`exactly_once`).
+    pub part: u32,
     /// The payload parsed as JSON, computed once on first use and shared by
     /// every sink the message is routed to. Only ever read through
     /// [`Message::json`], which ignores it if the payload was replaced.

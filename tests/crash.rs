@@ -92,3 +92,73 @@ async fn sigkill_mid_stream_then_restart_loses_no_order() {
         "{duplicates} duplicates, but only {uncommitted} were written and not committed"
     );
 }
+
+/// The same crash into a Redis stream, which (unlike `SET`) would keep a
+/// second copy of every redelivered order, with `exactly_once`: the orders
+/// ferry re-reads after the restart are skipped, not appended again.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_exactly_once_a_crash_appends_no_order_twice() {
+    const N: u64 = 30_000;
+    let kafka = Kafka::start();
+    let topic = unique("once-orders");
+    let group = unique("once-group");
+    kafka.create_topic(&topic, 3).await;
+    kafka.produce_orders(&topic, 1..N + 1).await;
+    let redis = RedisServer::start();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "once"
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}", until = "end", commit_interval = "5s", options = {{ "session.timeout.ms" = "6000" }} }}
+
+[[pipeline.sink]]
+type = "redis"
+url = "{url}"
+write = "xadd"
+key = "orders-log"
+exactly_once = true
+"#,
+        brokers = kafka.brokers,
+        url = redis.url()
+    );
+    let xlen = || -> u64 {
+        redis::cmd("XLEN")
+            .arg("orders-log")
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    let mut first = Ferry::start(&config);
+    wait_until(Duration::from_secs(120), "a third of the orders", || {
+        xlen() >= N / 3
+    });
+    first.signal(Signal::SIGKILL);
+    first.wait_timeout(Duration::from_secs(10)).expect("killed");
+    let at_kill = xlen();
+    assert!(at_kill < N, "the kill must land mid-stream (had {at_kill})");
+    std::thread::sleep(Duration::from_secs(7));
+
+    let mut second = Ferry::start(&config);
+    second.wait_success(Duration::from_secs(300));
+    let calls = redis.calls("evalsha");
+    assert!(
+        calls > N,
+        "the restart re-read orders written before the kill ({calls} writes for {N} orders)"
+    );
+    assert_eq!(xlen(), N, "every order once, none twice");
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("orders-log")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    let ids: std::collections::HashSet<String> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("key").unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, N);
+    println!(
+        "exactly_once crash test: killed with {at_kill} entries; {} redelivered orders skipped",
+        calls - N
+    );
+}

@@ -296,3 +296,28 @@ key = "users"
     assert!(e.contains("would emit nothing"), "{e}");
     assert!(parse(&text.replace("snapshot = false, ", "")).is_ok());
 }
+
+#[test]
+fn exactly_once_needs_a_source_with_positions() {
+    let text = r#"
+[[pipeline]]
+name = "p"
+source = { type = "redis-list", url = "redis://127.0.0.1", list = "in" }
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1"
+write = "xadd"
+key = "log"
+exactly_once = true
+"#;
+    let e = errors(text);
+    assert!(e.contains("ferry.toml:10"), "{e}");
+    assert!(e.contains("redis-list source have none"), "{e}");
+    let kafka = text.replace(
+        r#"{ type = "redis-list", url = "redis://127.0.0.1", list = "in" }"#,
+        r#"{ type = "kafka", brokers = "b:9092", topics = ["t"], group = "g" }"#,
+    );
+    assert!(parse(&kafka).is_ok());
+    let stray = kafka.replace("exactly_once = true", r#"positions_key = "pos""#);
+    assert!(errors(&stray).contains("does nothing without `exactly_once = true`"));
+}

@@ -221,6 +221,25 @@ impl SinkConfig {
                 }
             }
         }
+        if let SinkConfig::Redis(c) = self
+            && c.exactly_once
+            && !matches!(
+                source,
+                SourceConfig::Kafka(_) | SourceConfig::RedisStream(_)
+            )
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("exactly_once"),
+                    format!(
+                        "`exactly_once` needs messages with a position in their source; \
+                         messages from a {} source have none",
+                        source.kind()
+                    ),
+                )
+                .with_help("use it with a `kafka` or `redis-stream` source, or remove it"),
+            );
+        }
         match self {
             SinkConfig::Redis(c) => c.check(path, problems),
             SinkConfig::Kafka(c) => c.check(path, problems),

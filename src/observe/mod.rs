@@ -26,6 +26,7 @@ pub mod names {
     pub const SINK_WRITTEN: &str = "ferry_sink_messages_written_total";
     pub const SINK_RETRIES: &str = "ferry_sink_retries_total";
     pub const SINK_WRITE_SECONDS: &str = "ferry_sink_write_seconds";
+    pub const SINK_SKIPPED: &str = "ferry_sink_duplicates_skipped_total";
     pub const SOURCE_ERRORS: &str = "ferry_source_errors_total";
     pub const KAFKA_LAG: &str = "ferry_kafka_consumer_lag";
     pub const UP: &str = "ferry_up";
@@ -84,6 +85,10 @@ fn describe() {
         SINK_WRITE_SECONDS,
         Unit::Seconds,
         "Time to write one batch, until the broker confirmed it."
+    );
+    describe_counter!(
+        SINK_SKIPPED,
+        "Messages a Redis sink with exactly_once skipped: it had written them before (a redelivery)."
     );
     describe_counter!(
         SOURCE_ERRORS,

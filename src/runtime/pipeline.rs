@@ -424,7 +424,8 @@ async fn hand_over(
         out.stats.dropped.add(1);
     }
     let mut acks = ack.split(parts).into_iter();
-    for (message, sinks) in plan {
+    for (part, (mut message, sinks)) in plan.into_iter().enumerate() {
+        message.part = u32::try_from(part).unwrap_or(u32::MAX);
         if sinks.is_empty() {
             match out.unmatched {
                 Unmatched::Drop => out.stats.dropped.add(1),

@@ -71,6 +71,17 @@ pub struct RedisSinkConfig {
     /// How long to wait for Redis to answer a batch before retrying it.
     #[serde(default = "default_timeout")]
     pub timeout: Span,
+    /// Write each message at most once, even after a crash: its position in
+    /// the source (Kafka partition offset, stream entry id) is recorded in
+    /// Redis atomically with the write, and a message at or before the
+    /// recorded position is skipped. Needs a `kafka` or `redis-stream`
+    /// source.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// With `exactly_once`: the hash that holds the positions. Defaults to
+    /// `ferry:positions:<pipeline>:<key>`; keep it stable across restarts
+    /// and the same in every ferry process of the consumer group.
+    pub positions_key: Option<NonEmpty>,
 }
 
 /// How a message becomes a Redis write.
@@ -197,6 +208,15 @@ impl RedisSinkConfig {
         only("score", self.score.is_some(), &[Zadd], problems);
         only("member", self.member.is_some(), &[Sadd, Zadd], problems);
         only("maxlen", self.maxlen.is_some(), &[Xadd], problems);
+        if self.positions_key.is_some() && !self.exactly_once {
+            problems.push(
+                Problem::at_path(
+                    path.key("positions_key"),
+                    "`positions_key` does nothing without `exactly_once = true`",
+                )
+                .with_help("add exactly_once = true, or remove it"),
+            );
+        }
         only(
             "stream_fields",
             self.stream_fields != StreamFields::Envelope,

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use super::config::{StreamFields, WritePlan};
 use super::own_writes;
 use crate::error::MessageError;
-use crate::message::{Headers, Message};
+use crate::message::{Headers, Message, Origin};
 use crate::template::{Template, json_kind, lookup};
 
 /// Prefix of stream fields that carry headers.
@@ -47,6 +47,8 @@ pub struct Write {
     /// known (`set`, `hset` with `replace`, deletions), so that a keyspace
     /// source can recognise the write (see `own_writes`).
     pub result: Option<(Vec<u8>, u64)>,
+    /// With `exactly_once`: the message's scope and position ([`position`]).
+    pub position: Option<(String, String)>,
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -177,6 +179,7 @@ impl Write {
             cmds.push(c);
         }
         Ok(Write {
+            position: None,
             result: result.map(|fp| (key, fp)),
             commands: cmds,
         })
@@ -476,6 +479,77 @@ pub fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>
         .collect()
 }
 
+/// For `exactly_once`: where a message stands in its source. A scope (one
+/// Kafka partition, one Redis stream) and a position in it that grows with
+/// every message, written as text that sorts as the position does, so that
+/// a script can compare it with the last one written. The part number
+/// tells apart the messages a step made from one source message.
+pub fn position(message: &Message) -> Option<(String, String)> {
+    let part = message.part;
+    match &message.origin {
+        Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } => Some((
+            format!("kafka:{topic}/{partition}"),
+            format!("{offset:020}.{part:010}"),
+        )),
+        Origin::RedisStream { stream, id } => {
+            let (ms, seq) = id.split_once('-')?;
+            let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+            Some((
+                format!("stream:{stream}"),
+                format!("{ms:020}-{seq:020}.{part:010}"),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Applies one message's commands unless its position was written
+/// already, and records the position in the same atomic step.
+///
+/// KEYS[1]: the positions hash. ARGV: scope, position, number of commands,
+/// then each command as its argument count followed by its arguments.
+/// Returns 1 when applied, 0 when skipped as already written.
+pub const EXACTLY_ONCE_SCRIPT: &str = r#"
+local last = redis.call('HGET', KEYS[1], ARGV[1])
+if last and last >= ARGV[2] then
+  return 0
+end
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
+
+/// The arguments of [`EXACTLY_ONCE_SCRIPT`] after KEYS for one message.
+pub fn exactly_once_args(scope: &str, position: &str, commands: &[redis::Cmd]) -> Vec<Vec<u8>> {
+    let mut args = vec![
+        scope.as_bytes().to_vec(),
+        position.as_bytes().to_vec(),
+        commands.len().to_string().into_bytes(),
+    ];
+    for c in commands {
+        let parts: Vec<&[u8]> = c
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(bytes) => Some(bytes),
+                // Cursors belong to SCAN-like commands, which sinks do not send.
+                _ => None,
+            })
+            .collect();
+        args.push(parts.len().to_string().into_bytes());
+        args.extend(parts.into_iter().map(<[u8]>::to_vec));
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,5 +818,65 @@ mod tests {
             r#"{"payload":"x","user":"u1"}"#
         );
         assert_eq!(stream_id_millis("1700000000123-4"), Some(1_700_000_000_123));
+    }
+
+    #[test]
+    fn positions_sort_as_offsets_and_entry_ids_do() {
+        use std::sync::Arc;
+        let kafka = |offset: i64, part: u32| Message {
+            origin: Origin::Kafka {
+                topic: Arc::from("orders"),
+                partition: 2,
+                offset,
+            },
+            part,
+            ..Message::default()
+        };
+        let (scope, p9) = position(&kafka(9, 0)).unwrap();
+        assert_eq!(scope, "kafka:orders/2");
+        let (_, p10) = position(&kafka(10, 0)).unwrap();
+        let (_, p10b) = position(&kafka(10, 1)).unwrap();
+        assert!(p9 < p10 && p10 < p10b, "{p9} {p10} {p10b}");
+
+        let entry = |id: &str| Message {
+            origin: Origin::RedisStream {
+                stream: Arc::from("s"),
+                id: id.to_owned(),
+            },
+            ..Message::default()
+        };
+        let (_, a) = position(&entry("999-5")).unwrap();
+        let (_, b) = position(&entry("1000-0")).unwrap();
+        assert!(a < b, "entry ids compare by time, then sequence");
+        assert!(position(&Message::from_payload("x")).is_none());
+    }
+
+    #[test]
+    fn script_arguments_list_each_command_with_its_length() {
+        let mut set = redis::cmd("SET");
+        set.arg("k").arg("v");
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg("k").arg(500);
+        let args = exactly_once_args("kafka:t/0", "p", &[set, expire]);
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "kafka:t/0",
+                "p",
+                "2",
+                "3",
+                "SET",
+                "k",
+                "v",
+                "3",
+                "PEXPIRE",
+                "k",
+                "500"
+            ]
+        );
     }
 }

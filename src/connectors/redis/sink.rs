@@ -12,12 +12,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
-use super::mapping::Write;
+use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_args, position};
 use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
-use crate::observe::Probe;
+use crate::observe::{Probe, names};
 use crate::template::Template;
 
 pub struct RedisSink {
@@ -30,6 +30,17 @@ pub struct RedisSink {
     /// `replace` needs `DEL` and the write to land together: the batch
     /// runs in `MULTI`.
     atomic: bool,
+    exactly_once: Option<ExactlyOnce>,
+}
+
+/// `exactly_once`: each message is written by a script that skips it when
+/// its position is already recorded, and records it otherwise.
+struct ExactlyOnce {
+    script: redis::Script,
+    /// The hash of positions.
+    key: String,
+    /// Messages skipped because they had been written before.
+    skipped: metrics::Counter,
 }
 
 impl RedisSink {
@@ -53,12 +64,26 @@ impl RedisSink {
                 probe.retrying(&ConnectorError::redis("connecting", e));
             }
         }
+        let exactly_once = config.exactly_once.then(|| {
+            let key = config.positions_key.as_ref().map_or_else(
+                || format!("ferry:positions:{pipeline}:{}", config.key),
+                ToString::to_string,
+            );
+            info!(pipeline, positions = %key, "redis sink writes each message once");
+            ExactlyOnce {
+                script: redis::Script::new(EXACTLY_ONCE_SCRIPT),
+                skipped: metrics::counter!(names::SINK_SKIPPED, "pipeline" => pipeline.to_owned(),
+                    "key" => config.key.to_string()),
+                key,
+            }
+        });
         Ok(Self {
             conn,
             server: own_writes::server_id(config.url.as_str()),
             plan: config.plan(),
             key: config.key.clone(),
             atomic: config.replace,
+            exactly_once,
         })
     }
 }
@@ -82,7 +107,16 @@ impl Sink for RedisSink {
     type Prepared = Write;
 
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
-        Write::prepare(&self.plan, &self.key, message)
+        let mut write = Write::prepare(&self.plan, &self.key, message)?;
+        if self.exactly_once.is_some() {
+            write.position = Some(position(message).ok_or_else(|| {
+                MessageError::Unsupported(format!(
+                    "`exactly_once` needs a position in the source; a message from {} has none",
+                    message.describe_origin()
+                ))
+            })?);
+        }
+        Ok(write)
     }
 
     async fn write(
@@ -101,6 +135,9 @@ impl Sink for RedisSink {
         pipe.ignore_errors();
         if self.atomic {
             pipe.atomic();
+        }
+        if let Some(once) = &self.exactly_once {
+            return self.write_once(pipe, batch, once).await;
         }
         for w in batch {
             for c in &w.commands {
@@ -123,6 +160,61 @@ impl Sink for RedisSink {
                 }
             }
             results.push(result);
+        }
+        Ok(results)
+    }
+}
+
+impl RedisSink {
+    /// `exactly_once`: one script call per message (see
+    /// [`EXACTLY_ONCE_SCRIPT`]), so each message is skipped or written
+    /// with its position in one atomic step.
+    async fn write_once(
+        &self,
+        mut pipe: redis::Pipeline,
+        batch: &[Write],
+        once: &ExactlyOnce,
+    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        for w in batch {
+            let Some((scope, position)) = &w.position else {
+                return Err(ConnectorError::Fatal(
+                    "exactly_once: a prepared write without a position".into(),
+                ));
+            };
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(once.script.get_hash()).arg(1).arg(&once.key);
+            for a in exactly_once_args(scope, position, &w.commands) {
+                c.arg(a);
+            }
+            pipe.add_command(c);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
+        let mut results = Vec::with_capacity(batch.len());
+        for reply in replies {
+            match reply {
+                Ok(redis::Value::Int(0)) => {
+                    once.skipped.increment(1);
+                    results.push(Ok(()));
+                }
+                Ok(_) => results.push(Ok(())),
+                // A restarted or flushed server forgot the script: load it
+                // and let the runtime retry the batch (the script makes a
+                // second attempt harmless).
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    once.script
+                        .load_async(&mut conn)
+                        .await
+                        .map_err(|e| ConnectorError::redis("loading the exactly_once script", e))?;
+                    return Err(ConnectorError::Retry(
+                        "redis had not loaded the exactly_once script yet; loaded it".into(),
+                    ));
+                }
+                Err(e) => results.push(classify_reply(e)?),
+            }
         }
         Ok(results)
     }
