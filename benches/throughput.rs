@@ -1,5 +1,6 @@
 //! Throughput of the two halves of the demo, on the real services:
-//! generated orders -> Kafka, and Kafka -> Redis `SET order:{order_id}`.
+//! generated orders -> Kafka, and Kafka -> Redis `SET order:{order_id}`;
+//! and what `exactly_once` costs on a Redis stream sink.
 //!
 //! `cargo bench --bench throughput` (needs scripts/setup.sh's services;
 //! ORDERS=... to change the count). Prints messages per second of the whole
@@ -47,6 +48,33 @@ fn main() {
     let took = started.elapsed();
     assert_eq!(redis.dbsize(), orders);
     report("kafka -> redis set", orders, took);
+
+    // The same topic again, appended to a stream with and without
+    // `exactly_once` (one script call per message instead of one XADD).
+    for (label, extra) in [
+        ("kafka -> redis xadd", ""),
+        ("  ... exactly_once", "exactly_once = true\n"),
+    ] {
+        let redis = RedisServer::start();
+        let config = format!(
+            r#"
+[[pipeline]]
+name = "bench-xadd"
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["{input}"], group = "{group}", until = "end" }}
+[[pipeline.sink]]
+type = "redis"
+url = "{url}"
+write = "xadd"
+key = "orders-log"
+{extra}"#,
+            brokers = kafka.brokers,
+            group = unique("bench-xadd"),
+            url = redis.url()
+        );
+        let started = Instant::now();
+        Ferry::start(&config).wait_success(Duration::from_secs(600));
+        report(label, orders, started.elapsed());
+    }
 
     let output = unique("bench-output");
     rt.block_on(kafka.create_topic(&output, 3));
