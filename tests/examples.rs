@@ -112,6 +112,11 @@ impl Example {
             Signal::SIGTERM,
         )
         .unwrap();
+        self.finish();
+    }
+
+    /// Waits for a clean exit (a job that ends by itself).
+    fn finish(&mut self) {
         let start = Instant::now();
         let status: ExitStatus = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -119,7 +124,7 @@ impl Example {
             }
             assert!(
                 start.elapsed() < TIMEOUT,
-                "ferry still running {TIMEOUT:?} after SIGTERM:\n{}",
+                "ferry still running after {TIMEOUT:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -750,6 +755,60 @@ async fn kafka_to_redis_hash_keeps_the_latest_version_of_each_order_as_a_hash_an
     assert_eq!(dead[0]["header.ferry.pipeline"], "orders-to-redis-hash");
     assert_eq!(redis_cmd::<u64>(&redis, &["DBSIZE"]), 3);
     assert_committed_to_the_end(&brokers, "ferry-orders-to-redis-hash", "orders", 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_backfill_to_redis_stream_copies_the_history_once_and_stops() {
+    let tansu = TansuServer::start();
+    let brokers = tansu.brokers();
+    create_topic_at(&brokers, "orders", 3).await;
+    let redis = RedisServer::start();
+    let orders = |ids: std::ops::RangeInclusive<u64>| -> Vec<Record> {
+        ids.map(|n| {
+            Record::new(
+                &n.to_string(),
+                ferry::connectors::generate::order(n).as_bytes(),
+            )
+        })
+        .collect()
+    };
+    produce_records(&brokers, "orders", &orders(1..=300)).await;
+    let addresses = || Addresses {
+        kafka: Some(brokers.clone()),
+        redis: Some(redis.url()),
+        ..Addresses::default()
+    };
+
+    let mut ferry = Example::run("kafka-backfill-to-redis-stream.toml", addresses());
+    ferry.finish();
+    assert!(
+        ferry.log().contains("a job of 300 messages"),
+        "{}",
+        ferry.log()
+    );
+    let history = xrange(&redis, "orders:history");
+    assert_eq!(history.len(), 300);
+    let first = history.iter().find(|e| e["key"] == "1").unwrap();
+    assert_eq!(first["payload"], ferry::connectors::generate::order(1));
+    assert_eq!(
+        redis_cmd::<u64>(
+            &redis,
+            &["HLEN", "ferry:positions:orders-backfill:orders:history"]
+        ),
+        3
+    );
+
+    // Run again after more orders: only the new ones are copied.
+    produce_records(&brokers, "orders", &orders(301..=350)).await;
+    let mut again = Example::run("kafka-backfill-to-redis-stream.toml", addresses());
+    again.finish();
+    assert!(
+        again.log().contains("a job of 50 messages"),
+        "{}",
+        again.log()
+    );
+    assert_eq!(xrange(&redis, "orders:history").len(), 350);
+    assert_committed_to_the_end(&brokers, "ferry-orders-backfill", "orders", 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
