@@ -83,6 +83,7 @@ fn main() -> ExitCode {
                     c.pipelines.len(),
                     if c.pipelines.len() == 1 { "" } else { "s" }
                 );
+                print!("{}", ferry::config::topology::summary(&c));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -121,6 +121,16 @@ impl Template {
         &self.source
     }
 
+    /// The text every message renders to, when the template has no
+    /// placeholder.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// Whether rendering reads the payload as JSON.
     pub fn uses_payload(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Field(_)))

@@ -70,3 +70,18 @@ fn help_is_available_for_every_command() {
         assert!(stdout.contains("Usage: ferry"), "{stdout}");
     }
 }
+
+#[test]
+fn check_shows_what_each_pipeline_reads_and_writes_and_which_feeds_which() {
+    let (code, stdout, stderr) = ferry(&["check", "examples/retail.toml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("payments: kafka topics `shop-events`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("emails (amqp queue emails)"), "{stdout}");
+    assert!(
+        stdout.contains("chain: payments -> inventory through kafka topic `inventory.validated`"),
+        "{stdout}"
+    );
+}

@@ -12,6 +12,7 @@
 pub mod document;
 pub mod error;
 pub mod pipeline;
+pub mod topology;
 pub mod values;
 
 use std::collections::HashSet;

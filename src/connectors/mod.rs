@@ -111,6 +111,61 @@ impl SourceConfig {
         }
     }
 
+    /// A short human name: `kafka topics `orders` (group g)`.
+    pub fn describe(&self) -> String {
+        let list = |names: Vec<String>| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let job = |end: bool| if end { ", until the end" } else { "" };
+        match self {
+            SourceConfig::Kafka(c) => format!(
+                "kafka topics {} (group {}){}",
+                list(c.topics.iter().map(ToString::to_string).collect()),
+                c.group,
+                job(c.until == crate::config::values::Until::End)
+            ),
+            SourceConfig::RedisStream(c) => format!(
+                "redis streams {} (group {}){}",
+                list(c.streams.iter().map(ToString::to_string).collect()),
+                c.group,
+                job(c.until == crate::config::values::Until::End)
+            ),
+            SourceConfig::RedisList(c) => format!(
+                "redis list `{}`{}",
+                c.list,
+                job(c.until == crate::config::values::Until::End)
+            ),
+            SourceConfig::RedisPubSub(c) => format!(
+                "redis pub/sub {}",
+                list(
+                    c.channels
+                        .iter()
+                        .chain(&c.patterns)
+                        .map(ToString::to_string)
+                        .collect()
+                )
+            ),
+            SourceConfig::RedisKeyspace(c) => format!(
+                "redis keys matching `{}`{}",
+                c.pattern,
+                job(c.until == redis::config::KeyspaceUntil::Snapshot)
+            ),
+            SourceConfig::Amqp(c) => format!(
+                "amqp queue `{}`{}",
+                c.queue,
+                job(c.until == crate::config::values::Until::End)
+            ),
+            SourceConfig::Generate(c) => match c.count {
+                Some(n) => format!("{n} generated orders"),
+                None => "generated orders".to_owned(),
+            },
+        }
+    }
+
     /// Source coordinates its messages carry, for checking key templates.
     pub fn coordinates(&self) -> &'static [Coordinate] {
         use Coordinate as C;
@@ -183,6 +238,10 @@ impl SinkConfig {
         match self {
             SinkConfig::Redis(c) => format!("redis {} {}", c.write.name(), c.key),
             SinkConfig::Kafka(c) => format!("kafka topic {}", c.topic),
+            // The default exchange delivers to the queue the key names.
+            SinkConfig::Amqp(c) if c.exchange.is_empty() => {
+                format!("amqp queue {}", c.routing_key)
+            }
             SinkConfig::Amqp(c) => format!(
                 "amqp exchange `{}` routing key {}",
                 c.exchange, c.routing_key
