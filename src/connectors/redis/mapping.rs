@@ -528,6 +528,22 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 "#;
 
+/// Lua's `unpack` gives at most about 8,000 values: a command with more
+/// arguments cannot go through [`EXACTLY_ONCE_SCRIPT`].
+pub const SCRIPT_MAX_ARGS: usize = 7_800;
+
+/// Refuses a message whose writes are too large for the script (a JSON
+/// object with thousands of fields written with `hset`), instead of letting
+/// Redis fail the whole call.
+pub fn fits_script(commands: &[redis::Cmd]) -> Result<(), MessageError> {
+    match commands.iter().map(|c| c.args_iter().len()).max() {
+        Some(n) if n > SCRIPT_MAX_ARGS => Err(MessageError::Unsupported(format!(
+            "a command with {n} arguments is too large for `exactly_once` (at most {SCRIPT_MAX_ARGS})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The arguments of [`EXACTLY_ONCE_SCRIPT`] after KEYS for one message.
 pub fn exactly_once_args(scope: &str, position: &str, commands: &[redis::Cmd]) -> Vec<Vec<u8>> {
     let mut args = vec![
@@ -878,5 +894,19 @@ mod tests {
                 "500"
             ]
         );
+    }
+
+    #[test]
+    fn a_write_too_large_for_the_script_is_refused_up_front() {
+        let mut small = redis::cmd("HSET");
+        small.arg("k").arg("f").arg("v");
+        assert!(fits_script(&[small]).is_ok());
+        let mut huge = redis::cmd("HSET");
+        huge.arg("k");
+        for i in 0..4000 {
+            huge.arg(format!("f{i}")).arg("v");
+        }
+        let e = fits_script(&[huge]).unwrap_err().to_string();
+        assert!(e.contains("too large for `exactly_once`"), "{e}");
     }
 }

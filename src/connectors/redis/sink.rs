@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
-use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_args, position};
+use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_args, fits_script, position};
 use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -109,6 +109,7 @@ impl Sink for RedisSink {
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
         let mut write = Write::prepare(&self.plan, &self.key, message)?;
         if self.exactly_once.is_some() {
+            fits_script(&write.commands)?;
             write.position = Some(position(message).ok_or_else(|| {
                 MessageError::Unsupported(format!(
                     "`exactly_once` needs a position in the source; a message from {} has none",
