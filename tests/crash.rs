@@ -162,3 +162,50 @@ exactly_once = true
         calls - N
     );
 }
+
+/// A Redis restarted without its script cache (`SCRIPT FLUSH` stands in)
+/// answers NOSCRIPT: the sink loads the script again and the batch is
+/// retried, with nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_exactly_once_a_forgotten_script_is_loaded_again() {
+    let kafka = Kafka::start();
+    let topic = unique("noscript");
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_orders(&topic, 1..11).await;
+    let redis = RedisServer::start();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "once"
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["{topic}"], group = "{group}" }}
+
+[[pipeline.sink]]
+type = "redis"
+url = "{url}"
+write = "xadd"
+key = "log"
+exactly_once = true
+retry = {{ initial = "50ms", max = "200ms" }}
+"#,
+        brokers = kafka.brokers,
+        group = unique("g"),
+        url = redis.url()
+    );
+    let xlen = || -> u64 {
+        redis::cmd("XLEN")
+            .arg("log")
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    let ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(60), "the first ten", || xlen() == 10);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.conn())
+        .unwrap();
+    kafka.produce_orders(&topic, 11..21).await;
+    wait_until(Duration::from_secs(60), "the next ten", || xlen() == 20);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(xlen(), 20, "{}", ferry.log());
+    assert!(ferry.log().contains("exactly_once script"), "{}", ferry.log());
+}

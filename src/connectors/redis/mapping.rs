@@ -47,8 +47,6 @@ pub struct Write {
     /// known (`set`, `hset` with `replace`, deletions), so that a keyspace
     /// source can recognise the write (see `own_writes`).
     pub result: Option<(Vec<u8>, u64)>,
-    /// With `exactly_once`: the message's scope and position ([`position`]).
-    pub position: Option<(String, String)>,
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -179,7 +177,6 @@ impl Write {
             cmds.push(c);
         }
         Ok(Write {
-            position: None,
             result: result.map(|fp| (key, fp)),
             commands: cmds,
         })
@@ -544,26 +541,31 @@ pub fn fits_script(commands: &[redis::Cmd]) -> Result<(), MessageError> {
     }
 }
 
-/// The arguments of [`EXACTLY_ONCE_SCRIPT`] after KEYS for one message.
-pub fn exactly_once_args(scope: &str, position: &str, commands: &[redis::Cmd]) -> Vec<Vec<u8>> {
-    let mut args = vec![
-        scope.as_bytes().to_vec(),
-        position.as_bytes().to_vec(),
-        commands.len().to_string().into_bytes(),
-    ];
+/// The one command that runs `commands` through [`EXACTLY_ONCE_SCRIPT`]
+/// (whose SHA1 is `sha`): skipped if `position` in `scope` is already in
+/// the hash `positions`, applied and recorded otherwise.
+pub fn exactly_once_call(
+    sha: &str,
+    positions: &str,
+    (scope, position): (&str, &str),
+    commands: &[redis::Cmd],
+) -> redis::Cmd {
+    let mut call = cmd("EVALSHA");
+    call.arg(sha)
+        .arg(1)
+        .arg(positions)
+        .arg(scope)
+        .arg(position)
+        .arg(commands.len());
     for c in commands {
-        let parts: Vec<&[u8]> = c
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(bytes) => Some(bytes),
-                // Cursors belong to SCAN-like commands, which sinks do not send.
-                _ => None,
-            })
-            .collect();
-        args.push(parts.len().to_string().into_bytes());
-        args.extend(parts.into_iter().map(<[u8]>::to_vec));
+        call.arg(c.args_iter().len());
+        for a in c.args_iter() {
+            if let redis::Arg::Simple(bytes) = a {
+                call.arg(bytes);
+            }
+        }
     }
-    args
+    call
 }
 
 #[cfg(test)]
@@ -873,14 +875,21 @@ mod tests {
         set.arg("k").arg("v");
         let mut expire = redis::cmd("PEXPIRE");
         expire.arg("k").arg(500);
-        let args = exactly_once_args("kafka:t/0", "p", &[set, expire]);
-        let text: Vec<String> = args
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
+        let call = exactly_once_call("sha", "pos", ("kafka:t/0", "p"), &[set, expire]);
+        let text: Vec<String> = call
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "?".into(),
+            })
             .collect();
         assert_eq!(
             text,
             [
+                "EVALSHA",
+                "sha",
+                "1",
+                "pos",
                 "kafka:t/0",
                 "p",
                 "2",

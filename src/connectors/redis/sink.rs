@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
-use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_args, fits_script, position};
+use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_call, fits_script, position};
 use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -108,14 +108,21 @@ impl Sink for RedisSink {
 
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
         let mut write = Write::prepare(&self.plan, &self.key, message)?;
-        if self.exactly_once.is_some() {
+        if let Some(once) = &self.exactly_once {
             fits_script(&write.commands)?;
-            write.position = Some(position(message).ok_or_else(|| {
+            let (scope, position) = position(message).ok_or_else(|| {
                 MessageError::Unsupported(format!(
                     "`exactly_once` needs a position in the source; a message from {} has none",
                     message.describe_origin()
                 ))
-            })?);
+            })?;
+            let call = exactly_once_call(
+                once.script.get_hash(),
+                &once.key,
+                (&scope, &position),
+                &write.commands,
+            );
+            write.commands = vec![call];
         }
         Ok(write)
     }
@@ -137,9 +144,6 @@ impl Sink for RedisSink {
         if self.atomic {
             pipe.atomic();
         }
-        if let Some(once) = &self.exactly_once {
-            return self.write_once(pipe, batch, once).await;
-        }
         for w in batch {
             for c in &w.commands {
                 pipe.add_command(c.clone());
@@ -154,68 +158,26 @@ impl Sink for RedisSink {
         for w in batch {
             let mut result = Ok(());
             for reply in replies.by_ref().take(w.commands.len()) {
-                if let Err(e) = reply
-                    && result.is_ok()
-                {
-                    result = classify_reply(e)?;
+                match (reply, &self.exactly_once) {
+                    // The script found the message written before.
+                    (Ok(redis::Value::Int(0)), Some(once)) => once.skipped.increment(1),
+                    (Ok(_), _) => {}
+                    // A restarted or flushed server forgot the script: load
+                    // it and let the runtime retry the batch (the script
+                    // makes a second attempt harmless).
+                    (Err(e), Some(once)) if e.code() == Some("NOSCRIPT") => {
+                        once.script.load_async(&mut self.conn).await.map_err(|e| {
+                            ConnectorError::redis("loading the exactly_once script", e)
+                        })?;
+                        return Err(ConnectorError::Retry(
+                            "redis had not loaded the exactly_once script yet; loaded it".into(),
+                        ));
+                    }
+                    (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
+                    (Err(_), _) => {}
                 }
             }
             results.push(result);
-        }
-        Ok(results)
-    }
-}
-
-impl RedisSink {
-    /// `exactly_once`: one script call per message (see
-    /// [`EXACTLY_ONCE_SCRIPT`]), so each message is skipped or written
-    /// with its position in one atomic step.
-    async fn write_once(
-        &self,
-        mut pipe: redis::Pipeline,
-        batch: &[Write],
-        once: &ExactlyOnce,
-    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-        for w in batch {
-            let Some((scope, position)) = &w.position else {
-                return Err(ConnectorError::Fatal(
-                    "exactly_once: a prepared write without a position".into(),
-                ));
-            };
-            let mut c = redis::cmd("EVALSHA");
-            c.arg(once.script.get_hash()).arg(1).arg(&once.key);
-            for a in exactly_once_args(scope, position, &w.commands) {
-                c.arg(a);
-            }
-            pipe.add_command(c);
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
-        let mut results = Vec::with_capacity(batch.len());
-        for reply in replies {
-            match reply {
-                Ok(redis::Value::Int(0)) => {
-                    once.skipped.increment(1);
-                    results.push(Ok(()));
-                }
-                Ok(_) => results.push(Ok(())),
-                // A restarted or flushed server forgot the script: load it
-                // and let the runtime retry the batch (the script makes a
-                // second attempt harmless).
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    once.script
-                        .load_async(&mut conn)
-                        .await
-                        .map_err(|e| ConnectorError::redis("loading the exactly_once script", e))?;
-                    return Err(ConnectorError::Retry(
-                        "redis had not loaded the exactly_once script yet; loaded it".into(),
-                    ));
-                }
-                Err(e) => results.push(classify_reply(e)?),
-            }
         }
         Ok(results)
     }
