@@ -207,5 +207,9 @@ retry = {{ initial = "50ms", max = "200ms" }}
     wait_until(Duration::from_secs(60), "the next ten", || xlen() == 20);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(xlen(), 20, "{}", ferry.log());
-    assert!(ferry.log().contains("exactly_once script"), "{}", ferry.log());
+    assert!(
+        ferry.log().contains("exactly_once script"),
+        "{}",
+        ferry.log()
+    );
 }

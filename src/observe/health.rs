@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::names;
+
 /// The state of one part of a pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,7 +75,7 @@ impl Probe {
             component: component.to_owned(),
             state: AtomicU8::new(State::Starting as u8),
             detail: Mutex::new((None, Instant::now())),
-            up: metrics::gauge!("ferry_up", "pipeline" => pipeline.to_owned(),
+            up: metrics::gauge!(names::UP, "pipeline" => pipeline.to_owned(),
                 "component" => component.to_owned()),
         }))
     }

@@ -118,8 +118,9 @@ async fn run_parts(
 
     let capacity = config.buffer.get();
     let mut tasks = Vec::new();
-    let rejections = match &config.dead_letter {
-        Some(dl) => {
+    // The probes were registered from the same config, one per part.
+    let rejections = match config.dead_letter.as_ref().zip(probes.dead_letter.as_ref()) {
+        Some((dl, probe)) => {
             let (tx, rx) = mpsc::channel(capacity);
             let label = dl
                 .name
@@ -128,7 +129,7 @@ async fn run_parts(
             let part = Part {
                 label: &label,
                 id: "dead_letter",
-                probe: probes.dead_letter.as_ref().unwrap_or(&probes.source),
+                probe,
             };
             let Some(task) =
                 spawn_sink(&name, part, dl, rx, Rejections::Stop, &stats, &stop).await?
@@ -142,13 +143,13 @@ async fn run_parts(
         None => Rejections::Stop,
     };
     let mut senders = Vec::new();
-    for (i, sink) in config.sinks.iter().enumerate() {
+    for ((i, sink), probe) in config.sinks.iter().enumerate().zip(&probes.sinks) {
         let (tx, rx) = mpsc::channel(capacity);
         let (label, id) = (sink.label(i), sink.id(i));
         let part = Part {
             label: &label,
             id: &id,
-            probe: probes.sinks.get(i).unwrap_or(&probes.source),
+            probe,
         };
         let Some(task) =
             spawn_sink(&name, part, sink, rx, rejections.clone(), &stats, &stop).await?
@@ -159,16 +160,17 @@ async fn run_parts(
         senders.push(tx);
     }
 
+    let expected = source.expected();
     let progress_stop = CancellationToken::new();
     let progress = tokio::spawn(report_progress(
         name.clone(),
         Arc::clone(&stats),
         options.progress_every,
-        source.expected(),
+        expected,
         progress_stop.clone(),
     ));
 
-    match source.expected() {
+    match expected {
         Some(expected) => info!(pipeline = %name, sinks = senders.len(), expected,
             "pipeline running a job of {expected} messages"),
         None => info!(pipeline = %name, sinks = senders.len(), "pipeline running"),
