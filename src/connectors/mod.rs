@@ -14,6 +14,7 @@ use std::future::Future;
 use serde::Deserialize;
 
 use crate::ack::Ack;
+use crate::config::values::Until;
 use crate::config::{ConfigPath, Problem};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Coordinate, Message};
@@ -126,19 +127,17 @@ impl SourceConfig {
                 "kafka topics {} (group {}){}",
                 list(c.topics.iter().map(ToString::to_string).collect()),
                 c.group,
-                job(c.until == crate::config::values::Until::End)
+                job(c.until == Until::End)
             ),
             SourceConfig::RedisStream(c) => format!(
                 "redis streams {} (group {}){}",
                 list(c.streams.iter().map(ToString::to_string).collect()),
                 c.group,
-                job(c.until == crate::config::values::Until::End)
+                job(c.until == Until::End)
             ),
-            SourceConfig::RedisList(c) => format!(
-                "redis list `{}`{}",
-                c.list,
-                job(c.until == crate::config::values::Until::End)
-            ),
+            SourceConfig::RedisList(c) => {
+                format!("redis list `{}`{}", c.list, job(c.until == Until::End))
+            }
             SourceConfig::RedisPubSub(c) => format!(
                 "redis pub/sub {}",
                 list(
@@ -154,11 +153,9 @@ impl SourceConfig {
                 c.pattern,
                 job(c.until == redis::config::KeyspaceUntil::Snapshot)
             ),
-            SourceConfig::Amqp(c) => format!(
-                "amqp queue `{}`{}",
-                c.queue,
-                job(c.until == crate::config::values::Until::End)
-            ),
+            SourceConfig::Amqp(c) => {
+                format!("amqp queue `{}`{}", c.queue, job(c.until == Until::End))
+            }
             SourceConfig::Generate(c) => match c.count {
                 Some(n) => format!("{n} generated orders"),
                 None => "generated orders".to_owned(),
