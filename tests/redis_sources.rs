@@ -19,13 +19,18 @@ fn set_orders(url: &str) -> String {
 }
 
 fn xadd_orders(redis: &RedisServer, n: u64) {
+    xadd_orders_to(redis, "orders", 1..=n);
+}
+
+/// Appends orders `ids` to `stream`, as `payload` entries.
+fn xadd_orders_to(redis: &RedisServer, stream: &str, ids: std::ops::RangeInclusive<u64>) {
     let mut conn = redis.conn();
-    for i in 1..=n {
+    for n in ids {
         let _: String = redis::cmd("XADD")
-            .arg("orders")
+            .arg(stream)
             .arg("*")
             .arg("payload")
-            .arg(ferry::connectors::generate::order(i))
+            .arg(ferry::connectors::generate::order(n))
             .query(&mut conn)
             .unwrap();
     }
@@ -378,18 +383,8 @@ fn keyspace_refuses_to_start_when_notifications_are_off_and_says_what_to_set() {
 fn one_source_reads_several_streams_in_one_group() {
     let source = RedisServer::start();
     let verify = RedisServer::start();
-    let mut conn = source.conn();
-    for (stream, ids) in [("eu", 1..=50u64), ("us", 51..=100u64)] {
-        for n in ids {
-            let _: String = redis::cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("payload")
-                .arg(ferry::connectors::generate::order(n))
-                .query(&mut conn)
-                .unwrap();
-        }
-    }
+    xadd_orders_to(&source, "eu", 1..=50);
+    xadd_orders_to(&source, "us", 51..=100);
     let config = pipeline(
         &format!(
             r#"{{ type = "redis-stream", url = "{}", streams = ["eu", "us"], group = "g", block = "200ms" }}"#,
@@ -475,18 +470,7 @@ fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notificat
 fn a_stream_copy_until_the_end_reads_what_was_there_acknowledges_it_and_stops() {
     let source = RedisServer::start();
     let verify = RedisServer::start();
-    let add = |stream: &str, ids: std::ops::RangeInclusive<u64>| {
-        let mut conn = source.conn();
-        for n in ids {
-            let _: String = redis::cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("payload")
-                .arg(ferry::connectors::generate::order(n))
-                .query(&mut conn)
-                .unwrap();
-        }
-    };
+    let add = |stream: &str, ids| xadd_orders_to(&source, stream, ids);
     add("eu", 1..=300);
     add("us", 301..=500);
     let config = pipeline(
