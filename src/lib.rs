@@ -11,6 +11,8 @@ pub mod connectors;
 pub mod error;
 pub mod message;
 pub mod observe;
+pub mod position;
 pub mod runtime;
 pub mod steps;
+pub mod sync;
 pub mod template;

@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod redis;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -19,6 +20,7 @@ use crate::config::{ConfigPath, Problem};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Coordinate, Message};
 use crate::observe::Probe;
+use crate::position::Settled;
 use crate::template::Template;
 
 /// A message and the handle that acknowledges it to its source.
@@ -322,14 +324,15 @@ impl AnySource {
         pipeline: &str,
         config: &SourceConfig,
         probe: &Probe,
+        settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         use redis::source::*;
         Ok(match config {
             SourceConfig::Kafka(c) => {
-                AnySource::Kafka(kafka::KafkaSource::open(pipeline, c, probe).await?)
+                AnySource::Kafka(kafka::KafkaSource::open(pipeline, c, probe, settled).await?)
             }
             SourceConfig::RedisStream(c) => {
-                AnySource::RedisStream(stream::RedisStreamSource::open(pipeline, c).await?)
+                AnySource::RedisStream(stream::RedisStreamSource::open(pipeline, c, settled).await?)
             }
             SourceConfig::RedisList(c) => {
                 AnySource::RedisList(list::RedisListSource::open(pipeline, c).await?)

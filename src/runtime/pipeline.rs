@@ -37,6 +37,7 @@ use crate::connectors::{AnySource, SinkConfig, Source};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::{Health, Probe, names};
+use crate::position::Settled;
 
 type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
@@ -108,8 +109,10 @@ async fn run_parts(
     let stop = shutdown.child_token();
     let started = Instant::now();
 
+    // What the source settles for good, for sinks that record positions.
+    let settled = Settled::new();
     let Some(mut source) = open_retrying(&name, "source", &probes.source, &stop, || {
-        AnySource::open(&name, &config.source, &probes.source)
+        AnySource::open(&name, &config.source, &probes.source, &settled)
     })
     .await?
     else {
@@ -130,6 +133,7 @@ async fn run_parts(
                 label: &label,
                 id: "dead_letter",
                 probe,
+                settled: &settled,
             };
             let Some(task) =
                 spawn_sink(&name, part, dl, rx, Rejections::Stop, &stats, &stop).await?
@@ -150,6 +154,7 @@ async fn run_parts(
             label: &label,
             id: &id,
             probe,
+            settled: &settled,
         };
         let Some(task) =
             spawn_sink(&name, part, sink, rx, rejections.clone(), &stats, &stop).await?
@@ -276,6 +281,8 @@ struct Part<'a> {
     /// For metrics: `db`.
     id: &'a str,
     probe: &'a Probe,
+    /// The pipeline's settled source positions (`exactly_once`).
+    settled: &'a Arc<Settled>,
 }
 
 /// Opens a sink and starts the task that feeds it.
@@ -288,7 +295,12 @@ async fn spawn_sink(
     stats: &Arc<Stats>,
     stop: &CancellationToken,
 ) -> Result<Option<SinkHandle>, PipelineError> {
-    let Part { label, id, probe } = part;
+    let Part {
+        label,
+        id,
+        probe,
+        settled,
+    } = part;
     let task = SinkTask {
         pipeline: pipeline.to_owned(),
         sink_name: label.to_owned(),
@@ -302,7 +314,7 @@ async fn spawn_sink(
     };
     Ok(match &spec.connector {
         SinkConfig::Redis(c) => open_retrying(pipeline, label, probe, stop, || {
-            RedisSink::open(pipeline, c, probe)
+            RedisSink::open(pipeline, c, probe, settled)
         })
         .await?
         .map(|sink| tokio::spawn(task.run(sink, rx))),

@@ -27,6 +27,7 @@ use crate::ack::{Ack, Outcome};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::{Probe, State, names};
+use crate::position::{Mark, Scope, Settled};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +42,9 @@ pub struct SourceContext {
     pipeline: String,
     tracker: Tracker,
     probe: Probe,
+    /// Told of every committed offset: the group will not deliver what
+    /// lies below it again (`exactly_once` sinks forget those positions).
+    settled: Arc<Settled>,
 }
 
 impl ClientContext for SourceContext {
@@ -105,7 +109,18 @@ impl ConsumerContext for SourceContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(pipeline = %self.pipeline, "offsets committed"),
+            Ok(()) => {
+                debug!(pipeline = %self.pipeline, "offsets committed");
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        let scope = Scope::Kafka {
+                            topic: Arc::from(e.topic()),
+                            partition: e.partition(),
+                        };
+                        self.settled.settle(scope, Mark::Offset(o));
+                    }
+                }
+            }
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 warn!(pipeline = %self.pipeline, "offset commit failed: {e}; retrying");
@@ -210,12 +225,14 @@ impl KafkaSource {
         pipeline: &str,
         config: &KafkaSourceConfig,
         probe: &Probe,
+        settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         let tracker: Tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let context = SourceContext {
             pipeline: pipeline.to_owned(),
             tracker: Arc::clone(&tracker),
             probe: probe.clone(),
+            settled: Arc::clone(settled),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config

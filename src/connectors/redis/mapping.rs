@@ -33,7 +33,8 @@ use bytes::Bytes;
 use super::config::{StreamFields, WritePlan};
 use super::own_writes;
 use crate::error::MessageError;
-use crate::message::{Headers, Message, Origin};
+use crate::message::{Headers, Message};
+use crate::position::Scope;
 use crate::template::{Template, json_kind, lookup};
 
 /// Prefix of stream fields that carry headers.
@@ -47,6 +48,8 @@ pub struct Write {
     /// known (`set`, `hset` with `replace`, deletions), so that a keyspace
     /// source can recognise the write (see `own_writes`).
     pub result: Option<(Vec<u8>, u64)>,
+    /// With `exactly_once`: the log whose position the write records.
+    pub scope: Option<Scope>,
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -179,6 +182,7 @@ impl Write {
         Ok(Write {
             result: result.map(|fp| (key, fp)),
             commands: cmds,
+            scope: None,
         })
     }
 }
@@ -476,98 +480,6 @@ pub fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>
         .collect()
 }
 
-/// For `exactly_once`: where a message stands in its source. A scope (one
-/// Kafka partition, one Redis stream) and a position in it that grows with
-/// every message, written as text that sorts as the position does, so that
-/// a script can compare it with the last one written. The part number
-/// tells apart the messages a step made from one source message.
-pub fn position(message: &Message) -> Option<(String, String)> {
-    let part = message.part;
-    match &message.origin {
-        Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } => Some((
-            format!("kafka:{topic}/{partition}"),
-            format!("{offset:020}.{part:010}"),
-        )),
-        Origin::RedisStream { stream, id } => {
-            let (ms, seq) = id.split_once('-')?;
-            let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
-            Some((
-                format!("stream:{stream}"),
-                format!("{ms:020}-{seq:020}.{part:010}"),
-            ))
-        }
-        _ => None,
-    }
-}
-
-/// Applies one message's commands unless its position was written
-/// already, and records the position in the same atomic step.
-///
-/// KEYS[1]: the positions hash. ARGV: scope, position, number of commands,
-/// then each command as its argument count followed by its arguments.
-/// Returns 1 when applied, 0 when skipped as already written.
-pub const EXACTLY_ONCE_SCRIPT: &str = r#"
-local last = redis.call('HGET', KEYS[1], ARGV[1])
-if last and last >= ARGV[2] then
-  return 0
-end
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"#;
-
-/// Lua's `unpack` gives at most about 8,000 values: a command with more
-/// arguments cannot go through [`EXACTLY_ONCE_SCRIPT`].
-pub const SCRIPT_MAX_ARGS: usize = 7_800;
-
-/// Refuses a message whose writes are too large for the script (a JSON
-/// object with thousands of fields written with `hset`), instead of letting
-/// Redis fail the whole call.
-pub fn fits_script(commands: &[redis::Cmd]) -> Result<(), MessageError> {
-    match commands.iter().map(|c| c.args_iter().len()).max() {
-        Some(n) if n > SCRIPT_MAX_ARGS => Err(MessageError::Unsupported(format!(
-            "a command with {n} arguments is too large for `exactly_once` (at most {SCRIPT_MAX_ARGS})"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The one command that runs `commands` through [`EXACTLY_ONCE_SCRIPT`]
-/// (whose SHA1 is `sha`): skipped if `position` in `scope` is already in
-/// the hash `positions`, applied and recorded otherwise.
-pub fn exactly_once_call(
-    sha: &str,
-    positions: &str,
-    (scope, position): (&str, &str),
-    commands: &[redis::Cmd],
-) -> redis::Cmd {
-    let mut call = cmd("EVALSHA");
-    call.arg(sha)
-        .arg(1)
-        .arg(positions)
-        .arg(scope)
-        .arg(position)
-        .arg(commands.len());
-    for c in commands {
-        call.arg(c.args_iter().len());
-        for a in c.args_iter() {
-            if let redis::Arg::Simple(bytes) = a {
-                call.arg(bytes);
-            }
-        }
-    }
-    call
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,86 +748,5 @@ mod tests {
             r#"{"payload":"x","user":"u1"}"#
         );
         assert_eq!(stream_id_millis("1700000000123-4"), Some(1_700_000_000_123));
-    }
-
-    #[test]
-    fn positions_sort_as_offsets_and_entry_ids_do() {
-        use std::sync::Arc;
-        let kafka = |offset: i64, part: u32| Message {
-            origin: Origin::Kafka {
-                topic: Arc::from("orders"),
-                partition: 2,
-                offset,
-            },
-            part,
-            ..Message::default()
-        };
-        let (scope, p9) = position(&kafka(9, 0)).unwrap();
-        assert_eq!(scope, "kafka:orders/2");
-        let (_, p10) = position(&kafka(10, 0)).unwrap();
-        let (_, p10b) = position(&kafka(10, 1)).unwrap();
-        assert!(p9 < p10 && p10 < p10b, "{p9} {p10} {p10b}");
-
-        let entry = |id: &str| Message {
-            origin: Origin::RedisStream {
-                stream: Arc::from("s"),
-                id: id.to_owned(),
-            },
-            ..Message::default()
-        };
-        let (_, a) = position(&entry("999-5")).unwrap();
-        let (_, b) = position(&entry("1000-0")).unwrap();
-        assert!(a < b, "entry ids compare by time, then sequence");
-        assert!(position(&Message::from_payload("x")).is_none());
-    }
-
-    #[test]
-    fn script_arguments_list_each_command_with_its_length() {
-        let mut set = redis::cmd("SET");
-        set.arg("k").arg("v");
-        let mut expire = redis::cmd("PEXPIRE");
-        expire.arg("k").arg(500);
-        let call = exactly_once_call("sha", "pos", ("kafka:t/0", "p"), &[set, expire]);
-        let text: Vec<String> = call
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => "?".into(),
-            })
-            .collect();
-        assert_eq!(
-            text,
-            [
-                "EVALSHA",
-                "sha",
-                "1",
-                "pos",
-                "kafka:t/0",
-                "p",
-                "2",
-                "3",
-                "SET",
-                "k",
-                "v",
-                "3",
-                "PEXPIRE",
-                "k",
-                "500"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_write_too_large_for_the_script_is_refused_up_front() {
-        let mut small = redis::cmd("HSET");
-        small.arg("k").arg("f").arg("v");
-        assert!(fits_script(&[small]).is_ok());
-        let mut huge = redis::cmd("HSET");
-        huge.arg("k");
-        for i in 0..4000 {
-            huge.arg(format!("f{i}")).arg("v");
-        }
-        let e = fits_script(&[huge]).unwrap_err().to_string();
-        assert!(e.contains("too large for `exactly_once`"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! and a sink for every data type.
 
 pub mod config;
+pub mod exactly_once;
 pub mod mapping;
 pub mod own_writes;
 pub mod sink;

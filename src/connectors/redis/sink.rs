@@ -6,18 +6,22 @@
 //! timeouts fail the batch, which the runtime retries: writes are
 //! idempotent except `XADD`, which can then repeat entries (at-least-once).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
-use super::mapping::{EXACTLY_ONCE_SCRIPT, Write, exactly_once_call, fits_script, position};
+use super::exactly_once;
+use super::mapping::Write;
 use super::own_writes;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::{Probe, names};
+use crate::position::{Mark, Position, Scope, Settled};
 use crate::template::Template;
 
 pub struct RedisSink {
@@ -34,13 +38,41 @@ pub struct RedisSink {
 }
 
 /// `exactly_once`: each message is written by a script that skips it when
-/// its position is already recorded, and records it otherwise.
+/// its position is already recorded, and records it otherwise (see
+/// [`exactly_once`]).
 struct ExactlyOnce {
     script: redis::Script,
-    /// The hash of positions.
-    key: String,
+    /// Prefix of the per-scope sorted sets of positions.
+    base: String,
+    /// What the pipeline's source has settled for good.
+    settled: Arc<Settled>,
+    /// Per scope, the mark below which positions were last forgotten.
+    forgotten: HashMap<Scope, Mark>,
     /// Messages skipped because they had been written before.
     skipped: metrics::Counter,
+}
+
+impl ExactlyOnce {
+    /// `ZREMRANGEBYLEX` for each scope of `batch` whose settled mark moved
+    /// since its positions were last forgotten.
+    fn forget(&mut self, batch: &[Write]) -> Vec<redis::Cmd> {
+        let mut out = Vec::new();
+        for scope in batch.iter().filter_map(|w| w.scope.as_ref()) {
+            let Some(mark) = self.settled.below(scope) else {
+                continue;
+            };
+            if self.forgotten.get(scope).is_some_and(|m| *m >= mark) {
+                continue;
+            }
+            self.forgotten.insert(scope.clone(), mark);
+            out.push(exactly_once::forget_below(
+                self.script.get_hash(),
+                &exactly_once::scope_key(&self.base, scope),
+                mark,
+            ));
+        }
+        out
+    }
 }
 
 impl RedisSink {
@@ -51,6 +83,7 @@ impl RedisSink {
         pipeline: &str,
         config: &RedisSinkConfig,
         probe: &Probe,
+        settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         let conn = connect(config.url.as_str(), config.timeout.0)?;
         let mut ping = conn.clone();
@@ -65,16 +98,19 @@ impl RedisSink {
             }
         }
         let exactly_once = config.exactly_once.then(|| {
-            let key = config.positions_key.as_ref().map_or_else(
+            let base = config.positions_key.as_ref().map_or_else(
                 || format!("ferry:positions:{pipeline}:{}", config.key),
                 ToString::to_string,
             );
-            info!(pipeline, positions = %key, "redis sink writes each message once");
+            info!(pipeline, positions = %base, "redis sink writes each message once");
+            settled.want();
             ExactlyOnce {
-                script: redis::Script::new(EXACTLY_ONCE_SCRIPT),
+                script: redis::Script::new(exactly_once::SCRIPT),
                 skipped: metrics::counter!(names::SINK_SKIPPED, "pipeline" => pipeline.to_owned(),
                     "key" => config.key.to_string()),
-                key,
+                base,
+                settled: Arc::clone(settled),
+                forgotten: HashMap::new(),
             }
         });
         Ok(Self {
@@ -109,20 +145,21 @@ impl Sink for RedisSink {
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
         let mut write = Write::prepare(&self.plan, &self.key, message)?;
         if let Some(once) = &self.exactly_once {
-            fits_script(&write.commands)?;
-            let (scope, position) = position(message).ok_or_else(|| {
+            exactly_once::fits_script(&write.commands)?;
+            let position = Position::of(&message.origin, message.part).ok_or_else(|| {
                 MessageError::Unsupported(format!(
                     "`exactly_once` needs a position in the source; a message from {} has none",
                     message.describe_origin()
                 ))
             })?;
-            let call = exactly_once_call(
+            let call = exactly_once::call(
                 once.script.get_hash(),
-                &once.key,
-                (&scope, &position),
+                &exactly_once::scope_key(&once.base, &position.scope),
+                &exactly_once::member(&position),
                 &write.commands,
             );
             write.commands = vec![call];
+            write.scope = Some(position.scope);
         }
         Ok(write)
     }
@@ -149,6 +186,13 @@ impl Sink for RedisSink {
                 pipe.add_command(c.clone());
             }
         }
+        // After the writes, whose replies come first. Their own replies are
+        // not read: a failed one is sent again with the next mark.
+        if let Some(once) = &mut self.exactly_once {
+            for c in once.forget(batch) {
+                pipe.add_command(c);
+            }
+        }
         let replies: Vec<redis::RedisResult<redis::Value>> = pipe
             .query_async(&mut self.conn)
             .await
@@ -158,7 +202,7 @@ impl Sink for RedisSink {
         for w in batch {
             let mut result = Ok(());
             for reply in replies.by_ref().take(w.commands.len()) {
-                match (reply, &self.exactly_once) {
+                match (reply, &mut self.exactly_once) {
                     // The script found the message written before.
                     (Ok(redis::Value::Int(0)), Some(once)) => once.skipped.increment(1),
                     (Ok(_), _) => {}
@@ -169,6 +213,7 @@ impl Sink for RedisSink {
                         once.script.load_async(&mut self.conn).await.map_err(|e| {
                             ConnectorError::redis("loading the exactly_once script", e)
                         })?;
+                        once.forgotten.clear();
                         return Err(ConnectorError::Retry(
                             "redis had not loaded the exactly_once script yet; loaded it".into(),
                         ));

@@ -30,8 +30,12 @@ use crate::connectors::redis::sink::connect;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
+use crate::position::{Mark, Scope, Settled};
 
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// How often the group's floor is passed to `exactly_once` sinks, which
+/// keep the positions written since then.
+const SETTLE_EVERY: Duration = Duration::from_secs(2);
 
 pub struct RedisStreamSource {
     pipeline: String,
@@ -50,6 +54,9 @@ pub struct RedisStreamSource {
     claim_cursors: Vec<String>,
     next_claim: Instant,
     next_trim: Instant,
+    next_settle: Instant,
+    /// Where the group's floor is published (`exactly_once`).
+    settled: Arc<Settled>,
     acker: Acker<(usize, String)>,
     /// With `until = "end"`: per stream, the last entry id it had at start,
     /// or `None` once the group has been given everything up to it.
@@ -62,6 +69,7 @@ impl RedisStreamSource {
     pub async fn open(
         pipeline: &str,
         config: &RedisStreamSourceConfig,
+        settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         let block = config.block.0;
         let reader = connect(config.url.as_str(), block + Duration::from_secs(10))?;
@@ -137,6 +145,8 @@ impl RedisStreamSource {
             claim_cursors: vec!["0-0".to_owned(); n],
             next_claim: Instant::now() + config.claim_idle.0 / 2,
             next_trim: Instant::now() + TRIM_EVERY,
+            next_settle: Instant::now() + SETTLE_EVERY,
+            settled: Arc::clone(settled),
             acker,
             ends,
             expected,
@@ -374,27 +384,7 @@ impl RedisStreamSource {
                 .map_err(|e| self.err("reading stream groups", e))?;
             let mut min: Option<(u64, u64)> = None;
             for g in list_of_maps(&groups) {
-                let name = g.get("name").cloned().unwrap_or_default();
-                let pending: u64 = g.get("pending").and_then(|p| p.parse().ok()).unwrap_or(0);
-                let keep_from = if pending > 0 {
-                    let summary: redis::Value = redis::cmd("XPENDING")
-                        .arg(&*s)
-                        .arg(&name)
-                        .query_async(&mut self.cmd)
-                        .await
-                        .map_err(|e| self.err("reading pending summary", e))?;
-                    match &summary {
-                        redis::Value::Array(parts) => {
-                            parts.get(1).and_then(text).and_then(|id| parse_id(&id))
-                        }
-                        _ => None,
-                    }
-                } else {
-                    g.get("last-delivered-id")
-                        .and_then(|id| parse_id(id))
-                        .map(|(ms, seq)| (ms, seq + 1))
-                };
-                let Some(keep_from) = keep_from else {
+                let Some(keep_from) = self.keep_from(&s, &g).await? else {
                     min = Some((0, 0));
                     break;
                 };
@@ -411,6 +401,68 @@ impl RedisStreamSource {
             }
         }
         Ok(())
+    }
+
+    /// Tells `exactly_once` sinks, per stream, below which entry id this
+    /// group will deliver nothing again.
+    async fn settle(&mut self) -> Result<(), ConnectorError> {
+        for s in self.streams.clone() {
+            let groups: redis::Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&*s)
+                .query_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("reading stream groups", e))?;
+            let ours = list_of_maps(&groups)
+                .into_iter()
+                .find(|g| g.get("name") == Some(&self.group));
+            if let Some(g) = ours
+                && let Some((ms, seq)) = self.keep_from(&s, &g).await?
+            {
+                let scope = Scope::RedisStream {
+                    stream: Arc::clone(&s),
+                };
+                self.settled.settle(scope, Mark::EntryId(ms, seq));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first entry a group (one row of `XINFO GROUPS`) may still
+    /// deliver again: its lowest pending entry, or the one after the last
+    /// it delivered. Every entry below it was acknowledged. `None` when
+    /// Redis does not say.
+    ///
+    /// `XINFO GROUPS` gives the pending count and the last delivered id
+    /// atomically. The `XPENDING` that follows may see later deliveries,
+    /// but those lie above every earlier one, so its lowest pending id is
+    /// still a floor.
+    async fn keep_from(
+        &mut self,
+        stream: &str,
+        group: &HashMap<String, String>,
+    ) -> Result<Option<(u64, u64)>, ConnectorError> {
+        let name = group.get("name").cloned().unwrap_or_default();
+        let pending: u64 = group
+            .get("pending")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if pending == 0 {
+            return Ok(group
+                .get("last-delivered-id")
+                .and_then(|id| parse_id(id))
+                .map(|(ms, seq)| (ms, seq + 1)));
+        }
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&name)
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading pending summary", e))?;
+        Ok(match &summary {
+            redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| parse_id(&id)),
+            _ => None,
+        })
     }
 }
 
@@ -534,6 +586,12 @@ impl Source for RedisStreamSource {
             if self.config.trim && now >= self.next_trim {
                 self.next_trim = now + TRIM_EVERY;
                 if let Err(e) = self.trim().await {
+                    warn!(pipeline = %self.pipeline, "{e}");
+                }
+            }
+            if self.settled.is_wanted() && now >= self.next_settle {
+                self.next_settle = now + SETTLE_EVERY;
+                if let Err(e) = self.settle().await {
                     warn!(pipeline = %self.pipeline, "{e}");
                 }
             }

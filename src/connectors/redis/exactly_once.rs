@@ -1,0 +1,442 @@
+//! `exactly_once`: each message is written together with its position in
+//! the source, in one script, and a position already recorded is skipped.
+//! Pure: the script, its arguments and the position format; the sink sends
+//! them.
+//!
+//! Positions are kept per scope (one Kafka partition, one Redis stream) in
+//! a sorted set whose members all have score 0, so that Redis orders them
+//! by their text, which is written to sort as the log does. Each recorded
+//! position is one member: a redelivery is skipped whatever order messages
+//! arrive in (a consumer group hands a stream's entries to its consumers
+//! interleaved, a claim redelivers an old entry after newer ones were
+//! written, a retried batch races a newer one). A single high-water mark
+//! per scope cannot tell those apart from a message already written, and
+//! skipped entries that were never written.
+//!
+//! Memory: the source settles, per scope, a mark below which nothing will
+//! be delivered again (see [`crate::position`]); the sink removes the
+//! members below it (`ZREMRANGEBYLEX`). What remains is the positions
+//! written but not yet acknowledged by the source's group, plus what was
+//! written since the last settled mark: bounded by the group's pending
+//! messages and a few seconds of traffic, about 100 bytes each.
+
+use crate::error::MessageError;
+use crate::position::{Mark, Position, Scope};
+
+/// The sorted set of a scope's recorded positions: `<base>:<scope>`.
+pub fn scope_key(base: &str, scope: &Scope) -> String {
+    match scope {
+        Scope::Kafka { topic, partition } => format!("{base}:kafka:{topic}/{partition}"),
+        Scope::RedisStream { stream } => format!("{base}:stream:{stream}"),
+    }
+}
+
+/// A mark as text that sorts as the mark does (fixed-width numbers).
+fn mark_text(mark: Mark) -> String {
+    match mark {
+        Mark::Offset(offset) => format!("{:020}", u64::try_from(offset).unwrap_or(0)),
+        Mark::EntryId(ms, seq) => format!("{ms:020}-{seq:020}"),
+    }
+}
+
+/// A position as a member of its scope's sorted set: the mark, then the
+/// part, so that every message a step made of one source message is its
+/// own member and members sort by mark first.
+pub fn member(position: &Position) -> String {
+    format!("{}.{:010}", mark_text(position.mark), position.part)
+}
+
+/// The call that forgets every position below `settled` and remembers
+/// `settled` itself as the scope's floor: a message below it was
+/// acknowledged by the source's group, so a late write of it (a consumer
+/// that held it past a claim, a process that lost its partition) is
+/// skipped although its position is gone.
+pub fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(sha).arg(1).arg(key).arg("f").arg(mark_text(settled));
+    c
+}
+
+/// Writes one message unless its position was recorded already or lies
+/// below the scope's floor, and records it in the same atomic step; or
+/// moves the floor up.
+///
+/// KEYS[1]: the scope's sorted set of positions. Every member has score 0,
+/// so they sort by text: positions (`<mark>.<part>`), and at most one floor
+/// (`<mark>`, no dot), always the lowest member.
+///
+/// Write: ARGV[1] = `w`, ARGV[2] = the position, ARGV[3] = the number of
+/// commands, then each command as its argument count and its arguments.
+/// Returns 1 when applied, 0 when skipped as already written.
+///
+/// Forget: ARGV[1] = `f`, ARGV[2] = the new floor. Removes the positions
+/// below it and makes it the floor, unless the floor is already higher
+/// (another process saw the group later).
+pub const SCRIPT: &str = r#"
+local low = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+local floor = low and not string.find(low, '.', 1, true) and low
+if ARGV[1] == 'f' then
+  if floor and floor >= ARGV[2] then
+    return 0
+  end
+  redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[2])
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+if (floor and ARGV[2] < floor) or redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  return 0
+end
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+return 1
+"#;
+
+/// Lua's `unpack` gives at most about 8,000 values: a command with more
+/// arguments cannot go through [`SCRIPT`] (measured on Redis 7.0: 7,899
+/// values pass and 8,100 fail).
+pub const SCRIPT_MAX_ARGS: usize = 7_800;
+
+/// Refuses a message whose writes are too large for the script (a JSON
+/// object with thousands of fields written with `hset`), instead of letting
+/// Redis fail the whole call.
+pub fn fits_script(commands: &[redis::Cmd]) -> Result<(), MessageError> {
+    match commands.iter().map(|c| c.args_iter().len()).max() {
+        Some(n) if n > SCRIPT_MAX_ARGS => Err(MessageError::Unsupported(format!(
+            "a command with {n} arguments is too large for `exactly_once` (at most {SCRIPT_MAX_ARGS})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The one command that runs `commands` through [`SCRIPT`] (whose SHA1 is
+/// `sha`): skipped if `member` is already in the sorted set `key`, applied
+/// and recorded otherwise.
+pub fn call(sha: &str, key: &str, member: &str, commands: &[redis::Cmd]) -> redis::Cmd {
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(sha)
+        .arg(1)
+        .arg(key)
+        .arg("w")
+        .arg(member)
+        .arg(commands.len());
+    for c in commands {
+        call.arg(c.args_iter().len());
+        for a in c.args_iter() {
+            if let redis::Arg::Simple(bytes) = a {
+                call.arg(bytes);
+            }
+        }
+    }
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    fn text(c: &redis::Cmd) -> Vec<String> {
+        c.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "?".into(),
+            })
+            .collect()
+    }
+
+    fn entry(ms: u64, seq: u64, part: u32) -> Position {
+        Position {
+            scope: Scope::RedisStream {
+                stream: Arc::from("s"),
+            },
+            mark: Mark::EntryId(ms, seq),
+            part,
+        }
+    }
+
+    #[test]
+    fn scopes_have_keys_of_their_own() {
+        let kafka = Scope::Kafka {
+            topic: Arc::from("orders"),
+            partition: 2,
+        };
+        assert_eq!(scope_key("pos", &kafka), "pos:kafka:orders/2");
+        let stream = Scope::RedisStream {
+            stream: Arc::from("s"),
+        };
+        assert_eq!(scope_key("pos", &stream), "pos:stream:s");
+    }
+
+    #[test]
+    fn script_arguments_list_each_command_with_its_length() {
+        let mut set = redis::cmd("SET");
+        set.arg("k").arg("v");
+        let mut expire = redis::cmd("PEXPIRE");
+        expire.arg("k").arg(500);
+        let call = call("sha", "pos:stream:s", "m", &[set, expire]);
+        assert_eq!(
+            text(&call),
+            [
+                "EVALSHA",
+                "sha",
+                "1",
+                "pos:stream:s",
+                "w",
+                "m",
+                "2",
+                "3",
+                "SET",
+                "k",
+                "v",
+                "3",
+                "PEXPIRE",
+                "k",
+                "500"
+            ]
+        );
+    }
+
+    #[test]
+    fn forgetting_stops_right_below_the_settled_mark() {
+        assert_eq!(
+            text(&forget_below("sha", "k", Mark::Offset(10))),
+            ["EVALSHA", "sha", "1", "k", "f", "00000000000000000010"]
+        );
+        // A member at the mark itself sorts after the floor, one below it before.
+        let bound = "00000000000000000010".to_owned();
+        let at = |offset| {
+            member(&Position {
+                scope: Scope::Kafka {
+                    topic: Arc::from("t"),
+                    partition: 0,
+                },
+                mark: Mark::Offset(offset),
+                part: 0,
+            })
+        };
+        assert!(at(9) < bound && at(10) > bound);
+    }
+
+    #[test]
+    fn a_write_too_large_for_the_script_is_refused_up_front() {
+        let mut small = redis::cmd("HSET");
+        small.arg("k").arg("f").arg("v");
+        assert!(fits_script(&[small]).is_ok());
+        let mut huge = redis::cmd("HSET");
+        huge.arg("k");
+        for i in 0..4000 {
+            huge.arg(format!("f{i}")).arg("v");
+        }
+        let e = fits_script(&[huge]).unwrap_err().to_string();
+        assert!(e.contains("too large for `exactly_once`"), "{e}");
+    }
+
+    proptest! {
+        /// Members sort as (mark, part) do, for offsets and entry ids, so
+        /// that forgetting below a mark removes exactly the lower marks.
+        #[test]
+        fn members_sort_as_positions_do(
+            a in (0u64..u64::MAX, 0u64..u64::MAX, 0u32..u32::MAX),
+            b in (0u64..u64::MAX, 0u64..u64::MAX, 0u32..u32::MAX),
+            o in (0i64..i64::MAX, 0i64..i64::MAX),
+        ) {
+            let (pa, pb) = (entry(a.0, a.1, a.2), entry(b.0, b.1, b.2));
+            prop_assert_eq!(
+                member(&pa).cmp(&member(&pb)),
+                (pa.mark, pa.part).cmp(&(pb.mark, pb.part))
+            );
+            let bound = mark_text(pb.mark);
+            prop_assert_eq!(member(&pa) < bound, pa.mark < pb.mark);
+            let kafka = |offset| Position {
+                scope: Scope::Kafka { topic: Arc::from("t"), partition: 0 },
+                mark: Mark::Offset(offset),
+                part: 0,
+            };
+            prop_assert_eq!(member(&kafka(o.0)).cmp(&member(&kafka(o.1))), o.0.cmp(&o.1));
+        }
+    }
+
+    /// One step of a consumer group of a Redis stream, as the model below
+    /// runs it: `consumer` does `action`.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Reads up to `n` new entries (`XREADGROUP ... >`).
+        Read { consumer: usize, n: usize },
+        /// The sink writes one entry it holds (any of them: batches and
+        /// retries reorder writes), then acknowledges it.
+        Write { consumer: usize, pick: usize },
+        /// Writes, but the reply is lost: written, not acknowledged, still
+        /// held (the runtime retries it).
+        WriteReplyLost { consumer: usize, pick: usize },
+        /// The process dies: everything it held stays pending in the group.
+        Crash { consumer: usize },
+        /// Claims entries pending for a dead or slow consumer (`XAUTOCLAIM`),
+        /// or re-reads its own pending entries after a restart.
+        Claim { consumer: usize, n: usize },
+        /// The source settles the group's floor and the sink forgets
+        /// positions below it.
+        Settle,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let c = 0usize..3;
+        prop_oneof![
+            (c.clone(), 1usize..5).prop_map(|(consumer, n)| Step::Read { consumer, n }),
+            (c.clone(), 0usize..8).prop_map(|(consumer, pick)| Step::Write { consumer, pick }),
+            (c.clone(), 0usize..8)
+                .prop_map(|(consumer, pick)| Step::WriteReplyLost { consumer, pick }),
+            c.clone().prop_map(|consumer| Step::Crash { consumer }),
+            (c, 1usize..5).prop_map(|(consumer, n)| Step::Claim { consumer, n }),
+            Just(Step::Settle),
+        ]
+    }
+
+    /// A stream's consumer group (pending entries and who holds them), the
+    /// sink's Redis (applied writes and the positions sorted set, with the
+    /// same rules as [`SCRIPT`] and [`forget_below`]), and the source's
+    /// floor as the stream source computes it.
+    #[derive(Default)]
+    struct Model {
+        entries: u64,
+        last_delivered: u64,
+        /// Entries delivered and not acknowledged.
+        pending: BTreeSet<u64>,
+        /// What each live consumer holds, in arrival order. A claim can
+        /// hand an entry to a second consumer while the first, slow but
+        /// alive, still holds it.
+        held: HashMap<usize, Vec<u64>>,
+        applied: HashMap<u64, u32>,
+        positions: BTreeSet<String>,
+    }
+
+    impl Model {
+        fn position(id: u64) -> Position {
+            entry(1_700_000_000_000 + id / 3, id % 3, 0)
+        }
+
+        /// The lowest member when it is a floor (no dot), as the script finds it.
+        fn floor(&self) -> Option<String> {
+            self.positions.first().filter(|m| !m.contains('.')).cloned()
+        }
+
+        /// The script's write: skip if below the floor or recorded, else
+        /// apply and record.
+        fn write(&mut self, id: u64) {
+            let m = member(&Self::position(id));
+            if self.floor().is_some_and(|f| m < f) {
+                return;
+            }
+            if self.positions.insert(m) {
+                *self.applied.entry(id).or_default() += 1;
+            }
+        }
+
+        fn take(&mut self, consumer: usize, pick: usize) -> Option<u64> {
+            let held = self.held.get_mut(&consumer)?;
+            if held.is_empty() {
+                return None;
+            }
+            let i = pick % held.len();
+            Some(held.remove(i))
+        }
+
+        fn run(&mut self, step: Step) {
+            match step {
+                Step::Read { consumer, n } => {
+                    for _ in 0..n {
+                        if self.last_delivered == self.entries {
+                            break;
+                        }
+                        self.last_delivered += 1;
+                        let id = self.last_delivered;
+                        self.pending.insert(id);
+                        self.held.entry(consumer).or_default().push(id);
+                    }
+                }
+                Step::Write { consumer, pick } => {
+                    if let Some(id) = self.take(consumer, pick) {
+                        self.write(id);
+                        // XACK, whoever holds the entry now.
+                        self.pending.remove(&id);
+                    }
+                }
+                Step::WriteReplyLost { consumer, pick } => {
+                    if let Some(id) = self.take(consumer, pick) {
+                        self.write(id);
+                        self.held.entry(consumer).or_default().push(id);
+                    }
+                }
+                Step::Crash { consumer } => {
+                    self.held.remove(&consumer);
+                }
+                Step::Claim { consumer, n } => {
+                    let claimed: Vec<u64> = self.pending.iter().copied().take(n).collect();
+                    let held = self.held.entry(consumer).or_default();
+                    for id in claimed {
+                        if !held.contains(&id) {
+                            held.push(id);
+                        }
+                    }
+                }
+                Step::Settle => {
+                    // As the stream source computes it: the lowest pending
+                    // entry, or the one after the last delivered.
+                    let floor = match self.pending.first() {
+                        Some(&id) => Self::position(id).mark,
+                        None => Self::position(self.last_delivered).mark.next_entry(),
+                    };
+                    // The script's forget.
+                    let bound = mark_text(floor);
+                    if self.floor().is_some_and(|f| f >= bound) {
+                        return;
+                    }
+                    self.positions.retain(|m| m.as_str() >= bound.as_str());
+                    self.positions.insert(bound);
+                }
+            }
+        }
+
+        /// Everything still pending is eventually claimed, written and
+        /// acknowledged.
+        fn finish(&mut self) {
+            self.held.clear();
+            while let Some(id) = self.pending.pop_first() {
+                self.write(id);
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever the interleaving of consumers, claims, crashes, lost
+        /// replies and settling, every entry is written exactly once.
+        #[test]
+        fn a_group_writes_every_entry_exactly_once(
+            entries in 1u64..40,
+            steps in proptest::collection::vec(step(), 0..120),
+        ) {
+            let mut model = Model { entries, ..Model::default() };
+            for s in steps {
+                model.run(s);
+            }
+            // What was never read is read now, by one consumer.
+            model.run(Step::Read { consumer: 0, n: usize::MAX });
+            model.finish();
+            for id in 1..=entries {
+                prop_assert_eq!(model.applied.get(&id).copied(), Some(1), "entry {}", id);
+            }
+            // Once everything is acknowledged, settling forgets every
+            // position: only the floor is left.
+            model.run(Step::Settle);
+            prop_assert_eq!(model.positions.len(), 1);
+            prop_assert!(model.floor().is_some());
+        }
+    }
+}
