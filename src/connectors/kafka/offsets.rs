@@ -245,4 +245,49 @@ mod tests {
         t.confirmed(&p(0), 7, e);
         assert_eq!(t.take_commits(), vec![(p(0), 8)]);
     }
+
+    proptest::proptest! {
+        /// Whatever order confirmations arrive in, interleaved with commits
+        /// and failed commits, a commit never passes an offset that is not
+        /// confirmed, and once all are confirmed the commit reaches the end.
+        #[test]
+        fn any_confirmation_order_never_commits_past_a_gap(
+            n in 1i64..60,
+            order in proptest::collection::vec(0usize..1000, 0..60),
+            commit_every in 1usize..8,
+            fail_some in proptest::bool::ANY,
+        ) {
+            let mut t = OffsetTracker::new();
+            let mut epoch = 0;
+            for o in 0..n {
+                epoch = t.received(&p(0), o);
+            }
+            let mut unconfirmed: Vec<i64> = (0..n).collect();
+            let mut committed = 0;
+            for (i, pick) in order.into_iter().enumerate() {
+                if unconfirmed.is_empty() {
+                    break;
+                }
+                let offset = unconfirmed.remove(pick % unconfirmed.len());
+                t.confirmed(&p(0), offset, epoch);
+                if i % commit_every == 0 {
+                    let commits = t.take_commits();
+                    for (_, c) in &commits {
+                        let lowest = unconfirmed.iter().min().copied().unwrap_or(n);
+                        proptest::prop_assert!(*c <= lowest, "committed {} with {} unconfirmed", c, lowest);
+                        proptest::prop_assert!(*c >= committed, "commits only move forward");
+                        committed = *c;
+                    }
+                    if fail_some && i % 2 == 0 {
+                        t.commit_failed(&commits);
+                    }
+                }
+            }
+            for offset in unconfirmed.drain(..) {
+                t.confirmed(&p(0), offset, epoch);
+            }
+            proptest::prop_assert_eq!(t.all_commits(), vec![(p(0), n)]);
+            proptest::prop_assert_eq!(t.in_flight(), 0);
+        }
+    }
 }
