@@ -6,6 +6,7 @@
 //! [`ack`] carries sink confirmations back to the source.
 
 pub mod ack;
+pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod error;

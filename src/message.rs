@@ -29,6 +29,10 @@ pub struct Message {
     /// names the message exactly, for sinks that skip what they already
     /// wrote (`exactly_once`).
     pub part: u32,
+    /// The message came back to the deployment it left (its `ferry.origin`
+    /// is this pipeline's): only a two-way sync's Redis sink takes it, to
+    /// learn that its own change made it through the log.
+    pub echo: bool,
     /// The payload parsed as JSON, computed once on first use and shared by
     /// every sink the message is routed to. Only ever read through
     /// [`Message::json`], which ignores it if the payload was replaced.

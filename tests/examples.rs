@@ -461,6 +461,61 @@ async fn publish_to(vhost: &RabbitVhost, exchange: &str, messages: &[(&str, &str
 // ------------------------------------------------------------------- examples
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_way_sync_carries_each_change_across_once_and_both_sides_end_equal() {
+    let redis = RedisServer::start();
+    let tansu = TansuServer::start();
+    let brokers = tansu.brokers();
+    let mut ferry = Example::run(
+        "two-way-sync-redis-kafka.toml",
+        Addresses {
+            kafka: Some(brokers.clone()),
+            redis: Some(redis.url()),
+            ..Addresses::default()
+        },
+    );
+    wait_until(TIMEOUT, "both pipelines", || {
+        let log = ferry.log();
+        log.matches("pipeline running").count() == 2 && log.contains("kafka partitions assigned")
+    });
+    let last = |key: &str| -> Option<Record> {
+        read_records(&brokers, "config")
+            .into_iter()
+            .rev()
+            .find(|r| r.key_str() == key)
+    };
+    // A change in Redis goes to Kafka.
+    redis_cmd::<()>(&redis, &["SET", "config:timeout", "30"]);
+    wait_until(TIMEOUT, "config:timeout in Kafka", || {
+        last("config:timeout").is_some_and(|r| r.value_str() == Some("30"))
+    });
+    // A change in Kafka goes to Redis.
+    produce_records(&brokers, "config", &[Record::new("config:limit", b"100")]).await;
+    wait_until(TIMEOUT, "config:limit in Redis", || {
+        redis.get("config:limit").as_deref() == Some("100")
+    });
+    // Quiet: each change crossed once, nothing came back.
+    std::thread::sleep(Duration::from_secs(3));
+    let records = read_records(&brokers, "config");
+    ferry.stop();
+    let keys: Vec<&str> = records.iter().map(Record::key_str).collect();
+    assert_eq!(
+        keys,
+        ["config:timeout", "config:limit"],
+        "no echo into Kafka"
+    );
+    assert_eq!(
+        redis.calls("set"),
+        2,
+        "the application's SET and ferry's, no echo into Redis"
+    );
+    assert_eq!(
+        records[0].header_str("ferry.origin"),
+        Some("site-a"),
+        "ferry's record carries its origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn redis_keyspace_to_kafka_publishes_user_changes_keyed_by_the_redis_key_and_deletions_as_tombstones()
  {
     let redis = RedisServer::start();
@@ -790,13 +845,15 @@ async fn kafka_backfill_to_redis_stream_copies_the_history_once_and_stops() {
     assert_eq!(history.len(), 300);
     let first = history.iter().find(|e| e["key"] == "1").unwrap();
     assert_eq!(first["payload"], ferry::connectors::generate::order(1));
-    assert_eq!(
-        redis_cmd::<u64>(
-            &redis,
-            &["HLEN", "ferry:positions:orders-backfill:orders:history"]
-        ),
-        3
+    // Positions are kept per partition.
+    let positions: Vec<String> = redis_cmd(
+        &redis,
+        &[
+            "KEYS",
+            "ferry:positions:orders-backfill:orders:history:kafka:orders/*",
+        ],
     );
+    assert_eq!(positions.len(), 3, "{positions:?}");
 
     // Run again after more orders: only the new ones are copied.
     produce_records(&brokers, "orders", &orders(301..=350)).await;

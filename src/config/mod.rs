@@ -133,6 +133,91 @@ impl Config {
             }
             p.check(&path, problems);
         }
+        self.check_sync(problems);
+    }
+
+    /// Two-way syncs: the parts that take part need an origin, and a cycle
+    /// through Redis keys needs `sync` on both its Redis ends, since a
+    /// Redis value carries no header that could stop an echo.
+    fn check_sync(&self, problems: &mut Vec<Problem>) {
+        let pipeline_path = |i: usize| ConfigPath::root().key("pipeline").index(i);
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let path = pipeline_path(i);
+            let origin = p.origin.is_some() || self.origin.is_some();
+            let need_origin = |path: ConfigPath| {
+                Problem::at_path(path, "two-way `sync` needs an `origin`").with_help(
+                    "name this deployment at the top of the file, e.g. origin = \"site-a\"; \
+                     ferry marks what it writes with it and recognises its own changes coming back",
+                )
+            };
+            if p.source.syncs() && !origin {
+                problems.push(need_origin(path.key("source").key("sync")));
+            }
+            let mut sync_sinks = false;
+            for (j, sink) in p.sinks.iter().enumerate() {
+                if sink.connector.syncs() {
+                    sync_sinks = true;
+                    if !origin {
+                        problems.push(need_origin(path.key("sink").index(j).key("sync")));
+                    }
+                }
+            }
+            for (j, step) in p.steps.iter().enumerate() {
+                if sync_sinks && step.key.is_some() {
+                    problems.push(
+                        Problem::at_path(
+                            path.key("step").index(j).key("key"),
+                            "a `key` step in a pipeline with a two-way `sync` sink",
+                        )
+                        .with_help(
+                            "echoes of this deployment's changes skip the steps, so the sink would \
+                             look for them under another key; set the key in the pipeline that \
+                             sends the changes instead",
+                        ),
+                    );
+                }
+            }
+        }
+        let links = topology::links(self);
+        for cycle in topology::cycles(self, &links) {
+            for (k, from) in cycle.iter().enumerate() {
+                let to = &cycle[(k + 1) % cycle.len()];
+                for l in links.iter().filter(|l| &l.from == from && &l.to == to) {
+                    let topology::Place::RedisKeys { server } = &l.through else {
+                        continue;
+                    };
+                    let index =
+                        |name: &str| self.pipelines.iter().position(|p| p.name.as_str() == name);
+                    let (Some(fi), Some(ti)) = (index(from), index(to)) else {
+                        continue;
+                    };
+                    let problem = |path: ConfigPath| {
+                        Problem::at_path(
+                            path,
+                            format!(
+                                "pipelines `{from}` and `{to}` sync redis keys on {server} both ways \
+                                 without `sync = true`: ferry's own writes would come back as new \
+                                 changes, forever"
+                            ),
+                        )
+                        .with_help(
+                            "add sync = true to the redis-keyspace source and to the redis sink \
+                             (see docs/pipelines.md, two-way sync)",
+                        )
+                    };
+                    if !self.pipelines[ti].source.syncs() {
+                        problems.push(problem(pipeline_path(ti).key("source")));
+                    }
+                    for (j, sink) in self.pipelines[fi].sinks.iter().enumerate() {
+                        if topology::output(&sink.connector).as_ref() == Some(&l.through)
+                            && !sink.connector.syncs()
+                        {
+                            problems.push(problem(pipeline_path(fi).key("sink").index(j)));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -321,3 +321,69 @@ exactly_once = true
     let stray = kafka.replace("exactly_once = true", r#"positions_key = "pos""#);
     assert!(errors(&stray).contains("does nothing without `exactly_once = true`"));
 }
+
+const SYNC: &str = r#"
+origin = "site-a"
+
+[[pipeline]]
+name = "redis-to-kafka"
+source = { type = "redis-keyspace", url = "redis://127.0.0.1:6379", pattern = "config:*", sync = true }
+[[pipeline.sink]]
+type = "kafka"
+brokers = "b:9092"
+topic = "config"
+
+[[pipeline]]
+name = "kafka-to-redis"
+source = { type = "kafka", brokers = "b:9092", topics = ["config"], group = "sync" }
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1:6379"
+write = "set"
+key = "{key}"
+sync = true
+"#;
+
+#[test]
+fn a_two_way_sync_through_redis_keys_needs_sync_on_both_redis_ends() {
+    assert!(parse(SYNC).is_ok());
+    let e = errors(&SYNC.replace(", sync = true }", " }"));
+    assert!(e.contains("ferry.toml:6"), "{e}");
+    assert!(
+        e.contains("sync redis keys on 127.0.0.1:6379/0 both ways"),
+        "{e}"
+    );
+    let e = errors(&SYNC.replace("key = \"{key}\"\nsync = true", "key = \"{key}\""));
+    assert!(e.contains("ferry.toml:15"), "{e}");
+    assert!(e.contains("without `sync = true`"), "{e}");
+    // Another database is another place: no cycle.
+    let other = SYNC
+        .replace(", sync = true }", " }")
+        .replace("key = \"{key}\"\nsync = true", "key = \"{key}\"")
+        .replace(
+            "url = \"redis://127.0.0.1:6379\"\nwrite",
+            "url = \"redis://127.0.0.1:6379/1\"\nwrite",
+        );
+    assert!(parse(&other).is_ok(), "{:?}", parse(&other).err());
+}
+
+#[test]
+fn sync_needs_an_origin_whole_values_and_no_key_step() {
+    let e = errors(&SYNC.replace("origin = \"site-a\"", ""));
+    assert_eq!(
+        e.matches("two-way `sync` needs an `origin`").count(),
+        2,
+        "{e}"
+    );
+    let e = errors(&SYNC.replace("write = \"set\"", "write = \"hset\""));
+    assert!(e.contains("writes whole values"), "{e}");
+    assert!(parse(&SYNC.replace("write = \"set\"", "write = \"hset\"\nreplace = true")).is_ok());
+    let e = errors(&SYNC.replace(
+        "group = \"sync\" }",
+        "group = \"sync\" }\n[[pipeline.step]]\nkey = '.id'",
+    ));
+    assert!(
+        e.contains("a `key` step in a pipeline with a two-way `sync` sink"),
+        "{e}"
+    );
+}

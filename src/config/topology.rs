@@ -14,10 +14,27 @@ use crate::connectors::{SinkConfig, SourceConfig};
 /// target is a template with placeholders meets nothing for sure).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Place {
-    KafkaTopic { brokers: String, topic: String },
-    RedisStream { url: String, key: String },
-    RedisList { url: String, key: String },
-    AmqpQueue { url: String, queue: String },
+    KafkaTopic {
+        brokers: String,
+        topic: String,
+    },
+    RedisStream {
+        url: String,
+        key: String,
+    },
+    RedisList {
+        url: String,
+        key: String,
+    },
+    AmqpQueue {
+        url: String,
+        queue: String,
+    },
+    /// The keys of one Redis database (`host:port/db`), which a keyspace
+    /// source watches and a sink writing keys changes.
+    RedisKeys {
+        server: String,
+    },
 }
 
 impl Place {
@@ -27,6 +44,7 @@ impl Place {
             Place::RedisStream { key, .. } => format!("redis stream `{key}`"),
             Place::RedisList { key, .. } => format!("redis list `{key}`"),
             Place::AmqpQueue { queue, .. } => format!("amqp queue `{queue}`"),
+            Place::RedisKeys { server } => format!("redis keys on {server}"),
         }
     }
 }
@@ -58,9 +76,10 @@ pub fn inputs(source: &SourceConfig) -> Vec<Place> {
             url: c.url.as_str().to_owned(),
             queue: c.queue.to_string(),
         }],
-        SourceConfig::RedisPubSub(_)
-        | SourceConfig::RedisKeyspace(_)
-        | SourceConfig::Generate(_) => Vec::new(),
+        SourceConfig::RedisKeyspace(c) => vec![Place::RedisKeys {
+            server: c.url.server(),
+        }],
+        SourceConfig::RedisPubSub(_) | SourceConfig::Generate(_) => Vec::new(),
     }
 }
 
@@ -72,12 +91,20 @@ pub fn output(sink: &SinkConfig) -> Option<Place> {
             topic: c.topic.to_string(),
         }),
         SinkConfig::Redis(c) => {
-            let key = c.key.literal()?.to_owned();
             let url = c.url.as_str().to_owned();
-            match c.write {
-                WriteMode::Xadd => Some(Place::RedisStream { url, key }),
-                WriteMode::Rpush | WriteMode::Lpush => Some(Place::RedisList { url, key }),
-                _ => None,
+            match (c.write, c.key.literal()) {
+                (WriteMode::Publish, _) => None,
+                (WriteMode::Xadd, Some(key)) => Some(Place::RedisStream {
+                    url,
+                    key: key.to_owned(),
+                }),
+                (WriteMode::Rpush | WriteMode::Lpush, Some(key)) => Some(Place::RedisList {
+                    url,
+                    key: key.to_owned(),
+                }),
+                _ => Some(Place::RedisKeys {
+                    server: c.url.server(),
+                }),
             }
         }
         // The default exchange routes to the queue named by the key.

@@ -165,6 +165,12 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source is one side of a two-way sync (a keyspace source
+    /// with `sync`).
+    pub fn syncs(&self) -> bool {
+        matches!(self, SourceConfig::RedisKeyspace(c) if c.sync)
+    }
+
     /// Source coordinates its messages carry, for checking key templates.
     pub fn coordinates(&self) -> &'static [Coordinate] {
         use Coordinate as C;
@@ -221,6 +227,12 @@ impl SinkConfig {
             SinkConfig::Kafka(_) => "kafka",
             SinkConfig::Amqp(_) => "amqp",
         }
+    }
+
+    /// Whether the sink is one side of a two-way sync (a Redis sink with
+    /// `sync`): it takes the echoes of its deployment's own changes.
+    pub fn syncs(&self) -> bool {
+        matches!(self, SinkConfig::Redis(c) if c.sync)
     }
 
     /// Messages per write batch.

@@ -27,6 +27,9 @@ pub mod names {
     pub const SINK_RETRIES: &str = "ferry_sink_retries_total";
     pub const SINK_WRITE_SECONDS: &str = "ferry_sink_write_seconds";
     pub const SINK_SKIPPED: &str = "ferry_sink_duplicates_skipped_total";
+    /// Records a two-way sync's Redis sink held off: a change made in Redis
+    /// was on its way into the log, after them.
+    pub const SYNC_HELD_OFF: &str = "ferry_sync_held_off_total";
     pub const SOURCE_ERRORS: &str = "ferry_source_errors_total";
     pub const KAFKA_LAG: &str = "ferry_kafka_consumer_lag";
     pub const UP: &str = "ferry_up";
@@ -89,6 +92,10 @@ fn describe() {
     describe_counter!(
         SINK_SKIPPED,
         "Messages a Redis sink with exactly_once skipped: it had written them before (a redelivery)."
+    );
+    describe_counter!(
+        SYNC_HELD_OFF,
+        "Records a two-way sync did not write into Redis: a newer change made in Redis was on its way into the log."
     );
     describe_counter!(
         SOURCE_ERRORS,

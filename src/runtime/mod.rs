@@ -88,15 +88,6 @@ pub async fn run(
     shutdown: CancellationToken,
     options: RunOptions,
 ) -> Result<Vec<(String, Totals)>, Vec<PipelineError>> {
-    // A keyspace source recognises ferry's own writes only if the Redis
-    // sinks record them, and sinks may open before that source does.
-    if config
-        .pipelines
-        .iter()
-        .any(|p| matches!(p.source, crate::connectors::SourceConfig::RedisKeyspace(_)))
-    {
-        crate::connectors::redis::own_writes::OwnWrites::global().enable();
-    }
     let mut handles = Vec::new();
     let routers: Vec<router::Router> = config
         .pipelines

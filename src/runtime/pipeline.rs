@@ -419,6 +419,11 @@ async fn hand_over(
     }
     let plan = match router.plan(&message) {
         Ok(Plan::Deliver(plan)) => plan,
+        Ok(Plan::Echo(echo, sinks)) => {
+            // Not delivered as data: counted as dropped.
+            out.stats.dropped.add(1);
+            return send(Arc::from(echo), ack.split(sinks.len()), &sinks, out).await;
+        }
         Ok(Plan::Dropped(why)) => {
             debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");
             out.stats.dropped.add(1);
@@ -452,20 +457,34 @@ async fn hand_over(
             continue;
         }
         let message = Arc::new(message);
-        for i in sinks {
-            let ack = acks.next().ok_or(PipelineError::Bug("ack count".into()))?;
-            let delivery = Delivery {
-                message: Arc::clone(&message),
-                ack,
-            };
-            let tx = out
-                .sinks
-                .get(i)
-                .ok_or(PipelineError::Bug("sink index".into()))?;
-            tx.send(delivery)
-                .await
-                .map_err(|_| PipelineError::Stopped)?;
+        let acks: Vec<Ack> = acks.by_ref().take(sinks.len()).collect();
+        if acks.len() != sinks.len() {
+            return Err(PipelineError::Bug("ack count".into()));
         }
+        send(message, acks, &sinks, out).await?;
+    }
+    Ok(())
+}
+
+/// Sends one message to `sinks`, each with its own share of the ack.
+async fn send(
+    message: Arc<Message>,
+    acks: Vec<Ack>,
+    sinks: &[usize],
+    out: &Outlets<'_>,
+) -> Result<(), PipelineError> {
+    for (&i, ack) in sinks.iter().zip(acks) {
+        let delivery = Delivery {
+            message: Arc::clone(&message),
+            ack,
+        };
+        let tx = out
+            .sinks
+            .get(i)
+            .ok_or(PipelineError::Bug("sink index".into()))?;
+        tx.send(delivery)
+            .await
+            .map_err(|_| PipelineError::Stopped)?;
     }
     Ok(())
 }

@@ -27,6 +27,10 @@ pub const HOPS_HEADER: &str = "ferry.hops";
 pub enum Plan {
     /// Not delivered anywhere, on purpose (loop protection).
     Dropped(String),
+    /// An echo of this deployment's own change, for the sinks of a two-way
+    /// sync only (they learn from it that the change went through the log);
+    /// unchanged, without steps.
+    Echo(Box<Message>, Vec<usize>),
     /// Each message with the indices of its sinks; an empty list means no
     /// route matched. Filters may leave no message at all.
     Deliver(Vec<(Message, Vec<usize>)>),
@@ -39,6 +43,8 @@ pub struct Router {
     sinks: usize,
     origin: Option<String>,
     max_hops: usize,
+    /// The sinks of a two-way sync, which take echoes.
+    sync_sinks: Vec<usize>,
 }
 
 impl Router {
@@ -54,6 +60,10 @@ impl Router {
                 .or(config.origin.as_ref())
                 .map(ToString::to_string),
             max_hops: pipeline.max_hops.unwrap_or(config.max_hops).get(),
+            sync_sinks: (pipeline.sinks.iter().enumerate())
+                .filter(|(_, s)| s.connector.syncs())
+                .map(|(i, _)| i)
+                .collect(),
         }
     }
 
@@ -75,6 +85,13 @@ impl Router {
                 .get(ORIGIN_HEADER)
                 .is_some_and(|o| o == origin.as_bytes())
         {
+            if !self.sync_sinks.is_empty() {
+                let echo = Message {
+                    echo: true,
+                    ..message.clone()
+                };
+                return Ok(Plan::Echo(Box::new(echo), self.sync_sinks.clone()));
+            }
             return Ok(Plan::Dropped(format!(
                 "it came back to its origin `{origin}`"
             )));
@@ -180,7 +197,7 @@ key = "k"
     fn sinks_of(r: &Router, payload: &str) -> Vec<Vec<usize>> {
         match r.plan(&Message::from_payload(payload.to_owned())).unwrap() {
             Plan::Deliver(v) => v.into_iter().map(|(_, s)| s).collect(),
-            Plan::Dropped(why) => panic!("dropped: {why}"),
+            other => panic!("not delivered: {other:?}"),
         }
     }
 
@@ -267,6 +284,40 @@ sinks = ["crm"]
         assert!(
             matches!(r.plan(&out[0].0).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
         );
+    }
+
+    #[test]
+    fn echoes_go_unchanged_to_the_sinks_of_a_two_way_sync_only() {
+        let text = r#"
+origin = "site-a"
+[[pipeline]]
+name = "p"
+source = { type = "generate" }
+[[pipeline.step]]
+map = '{wrapped: .}'
+[[pipeline.sink]]
+type = "redis"
+url = "redis://x"
+write = "xadd"
+key = "log"
+[[pipeline.sink]]
+type = "redis"
+url = "redis://x"
+write = "set"
+key = "{key}"
+sync = true
+"#;
+        let config =
+            Config::parse(text, Path::new("t.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let r = Router::new(&config, &config.pipelines[0]);
+        let mut echo = Message::from_payload("{}");
+        echo.headers.set(ORIGIN_HEADER, "site-a");
+        let Plan::Echo(m, sinks) = r.plan(&echo).unwrap() else {
+            panic!("an echo")
+        };
+        assert_eq!(sinks, [1], "only the sync sink");
+        assert!(m.echo);
+        assert_eq!(m.payload, echo.payload, "no steps ran");
     }
 
     #[test]

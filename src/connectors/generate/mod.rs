@@ -81,7 +81,7 @@ impl Source for GenerateSource {
         self.next_id += 1;
         let message = Message {
             key: Some(n.to_string().into()),
-            timestamp: Some(now_ms()),
+            timestamp: Some(crate::clock::now_ms()),
             ..Message::from_payload(order(n))
         };
         Ok(Some(Envelope::new(message, Ack::none())))
@@ -90,12 +90,6 @@ impl Source for GenerateSource {
     async fn close(self) -> Result<(), ConnectorError> {
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -18,6 +18,14 @@ impl RedisUrl {
         &self.0
     }
 
+    /// The server and database the URL names: `host:port/db`.
+    pub fn server(&self) -> String {
+        match redis::IntoConnectionInfo::into_connection_info(self.0.as_str()) {
+            Ok(info) => format!("{}/{}", info.addr(), info.redis_settings().db()),
+            Err(_) => self.0.clone(),
+        }
+    }
+
     /// The database number the URL selects (keyspace channels name it).
     pub fn db(&self) -> i64 {
         redis::IntoConnectionInfo::into_connection_info(self.0.as_str())
@@ -78,6 +86,12 @@ pub struct RedisSinkConfig {
     /// source.
     #[serde(default)]
     pub exactly_once: bool,
+    /// Two-way sync: apply records in the log's order and keep each key's
+    /// companion, so that a keyspace source with `sync` does not send
+    /// ferry's own writes back and both sides end equal (`set`, or `hset`
+    /// with `replace`). Needs an `origin`.
+    #[serde(default)]
+    pub sync: bool,
     /// With `exactly_once`: the hash that holds the positions. Defaults to
     /// `ferry:positions:<pipeline>:<key>`; keep it stable across restarts
     /// and the same in every ferry process of the consumer group.
@@ -208,6 +222,35 @@ impl RedisSinkConfig {
         only("score", self.score.is_some(), &[Zadd], problems);
         only("member", self.member.is_some(), &[Sadd, Zadd], problems);
         only("maxlen", self.maxlen.is_some(), &[Xadd], problems);
+        if self.sync && !(mode == Set || (mode == Hset && self.replace && self.fields.is_none())) {
+            problems.push(
+                Problem::at_path(
+                    path.key("sync"),
+                    format!(
+                        "two-way `sync` writes whole values; `write = \"{}\"`{} does not",
+                        mode.name(),
+                        if mode == Hset {
+                            " without `replace = true`, or with `fields`,"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+                .with_help("use write = \"set\", or write = \"hset\" with replace = true"),
+            );
+        }
+        if self.sync && self.exactly_once {
+            problems.push(
+                Problem::at_path(
+                    path.key("exactly_once"),
+                    "`exactly_once` and two-way `sync` do not combine",
+                )
+                .with_help(
+                    "remove exactly_once: sync writes whole values in the log's order, \
+                     so applying a record again changes nothing",
+                ),
+            );
+        }
         if self.positions_key.is_some() && !self.exactly_once {
             problems.push(
                 Problem::at_path(
@@ -471,6 +514,12 @@ pub struct RedisKeyspaceSourceConfig {
     /// without subscribing (keyspace notifications are not needed).
     #[serde(default)]
     pub until: KeyspaceUntil,
+    /// Two-way sync: read string and hash keys with their companion, so
+    /// that writes of a Redis sink with `sync` are not sent back, and mark
+    /// each change sent so that the sink holds off older records meanwhile.
+    /// Needs an `origin`.
+    #[serde(default)]
+    pub sync: bool,
 }
 
 /// When a keyspace source ends.

@@ -20,7 +20,7 @@
 //! written since the last settled mark: bounded by the group's pending
 //! messages and a few seconds of traffic, about 100 bytes each.
 
-use crate::error::MessageError;
+use super::script;
 use crate::position::{Mark, Position, Scope};
 
 /// The sorted set of a scope's recorded positions: `<base>:<scope>`.
@@ -96,42 +96,13 @@ redis.call('ZADD', KEYS[1], 0, ARGV[2])
 return 1
 "#;
 
-/// Lua's `unpack` gives at most about 8,000 values: a command with more
-/// arguments cannot go through [`SCRIPT`] (measured on Redis 7.0: 7,899
-/// values pass and 8,100 fail).
-pub const SCRIPT_MAX_ARGS: usize = 7_800;
-
-/// Refuses a message whose writes are too large for the script (a JSON
-/// object with thousands of fields written with `hset`), instead of letting
-/// Redis fail the whole call.
-pub fn fits_script(commands: &[redis::Cmd]) -> Result<(), MessageError> {
-    match commands.iter().map(|c| c.args_iter().len()).max() {
-        Some(n) if n > SCRIPT_MAX_ARGS => Err(MessageError::Unsupported(format!(
-            "a command with {n} arguments is too large for `exactly_once` (at most {SCRIPT_MAX_ARGS})"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The one command that runs `commands` through [`SCRIPT`] (whose SHA1 is
 /// `sha`): skipped if `member` is already in the sorted set `key`, applied
 /// and recorded otherwise.
 pub fn call(sha: &str, key: &str, member: &str, commands: &[redis::Cmd]) -> redis::Cmd {
     let mut call = redis::cmd("EVALSHA");
-    call.arg(sha)
-        .arg(1)
-        .arg(key)
-        .arg("w")
-        .arg(member)
-        .arg(commands.len());
-    for c in commands {
-        call.arg(c.args_iter().len());
-        for a in c.args_iter() {
-            if let redis::Arg::Simple(bytes) = a {
-                call.arg(bytes);
-            }
-        }
-    }
+    call.arg(sha).arg(1).arg(key).arg("w").arg(member);
+    script::append(&mut call, commands);
     call
 }
 
@@ -223,20 +194,6 @@ mod tests {
             })
         };
         assert!(at(9) < bound && at(10) > bound);
-    }
-
-    #[test]
-    fn a_write_too_large_for_the_script_is_refused_up_front() {
-        let mut small = redis::cmd("HSET");
-        small.arg("k").arg("f").arg("v");
-        assert!(fits_script(&[small]).is_ok());
-        let mut huge = redis::cmd("HSET");
-        huge.arg("k");
-        for i in 0..4000 {
-            huge.arg(format!("f{i}")).arg("v");
-        }
-        let e = fits_script(&[huge]).unwrap_err().to_string();
-        assert!(e.contains("too large for `exactly_once`"), "{e}");
     }
 
     proptest! {

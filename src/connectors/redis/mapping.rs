@@ -31,7 +31,6 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::{StreamFields, WritePlan};
-use super::own_writes;
 use crate::error::MessageError;
 use crate::message::{Headers, Message};
 use crate::position::Scope;
@@ -44,10 +43,8 @@ pub const HEADER_FIELD_PREFIX: &str = "header.";
 #[derive(Clone, Debug)]
 pub struct Write {
     pub commands: Vec<redis::Cmd>,
-    /// The key and the fingerprint of the value it will hold, when that is
-    /// known (`set`, `hset` with `replace`, deletions), so that a keyspace
-    /// source can recognise the write (see `own_writes`).
-    pub result: Option<(Vec<u8>, u64)>,
+    /// The key written.
+    pub key: Vec<u8>,
     /// With `exactly_once`: the log whose position the write records.
     pub scope: Option<Scope>,
 }
@@ -77,10 +74,8 @@ impl Write {
             cmds.push(del(&key));
         }
         let mut expire = ttl;
-        let mut result = None;
         match (plan, payload) {
             (WritePlan::Set { ttl }, Some(p)) => {
-                result = Some(own_writes::of_string(p));
                 let mut c = cmd("SET");
                 c.arg(&key).arg(p.as_ref());
                 if let Some(ttl) = ttl {
@@ -89,22 +84,12 @@ impl Write {
                 expire = None;
                 cmds.push(c);
             }
-            (
-                WritePlan::Hset {
-                    fields, replace, ..
-                },
-                Some(_),
-            ) => {
+            (WritePlan::Hset { fields, .. }, Some(_)) => {
                 let mut c = cmd("HSET");
                 c.arg(&key);
                 let pairs = object_fields(message, "hset", fields.as_deref())?;
                 for (f, v) in &pairs {
                     c.arg(f).arg(v.as_ref());
-                }
-                if *replace && fields.is_none() {
-                    let fp =
-                        own_writes::of_hash(pairs.iter().map(|(f, v)| (f.as_bytes(), v.as_ref())));
-                    result = Some(fp);
                 }
                 cmds.push(c);
             }
@@ -170,7 +155,6 @@ impl Write {
             }
             (_, None) => {
                 cmds.push(del(&key));
-                result = Some(own_writes::of_nothing());
                 expire = None;
             }
         }
@@ -180,8 +164,8 @@ impl Write {
             cmds.push(c);
         }
         Ok(Write {
-            result: result.map(|fp| (key, fp)),
             commands: cmds,
+            key,
             scope: None,
         })
     }

@@ -4,9 +4,10 @@
 pub mod config;
 pub mod exactly_once;
 pub mod mapping;
-pub mod own_writes;
+pub mod script;
 pub mod sink;
 pub mod source;
+pub mod sync;
 
 pub use config::{
     RedisKeyspaceSourceConfig, RedisListSourceConfig, RedisPubSubSourceConfig, RedisSinkConfig,

@@ -14,9 +14,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use super::config::{RedisSinkConfig, WritePlan};
-use super::exactly_once;
 use super::mapping::Write;
-use super::own_writes;
+use super::{exactly_once, script, sync};
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
@@ -26,15 +25,29 @@ use crate::template::Template;
 
 pub struct RedisSink {
     conn: ConnectionManager,
-    /// `host:port/db`, under which writes are remembered for keyspace
-    /// sources of the same process (two-way sync).
-    server: String,
     plan: WritePlan,
     key: Template,
     /// `replace` needs `DEL` and the write to land together: the batch
     /// runs in `MULTI`.
     atomic: bool,
-    exactly_once: Option<ExactlyOnce>,
+    scripted: Scripted,
+}
+
+/// Writes that go through one of ferry's scripts, with their bookkeeping.
+enum Scripted {
+    Plain,
+    ExactlyOnce(ExactlyOnce),
+    Sync(SyncWrites),
+}
+
+impl Scripted {
+    fn script(&self) -> Option<&redis::Script> {
+        match self {
+            Scripted::Plain => None,
+            Scripted::ExactlyOnce(once) => Some(&once.script),
+            Scripted::Sync(sync) => Some(&sync.script),
+        }
+    }
 }
 
 /// `exactly_once`: each message is written by a script that skips it when
@@ -53,8 +66,8 @@ struct ExactlyOnce {
 }
 
 impl ExactlyOnce {
-    /// `ZREMRANGEBYLEX` for each scope of `batch` whose settled mark moved
-    /// since its positions were last forgotten.
+    /// The script calls that forget positions, for each scope of `batch`
+    /// whose settled mark moved since its positions were last forgotten.
     fn forget(&mut self, batch: &[Write]) -> Vec<redis::Cmd> {
         let mut out = Vec::new();
         for scope in batch.iter().filter_map(|w| w.scope.as_ref()) {
@@ -73,6 +86,15 @@ impl ExactlyOnce {
         }
         out
     }
+}
+
+/// `sync`: each record is applied by a script that keeps the key's
+/// companion (see [`sync`]).
+struct SyncWrites {
+    script: redis::Script,
+    /// Records not written because a newer change made in Redis was on
+    /// its way into the log.
+    held_off: metrics::Counter,
 }
 
 impl RedisSink {
@@ -97,30 +119,80 @@ impl RedisSink {
                 probe.retrying(&ConnectorError::redis("connecting", e));
             }
         }
-        let exactly_once = config.exactly_once.then(|| {
+        let scripted = if config.exactly_once {
             let base = config.positions_key.as_ref().map_or_else(
                 || format!("ferry:positions:{pipeline}:{}", config.key),
                 ToString::to_string,
             );
             info!(pipeline, positions = %base, "redis sink writes each message once");
             settled.want();
-            ExactlyOnce {
+            Scripted::ExactlyOnce(ExactlyOnce {
                 script: redis::Script::new(exactly_once::SCRIPT),
                 skipped: metrics::counter!(names::SINK_SKIPPED, "pipeline" => pipeline.to_owned(),
                     "key" => config.key.to_string()),
                 base,
                 settled: Arc::clone(settled),
                 forgotten: HashMap::new(),
-            }
-        });
+            })
+        } else if config.sync {
+            info!(
+                pipeline,
+                "redis sink applies records in the log's order (two-way sync)"
+            );
+            Scripted::Sync(SyncWrites {
+                script: redis::Script::new(sync::APPLY_SCRIPT),
+                held_off: metrics::counter!(names::SYNC_HELD_OFF, "pipeline" => pipeline.to_owned(),
+                    "key" => config.key.to_string()),
+            })
+        } else {
+            Scripted::Plain
+        };
         Ok(Self {
             conn,
-            server: own_writes::server_id(config.url.as_str()),
             plan: config.plan(),
             key: config.key.clone(),
             atomic: config.replace,
-            exactly_once,
+            scripted,
         })
+    }
+
+    /// Reads the replies of one write; `Err` when the batch must be retried
+    /// or the pipeline stop.
+    async fn result_of(
+        &mut self,
+        replies: impl Iterator<Item = redis::RedisResult<redis::Value>>,
+    ) -> Result<Result<(), MessageError>, ConnectorError> {
+        let mut result = Ok(());
+        for reply in replies {
+            match (reply, &mut self.scripted) {
+                // The script found the message written before.
+                (Ok(redis::Value::Int(0)), Scripted::ExactlyOnce(once)) => {
+                    once.skipped.increment(1)
+                }
+                (Ok(redis::Value::Int(0)), Scripted::Sync(sync)) => sync.held_off.increment(1),
+                (Ok(_), _) => {}
+                // A restarted or flushed server forgot the script: load
+                // it and let the runtime retry the batch (the script
+                // makes a second attempt harmless).
+                (Err(e), scripted) if e.code() == Some("NOSCRIPT") => {
+                    if let Scripted::ExactlyOnce(once) = scripted {
+                        once.forgotten.clear();
+                    }
+                    if let Some(script) = self.scripted.script() {
+                        script
+                            .load_async(&mut self.conn)
+                            .await
+                            .map_err(|e| ConnectorError::redis("loading ferry's script", e))?;
+                    }
+                    return Err(ConnectorError::Retry(
+                        "redis had not loaded ferry's script yet; loaded it".into(),
+                    ));
+                }
+                (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
+                (Err(_), _) => {}
+            }
+        }
+        Ok(result)
     }
 }
 
@@ -144,22 +216,37 @@ impl Sink for RedisSink {
 
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
         let mut write = Write::prepare(&self.plan, &self.key, message)?;
-        if let Some(once) = &self.exactly_once {
-            exactly_once::fits_script(&write.commands)?;
-            let position = Position::of(&message.origin, message.part).ok_or_else(|| {
-                MessageError::Unsupported(format!(
-                    "`exactly_once` needs a position in the source; a message from {} has none",
-                    message.describe_origin()
-                ))
-            })?;
-            let call = exactly_once::call(
-                once.script.get_hash(),
-                &exactly_once::scope_key(&once.base, &position.scope),
-                &exactly_once::member(&position),
-                &write.commands,
-            );
-            write.commands = vec![call];
-            write.scope = Some(position.scope);
+        match &self.scripted {
+            Scripted::Plain => {}
+            Scripted::ExactlyOnce(once) => {
+                script::fits(&write.commands, "`exactly_once`")?;
+                let position = Position::of(&message.origin, message.part).ok_or_else(|| {
+                    MessageError::Unsupported(format!(
+                        "`exactly_once` needs a position in the source; a message from {} has none",
+                        message.describe_origin()
+                    ))
+                })?;
+                let call = exactly_once::call(
+                    once.script.get_hash(),
+                    &exactly_once::scope_key(&once.base, &position.scope),
+                    &exactly_once::member(&position),
+                    &write.commands,
+                );
+                write.commands = vec![call];
+                write.scope = Some(position.scope);
+            }
+            Scripted::Sync(sync) => {
+                script::fits(&write.commands, "two-way `sync`")?;
+                let change = message.headers.get(sync::CHANGE_HEADER);
+                let call = sync::apply_call(
+                    sync.script.get_hash(),
+                    &write.key,
+                    message.echo,
+                    change.map(|c| c.as_ref()),
+                    &write.commands,
+                );
+                write.commands = vec![call];
+            }
         }
         Ok(write)
     }
@@ -168,14 +255,6 @@ impl Sink for RedisSink {
         &mut self,
         batch: &[Write],
     ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-        // Remembered before sending: the notification may be read before
-        // the reply arrives.
-        let registry = own_writes::OwnWrites::global();
-        for w in batch {
-            if let Some((key, fingerprint)) = &w.result {
-                registry.record(&self.server, key, *fingerprint);
-            }
-        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         if self.atomic {
@@ -188,7 +267,7 @@ impl Sink for RedisSink {
         }
         // After the writes, whose replies come first. Their own replies are
         // not read: a failed one is sent again with the next mark.
-        if let Some(once) = &mut self.exactly_once {
+        if let Scripted::ExactlyOnce(once) = &mut self.scripted {
             for c in once.forget(batch) {
                 pipe.add_command(c);
             }
@@ -200,28 +279,9 @@ impl Sink for RedisSink {
         let mut replies = replies.into_iter();
         let mut results = Vec::with_capacity(batch.len());
         for w in batch {
-            let mut result = Ok(());
-            for reply in replies.by_ref().take(w.commands.len()) {
-                match (reply, &mut self.exactly_once) {
-                    // The script found the message written before.
-                    (Ok(redis::Value::Int(0)), Some(once)) => once.skipped.increment(1),
-                    (Ok(_), _) => {}
-                    // A restarted or flushed server forgot the script: load
-                    // it and let the runtime retry the batch (the script
-                    // makes a second attempt harmless).
-                    (Err(e), Some(once)) if e.code() == Some("NOSCRIPT") => {
-                        once.script.load_async(&mut self.conn).await.map_err(|e| {
-                            ConnectorError::redis("loading the exactly_once script", e)
-                        })?;
-                        once.forgotten.clear();
-                        return Err(ConnectorError::Retry(
-                            "redis had not loaded the exactly_once script yet; loaded it".into(),
-                        ));
-                    }
-                    (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
-                    (Err(_), _) => {}
-                }
-            }
+            let result = self
+                .result_of(replies.by_ref().take(w.commands.len()))
+                .await?;
             results.push(result);
         }
         Ok(results)

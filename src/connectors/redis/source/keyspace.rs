@@ -34,8 +34,8 @@ use tracing::{debug, info, warn};
 use crate::ack::Ack;
 use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
 use crate::connectors::redis::mapping::{parse_entries, text};
-use crate::connectors::redis::own_writes::{self, OwnWrites};
 use crate::connectors::redis::sink::connect;
+use crate::connectors::redis::sync;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Headers, Message, Origin};
@@ -77,6 +77,9 @@ impl Shared {
     }
 
     fn changed(&self, key: String, event: String) {
+        if key.starts_with(sync::RESERVED_PREFIX) {
+            return;
+        }
         let mut dirty = self.lock();
         if let Some(e) = dirty.events.get_mut(&key) {
             *e = event;
@@ -111,9 +114,9 @@ impl Shared {
 
 pub struct RedisKeyspaceSource {
     pipeline: String,
-    /// `host:port/db`, to recognise ferry's own writes (two-way sync).
-    server: String,
     cmd: ConnectionManager,
+    /// With `sync`: the script that reads a key with its companion.
+    sync: Option<redis::Script>,
     shared: Arc<Shared>,
     /// The subscription task; none for a one-off snapshot.
     listener: Option<JoinHandle<()>>,
@@ -187,11 +190,12 @@ impl RedisKeyspaceSource {
             once,
             "redis keyspace source ready"
         );
-        OwnWrites::global().enable();
         Ok(Self {
             pipeline: pipeline.to_owned(),
-            server: own_writes::server_id(config.url.as_str()),
             cmd,
+            sync: config
+                .sync
+                .then(|| redis::Script::new(sync::OBSERVE_SCRIPT)),
             shared,
             listener,
             pattern: config.pattern.to_string(),
@@ -230,8 +234,72 @@ impl RedisKeyspaceSource {
         Ok(())
     }
 
-    /// Reads the current values of `keys` (two pipelined round trips).
+    /// Reads the current values of `keys` and queues them to be emitted.
     async fn read(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
+        let keys = keys
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with(sync::RESERVED_PREFIX))
+            .collect();
+        let plain = match self.sync.clone() {
+            Some(script) => self.read_synced(&script, keys).await?,
+            None => keys,
+        };
+        self.read_plain(plain).await
+    }
+
+    /// With `sync`: reads keys with their companions (one pipelined round
+    /// trip); returns the keys of types sync does not handle.
+    async fn read_synced(
+        &mut self,
+        script: &redis::Script,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        let changes: Vec<String> = keys.iter().map(|_| sync::change_id()).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for ((key, _), change) in keys.iter().zip(&changes) {
+            pipe.add_command(sync::observe_call(script.get_hash(), key, change));
+        }
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading keys with their companions", e))?;
+        if replies
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT")))
+        {
+            // A restarted or flushed server forgot the script: load it and
+            // read these keys again.
+            script
+                .load_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("loading the sync script", e))?;
+            for (key, event) in keys {
+                self.shared.changed(key, event);
+            }
+            return Ok(Vec::new());
+        }
+        let mut plain = Vec::new();
+        for (((key, event), change), reply) in keys.into_iter().zip(changes).zip(replies) {
+            match observed(reply) {
+                Observed::Other => plain.push((key, event)),
+                Observed::Unchanged => {
+                    debug!(pipeline = %self.pipeline, key, event, "ferry's own write, or no change; not emitted");
+                }
+                Observed::Changed(kind, value) => {
+                    let payload = encode_value(&kind, &value);
+                    self.emit(key, event, kind, payload, Some(change));
+                }
+            }
+        }
+        Ok(plain)
+    }
+
+    /// Reads the current values of `keys` (two pipelined round trips).
+    async fn read_plain(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut types = redis::pipe();
         for (key, _) in &keys {
             types.cmd("TYPE").arg(key);
@@ -271,27 +339,37 @@ impl RedisKeyspaceSource {
                     continue;
                 }
             };
-            if let Some(fp) = fingerprint(&kind, &value)
-                && OwnWrites::global().is_own(&self.server, key.as_bytes(), fp)
-            {
-                debug!(pipeline = %self.pipeline, key, event, "a write of ferry's own; not emitted");
-                continue;
-            }
             let payload = encode_value(&kind, &value);
-            let mut headers = Headers::new();
-            headers.push(EVENT_HEADER, event.clone());
-            headers.push(TYPE_HEADER, kind.clone());
-            let message = Message {
-                key: Some(Bytes::from(key.clone())),
-                payload,
-                headers,
-                timestamp: Some(now_ms()),
-                origin: Origin::RedisKeyspace { key, event },
-                ..Message::default()
-            };
-            self.ready.push_back(Envelope::new(message, Ack::none()));
+            self.emit(key, event, kind, payload, None);
         }
         Ok(())
+    }
+
+    /// Queues the message for a key's value (`None`: it is gone), with the
+    /// id of the change when it is sent for a two-way sync.
+    fn emit(
+        &mut self,
+        key: String,
+        event: String,
+        kind: String,
+        payload: Option<Bytes>,
+        change: Option<String>,
+    ) {
+        let mut headers = Headers::new();
+        headers.push(EVENT_HEADER, event.clone());
+        headers.push(TYPE_HEADER, kind);
+        if let Some(change) = change {
+            headers.push(sync::CHANGE_HEADER, change);
+        }
+        let message = Message {
+            key: Some(Bytes::from(key.clone())),
+            payload,
+            headers,
+            timestamp: Some(crate::clock::now_ms()),
+            origin: Origin::RedisKeyspace { key, event },
+            ..Message::default()
+        };
+        self.ready.push_back(Envelope::new(message, Ack::none()));
     }
 
     fn wanted(&self, event: &str) -> bool {
@@ -391,33 +469,30 @@ pub fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
     Some(Bytes::from(json.to_string()))
 }
 
-/// Fingerprint of a value as [`own_writes`] records ferry's writes, for
-/// the kinds the Redis sink can write whole (strings, hashes, deletions).
-fn fingerprint(kind: &str, value: &redis::Value) -> Option<u64> {
-    let bytes = |v: &redis::Value| match v {
-        redis::Value::BulkString(b) => Some(b.clone()),
-        redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
-        _ => None,
+/// What the sync observe script found for a key.
+#[derive(Debug, PartialEq)]
+enum Observed {
+    /// A type sync does not handle: read it the usual way.
+    Other,
+    /// The value ferry last wrote or sent: nothing to emit.
+    Unchanged,
+    /// A change made in Redis: its type and value.
+    Changed(String, redis::Value),
+}
+
+/// Reads the observe script's reply (`{type, status, value}`); anything
+/// unexpected is read again the usual way.
+fn observed(reply: redis::RedisResult<redis::Value>) -> Observed {
+    let Ok(redis::Value::Array(parts)) = reply else {
+        return Observed::Other;
     };
-    match kind {
-        "string" => bytes(value).map(|b| own_writes::of_string(&b)),
-        "hash" => {
-            let flat: Vec<Vec<u8>> = match value {
-                redis::Value::Array(items) => items.iter().filter_map(bytes).collect(),
-                redis::Value::Map(kv) => kv
-                    .iter()
-                    .flat_map(|(k, v)| [bytes(k), bytes(v)])
-                    .flatten()
-                    .collect(),
-                _ => return None,
-            };
-            let pairs = flat
-                .chunks(2)
-                .filter_map(|kv| Some((kv.first()?.as_slice(), kv.get(1)?.as_slice())));
-            Some(own_writes::of_hash(pairs))
+    let kind = parts.first().and_then(text).unwrap_or_default();
+    match parts.get(1) {
+        Some(redis::Value::Int(0)) => Observed::Unchanged,
+        Some(redis::Value::Int(1)) => {
+            Observed::Changed(kind, parts.get(2).cloned().unwrap_or(redis::Value::Nil))
         }
-        "none" => Some(own_writes::of_nothing()),
-        _ => None,
+        _ => Observed::Other,
     }
 }
 
@@ -550,12 +625,6 @@ async fn ensure_notifications(
 /// class (`K` and `A`, or `K` and each class letter).
 pub fn notifications_enabled(flags: &str) -> bool {
     flags.contains('K') && (flags.contains('A') || "g$lshzxt".chars().all(|c| flags.contains(c)))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Source for RedisKeyspaceSource {

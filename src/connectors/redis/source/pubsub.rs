@@ -127,7 +127,7 @@ async fn subscribe_forever(
                 origin: Origin::RedisChannel {
                     channel: msg.get_channel_name().to_owned(),
                 },
-                timestamp: Some(now_ms()),
+                timestamp: Some(crate::clock::now_ms()),
                 ..Message::default()
             };
             match tx.try_send(message) {
@@ -152,12 +152,6 @@ async fn subscribe_forever(
         );
         probe.retrying(&"connection lost");
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Source for RedisPubSubSource {
