@@ -41,11 +41,12 @@ enum Scripted {
 }
 
 impl Scripted {
-    fn script(&self) -> Option<&redis::Script> {
+    /// The script and what it is for (in logs).
+    fn script(&self) -> Option<(&redis::Script, &'static str)> {
         match self {
             Scripted::Plain => None,
-            Scripted::ExactlyOnce(once) => Some(&once.script),
-            Scripted::Sync(sync) => Some(&sync.script),
+            Scripted::ExactlyOnce(once) => Some((&once.script, "exactly_once")),
+            Scripted::Sync(sync) => Some((&sync.script, "sync")),
         }
     }
 }
@@ -178,15 +179,15 @@ impl RedisSink {
                     if let Scripted::ExactlyOnce(once) = scripted {
                         once.forgotten.clear();
                     }
-                    if let Some(script) = self.scripted.script() {
-                        script
-                            .load_async(&mut self.conn)
-                            .await
-                            .map_err(|e| ConnectorError::redis("loading ferry's script", e))?;
-                    }
-                    return Err(ConnectorError::Retry(
-                        "redis had not loaded ferry's script yet; loaded it".into(),
-                    ));
+                    let Some((script, name)) = self.scripted.script() else {
+                        return Err(ConnectorError::redis("writing", e));
+                    };
+                    script.load_async(&mut self.conn).await.map_err(|e| {
+                        ConnectorError::redis(format!("loading the {name} script"), e)
+                    })?;
+                    return Err(ConnectorError::Retry(format!(
+                        "redis had not loaded the {name} script yet; loaded it"
+                    )));
                 }
                 (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
                 (Err(_), _) => {}
