@@ -31,7 +31,18 @@ async fn connect(access: &RedisAccess) -> Result<MultiplexedConnection, Finding>
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| Finding::error(what, &crate::connectors::diagnose::chain(&e)))?;
+        .map_err(|e| {
+            if access.is_tls() && e.is_timeout() {
+                // A plaintext port waits for a command line that a TLS
+                // handshake never sends.
+                return Finding::fail(
+                    format!("{what}: no answer to the TLS handshake"),
+                    "check that the port is the server's TLS port (tls-port), or use redis:// \
+                     for a plaintext port",
+                );
+            }
+            Finding::error(what, &crate::connectors::diagnose::chain(&e))
+        })?;
     redis::cmd("PING")
         .query_async::<Value>(&mut conn)
         .await

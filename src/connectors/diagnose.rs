@@ -95,15 +95,19 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
         );
     }
     // Logins.
-    if has(&["WRONGPASS", "invalid username-password pair"]) {
+    if has(&[
+        "WRONGPASS",
+        "invalid username-password pair",
+        "AuthenticationFailed",
+    ]) {
         return permanent("wrong user name or password: check `username` and `password`");
     }
-    if has(&["NOAUTH", "Authentication required"]) {
+    if has(&["NOAUTH", "NoAuth", "Authentication required"]) {
         return permanent(
             "the server requires a login: set `password` (and `username` for an ACL user)",
         );
     }
-    if has(&["NOPERM"]) {
+    if has(&["NOPERM", "NoPerm", "no permissions to"]) {
         return permanent(
             "the user is not allowed a command or key ferry needs: grant it on the server \
              (Redis: ACL SETUSER) or use another user; `ferry check --connect` lists what is needed",
