@@ -99,6 +99,11 @@ fn check(mut config: ClientConfig, plan: Plan) -> Vec<Finding> {
     let metadata = match consumer.fetch_metadata(None, TIMEOUT) {
         Ok(m) => m,
         Err(e) => {
+            // librdkafka reports why (TLS handshake, SASL login) as events,
+            // which only polling hands to the recorder.
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
             let why = consumer.context().first().unwrap_or_else(|| e.to_string());
             out.push(Finding::error("connecting", &why));
             return out;

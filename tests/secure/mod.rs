@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -224,44 +224,41 @@ fn tansu_bin() -> String {
 pub struct SecureKafka {
     /// The port clients use (socat's with TLS, tansu's without).
     pub port: u16,
-    tansu_port: u16,
     children: Vec<Child>,
     pub dir: tempfile::TempDir,
 }
 
 impl SecureKafka {
-    pub fn start(authentication: bool, tls: Option<(&Certs, bool)>) -> Self {
+    /// `users`: SCRAM users `(name, password, mechanism)`; the broker then
+    /// requires a login. tansu creates users only while it does not require
+    /// logins, so it is started once without, then again with.
+    /// `tls`: the certificates, and whether a client certificate is required.
+    pub fn start(users: &[(&str, &str, &str)], tls: Option<(&Certs, bool)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tansu_port = free_port();
+        if !users.is_empty() {
+            let mut open = spawn_tansu(dir.path(), tansu_port, tansu_port, false);
+            for (name, password, mechanism) in users {
+                let out = Command::new(tansu_bin())
+                    .args(["user", "create", name, password, "--mechanism", mechanism])
+                    .args(["--broker", &format!("tcp://127.0.0.1:{tansu_port}")])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "tansu user create: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let _ = open.kill();
+            let _ = open.wait();
+        }
         let port = if tls.is_some() {
             free_port()
         } else {
             tansu_port
         };
-        let listen = format!("tcp://127.0.0.1:{tansu_port}");
-        let advertised = format!("tcp://127.0.0.1:{port}");
-        let mut broker = Command::new(tansu_bin());
-        broker
-            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args([
-                "--listener-url",
-                &listen,
-                "--advertised-listener-url",
-                &advertised,
-            ]);
-        if authentication {
-            broker.arg("--authentication");
-        }
-        let tansu = broker
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut children = vec![tansu];
-        wait_until(Duration::from_secs(20), "tansu to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", tansu_port)).is_ok()
-        });
+        let mut children = vec![spawn_tansu(dir.path(), tansu_port, port, !users.is_empty())];
         if let Some((certs, client_certs)) = tls {
             let listen = format!(
                 "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify={}",
@@ -284,7 +281,6 @@ impl SecureKafka {
         }
         Self {
             port,
-            tansu_port,
             children,
             dir,
         }
@@ -294,27 +290,41 @@ impl SecureKafka {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Creates a SCRAM user (talking to tansu directly, in plaintext).
-    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
-        let out = Command::new(tansu_bin())
-            .args(["user", "create", name, password, "--mechanism", mechanism])
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.tansu_port)])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu user create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
+}
 
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_owned()
+fn spawn_tansu(dir: &Path, tansu_port: u16, advertised_port: u16, authentication: bool) -> Child {
+    let listen = format!("tcp://127.0.0.1:{tansu_port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised_port}");
+    let mut broker = Command::new(tansu_bin());
+    broker
+        .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+        .args([
+            "--listener-url",
+            &listen,
+            "--advertised-listener-url",
+            &advertised,
+        ]);
+    if authentication {
+        broker.arg("--authentication");
     }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tansu.log"))
+        .unwrap();
+    let child = broker
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "tansu to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", tansu_port)).is_ok()
+    });
+    child
 }
 
 impl Drop for SecureKafka {
