@@ -85,7 +85,7 @@ fn a_server_signed_by_an_unknown_ca_is_refused_once_with_the_fix() {
     // The pipeline stops instead of retrying forever, and says why.
     let started = std::time::Instant::now();
     let (code, _, stderr) = run(&config, &[]);
-    assert_ne!(code, 0, "{stderr}");
+    assert!(code > 0, "exit {code}: {stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "gave up in {:?}",

@@ -336,17 +336,35 @@ impl Drop for SecureKafka {
     }
 }
 
-/// `ferry ARGS...`: exit code, stdout and stderr.
+/// `ferry ARGS...`: exit code, stdout and stderr. A ferry still running
+/// after 90 s (retrying what it should have given up on) is killed and
+/// reported with exit code -1.
 pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(crate::support::ferry_bin())
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(crate::support::ferry_bin())
         .args(args)
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
         .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        code,
+        std::fs::read_to_string(out).unwrap_or_default(),
+        std::fs::read_to_string(err).unwrap_or_default(),
     )
 }
 
