@@ -57,6 +57,11 @@ ensure_build_tools() {
     command -v perl >/dev/null || need+=(perl)
     command -v python3 >/dev/null || need+=(python3)
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+    # librdkafka's TLS and SCRAM (OpenSSL) and its OIDC token fetch (libcurl),
+    # found with pkg-config; see ARCHITECTURE.md, "TLS and authentication".
+    # openssl and socat: the TLS tests make certificates and terminate TLS
+    # in front of the test broker.
+    apt_install pkg-config libssl-dev libcurl4-openssl-dev openssl socat
     command -v cargo >/dev/null || die "cargo is not installed; install Rust from https://rustup.rs"
 }
 

@@ -84,6 +84,12 @@ impl ConnectorError {
 
     /// Whether trying the same operation again later can succeed.
     pub fn is_retryable(&self) -> bool {
+        // A refused certificate or login does not heal by retrying: stop
+        // and say what to change instead of retrying forever.
+        let text = crate::connectors::diagnose::chain(self);
+        if crate::connectors::diagnose::explain(&text).is_some_and(|d| d.permanent) {
+            return false;
+        }
         match self {
             ConnectorError::Redis { source, .. } => redis_retryable(source),
             ConnectorError::Kafka { source, .. } => kafka_retryable(source),

@@ -6,6 +6,7 @@
 //! [`ack`] carries sink confirmations back to the source.
 
 pub mod ack;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod connectors;
@@ -14,6 +15,7 @@ pub mod message;
 pub mod observe;
 pub mod position;
 pub mod runtime;
+pub mod secret;
 pub mod steps;
 pub mod sync;
 pub mod template;

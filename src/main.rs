@@ -52,6 +52,11 @@ enum Command {
     Check {
         /// The config file (TOML).
         config: PathBuf,
+        /// Also connect to every source and sink with the configured
+        /// credentials and check what the pipelines need (topics, groups,
+        /// keys, queues, permissions). Consumes and writes nothing.
+        #[arg(long)]
+        connect: bool,
     },
 }
 
@@ -75,7 +80,7 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config, connect } => match Config::load(&config) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} pipeline{})",
@@ -84,6 +89,9 @@ fn main() -> ExitCode {
                     if c.pipelines.len() == 1 { "" } else { "s" }
                 );
                 print!("{}", ferry::config::topology::summary(&c));
+                if connect {
+                    return check_connect(&c);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -118,6 +126,24 @@ fn main() -> ExitCode {
             };
             runtime.block_on(run(config, options, http))
         }
+    }
+}
+
+/// `ferry check --connect`: exit 1 if any part fails.
+fn check_connect(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = runtime.block_on(ferry::check::run(config));
+    print!("{}", ferry::check::render(&reports));
+    if reports.iter().all(|r| r.ok()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -167,6 +193,10 @@ async fn run(config: Config, options: RunOptions, http: Option<SocketAddr>) -> E
                 .filter(|e| !matches!(e, runtime::PipelineError::Stopped))
             {
                 eprintln!("error: {e}");
+                let text = ferry::connectors::diagnose::chain(e);
+                if let Some(d) = ferry::connectors::diagnose::explain(&text) {
+                    eprintln!("  fix: {}", d.fix);
+                }
             }
             ExitCode::FAILURE
         }

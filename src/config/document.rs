@@ -253,7 +253,9 @@ fn substitute(
     }
 }
 
-/// Expands `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+/// Expands `${VAR}`, `${VAR:-default}` and `${file:/path}` (the content of
+/// a file, without its trailing newline: a mounted secret); `$${` is a
+/// literal `${`. Errors name the variable or file, never a value.
 pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -268,6 +270,16 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
                 .find('}')
                 .ok_or_else(|| format!("unclosed `${{` in \"{s}\" (write `$${{` for a literal)"))?;
             let inner = &body[..end];
+            if let Some(path) = inner.strip_prefix("file:") {
+                if path.is_empty() {
+                    return Err(
+                        "`${file:}` needs a path, e.g. `${file:/run/secrets/password}`".into(),
+                    );
+                }
+                out.push_str(&crate::secret::read_file(std::path::Path::new(path))?);
+                rest = &body[end + 1..];
+                continue;
+            }
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
@@ -322,6 +334,26 @@ mod tests {
         );
         assert!(expand("${HOST", &env).unwrap_err().contains("unclosed"));
         assert!(expand("${a b}", &env).unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn file_references_read_the_file_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let text = format!("a = \"${{file:{}}}\"", path.display());
+        assert_eq!(expand(&text, &env).unwrap(), "a = \"s3cret\"");
+        let missing = format!("${{file:{}/nope}}", dir.path().display());
+        let e = expand(&missing, &env).unwrap_err();
+        assert!(
+            e.contains("cannot read the secret file") && e.contains("nope"),
+            "{e}"
+        );
+        assert!(
+            expand("${file:}", &env)
+                .unwrap_err()
+                .contains("needs a path")
+        );
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! variant, and the compiler lists every place that must learn about it.
 
 pub mod amqp;
+pub mod diagnose;
 pub mod generate;
 pub mod kafka;
 pub mod redis;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -206,7 +208,8 @@ impl SourceConfig {
             SourceConfig::RedisPubSub(c) => c.check(path, problems),
             SourceConfig::Amqp(c) => c.check(path, problems),
             SourceConfig::RedisKeyspace(c) => c.check(path, problems),
-            SourceConfig::RedisList(_) | SourceConfig::Generate(_) => {}
+            SourceConfig::RedisList(c) => c.check(path, problems),
+            SourceConfig::Generate(_) => {}
         }
     }
 }

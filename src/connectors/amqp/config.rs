@@ -4,14 +4,24 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, de};
 
+use super::access::{AmqpAccess, AuthMechanism};
 use crate::config::values::{Count, NonEmpty, Span, Until};
 use crate::config::{ConfigPath, Problem};
+use crate::connectors::tls::TlsConfig;
+use crate::secret::{Secret, mask_url};
 use crate::template::Template;
 
 /// An AMQP URL: `amqp://user:password@host:5672/vhost` (`%2f` is the
 /// default vhost `/`), or `amqps://` for TLS.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AmqpUrl(String);
+
+/// Shown with its password masked.
+impl std::fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AmqpUrl({})", mask_url(&self.0))
+    }
+}
 
 impl AmqpUrl {
     pub fn as_str(&self) -> &str {
@@ -24,7 +34,8 @@ impl<'de> Deserialize<'de> for AmqpUrl {
         let s = String::deserialize(d)?;
         lapin::uri::AMQPUri::from_str(&s).map_err(|e| {
             de::Error::custom(format!(
-                "invalid amqp url: {e}; write e.g. \"amqp://guest:guest@127.0.0.1:5672/%2f\""
+                "invalid amqp url: {}; write e.g. \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+                e.replace(&s, &mask_url(&s))
             ))
         })?;
         Ok(Self(s))
@@ -115,6 +126,19 @@ pub enum RejectMode {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSourceConfig {
     pub url: AmqpUrl,
+    /// Overrides the url's user.
+    pub username: Option<String>,
+    /// Overrides the url's password. Write `"${VAR}"` or `"${file:/path}"`;
+    /// never shown.
+    pub password: Option<Secret>,
+    /// Overrides the url's virtual host (written plainly: `prod`, `/`).
+    pub vhost: Option<String>,
+    /// `plain` (user and password) or `external` (the TLS client
+    /// certificate is the login).
+    #[serde(default)]
+    pub mechanism: AuthMechanism,
+    /// TLS settings for an `amqps://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     pub queue: NonEmpty,
     /// Deliveries RabbitMQ sends before ferry acknowledges any: bounds what
     /// is in flight (and memory). Competing ferry consumers share a queue.
@@ -136,6 +160,19 @@ pub struct AmqpSourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct AmqpSinkConfig {
     pub url: AmqpUrl,
+    /// Overrides the url's user.
+    pub username: Option<String>,
+    /// Overrides the url's password. Write `"${VAR}"` or `"${file:/path}"`;
+    /// never shown.
+    pub password: Option<Secret>,
+    /// Overrides the url's virtual host (written plainly: `prod`, `/`).
+    pub vhost: Option<String>,
+    /// `plain` (user and password) or `external` (the TLS client
+    /// certificate is the login).
+    #[serde(default)]
+    pub mechanism: AuthMechanism,
+    /// TLS settings for an `amqps://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     /// The exchange; `""` is the default exchange, which routes to the
     /// queue named by the routing key.
     #[serde(default)]
@@ -180,12 +217,35 @@ fn check_prefetch(prefetch: Count, path: &ConfigPath, problems: &mut Vec<Problem
 impl AmqpSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         check_prefetch(self.prefetch, path, problems);
+        self.access().check(path, problems);
     }
 }
 
 impl AmqpSinkConfig {
-    pub fn check(&self, _path: &ConfigPath, _problems: &mut Vec<Problem>) {}
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+    }
 }
+
+/// The connection settings every AMQP source and sink has.
+macro_rules! amqp_access {
+    ($($config:ty),*) => {$(
+        impl $config {
+            pub fn access(&self) -> AmqpAccess {
+                AmqpAccess {
+                    url: self.url.clone(),
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    vhost: self.vhost.clone(),
+                    mechanism: self.mechanism,
+                    tls: self.tls.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+amqp_access!(AmqpSourceConfig, AmqpSinkConfig);
 
 #[cfg(test)]
 mod tests {

@@ -2,19 +2,31 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
+
+use super::access::AmqpAccess;
 
 use super::config::{ExchangeKind, QueueKind, Topology};
 use crate::error::ConnectorError;
 
 /// Opens a connection named after the pipeline (as RabbitMQ's management
-/// UI and `rabbitmqctl list_connections` show it) and one channel.
-pub async fn open(url: &str, name: &str) -> Result<(Connection, Channel), ConnectorError> {
+/// UI and `rabbitmqctl list_connections` show it) and one channel, with the
+/// credentials and TLS settings of `access`.
+pub async fn open(
+    access: &AmqpAccess,
+    name: &str,
+) -> Result<(Connection, Channel), ConnectorError> {
     let props =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
-    let conn = Connection::connect(url, props)
+    let connecting = |e| ConnectorError::amqp(format!("connecting to {}", access.shown()), e);
+    let conn = DefaultConnectionBuilder::new()
+        .map_err(connecting)?
+        .with_uri(access.uri()?)
+        .with_properties(props)
+        .with_tls_config(access.tls_config()?)
+        .connect()
         .await
-        .map_err(|e| ConnectorError::amqp("connecting", e))?;
+        .map_err(connecting)?;
     let channel = conn
         .create_channel()
         .await

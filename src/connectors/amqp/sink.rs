@@ -53,7 +53,7 @@ impl AmqpSink {
         }
         if self.session.is_none() {
             let name = format!("ferry-{}-sink", self.pipeline);
-            let (conn, channel) = connection::open(self.config.url.as_str(), &name).await?;
+            let (conn, channel) = connection::open(&self.config.access(), &name).await?;
             connection::declare(&channel, &self.config.declare).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())

@@ -121,7 +121,7 @@ struct Session {
 
 async fn connect(pipeline: &str, config: &AmqpSourceConfig) -> Result<Session, ConnectorError> {
     let (conn, channel) =
-        connection::open(config.url.as_str(), &format!("ferry-{pipeline}-source")).await?;
+        connection::open(&config.access(), &format!("ferry-{pipeline}-source")).await?;
     connection::declare(&channel, &config.declare).await?;
     let prefetch = u16::try_from(config.prefetch.get()).unwrap_or(u16::MAX);
     channel

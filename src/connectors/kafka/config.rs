@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
+use super::security::{self, SaslConfig};
 pub use crate::config::values::Until;
 use crate::config::values::{Count, NonEmpty, Span, TopicName};
 use crate::config::{ConfigPath, Problem};
+use crate::connectors::tls::TlsConfig;
 use crate::template::Template;
 
 /// `type = "kafka"` as a source.
@@ -39,6 +41,10 @@ pub struct KafkaSourceConfig {
     /// of this once decompressed.
     #[serde(default = "default_prefetch")]
     pub prefetch_kbytes: Count,
+    /// TLS: `tls = {}` for the system's CAs, or `{ ca = ..., cert = ..., key = ... }`.
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication: PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER (OIDC).
+    pub sasl: Option<SaslConfig>,
     /// Extra librdkafka settings (security, timeouts), passed as they are.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -123,6 +129,13 @@ impl KafkaSourceConfig {
             );
         }
         check_options(&self.options, CONSUMER_MANAGED, path, problems);
+        security::check(
+            self.tls.as_ref(),
+            self.sasl.as_ref(),
+            &self.options,
+            path,
+            problems,
+        );
     }
 
     /// The librdkafka consumer configuration.
@@ -155,6 +168,10 @@ impl KafkaSourceConfig {
             )
             // Consumer lag for the metrics endpoint, and broker liveness.
             .set("statistics.interval.ms", "5000");
+        if let Some(tls) = &self.tls {
+            tls.warn_if_insecure(client_id, "kafka");
+        }
+        security::apply(&mut c, self.tls.as_ref(), self.sasl.as_ref());
         for (k, v) in &self.options {
             c.set(k, v);
         }
@@ -188,6 +205,11 @@ pub struct KafkaSinkConfig {
     pub batch_size: Count,
     /// Create the topic at start if it does not exist.
     pub create_topic: Option<CreateTopic>,
+    /// TLS: `tls = {}` for the system's CAs, or `{ ca = ..., cert = ..., key = ... }`.
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication: PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER (OIDC).
+    pub sasl: Option<SaslConfig>,
+    /// Extra librdkafka settings, passed as they are.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -276,6 +298,13 @@ fn default_sink_batch() -> Count {
 impl KafkaSinkConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         check_options(&self.options, PRODUCER_MANAGED, path, problems);
+        security::check(
+            self.tls.as_ref(),
+            self.sasl.as_ref(),
+            &self.options,
+            path,
+            problems,
+        );
         if self.acks == Acks::Leader {
             problems.push(
                 Problem::at_path(
@@ -297,6 +326,10 @@ impl KafkaSinkConfig {
             .set("compression.type", self.compression.name())
             .set("partitioner", self.partitioner.librdkafka_name())
             .set("linger.ms", self.linger.0.as_millis().to_string());
+        if let Some(tls) = &self.tls {
+            tls.warn_if_insecure(client_id, "kafka");
+        }
+        security::apply(&mut c, self.tls.as_ref(), self.sasl.as_ref());
         for (k, v) in &self.options {
             c.set(k, v);
         }

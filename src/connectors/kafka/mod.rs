@@ -4,6 +4,7 @@ pub mod admin;
 pub mod config;
 pub mod mapping;
 pub mod offsets;
+pub mod security;
 pub mod sink;
 pub mod source;
 

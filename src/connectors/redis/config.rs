@@ -6,12 +6,21 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::config::values::{Count, NonEmpty, Span, Until};
 use crate::config::{ConfigPath, Problem};
+use crate::connectors::tls::TlsConfig;
+use crate::secret::{Secret, mask_url};
 use crate::template::Template;
 
 /// A Redis URL that redis-rs accepts: `redis://[user:password@]host[:port][/db]`,
 /// `rediss://` for TLS, `redis+unix:///path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
+
+/// Shown with its password masked.
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", mask_url(&self.0))
+    }
+}
 
 impl RedisUrl {
     pub fn as_str(&self) -> &str {
@@ -39,7 +48,8 @@ impl<'de> Deserialize<'de> for RedisUrl {
         let s = String::deserialize(d)?;
         redis::IntoConnectionInfo::into_connection_info(s.as_str()).map_err(|e| {
             de::Error::custom(format!(
-                "invalid redis url: {e}; write e.g. \"redis://127.0.0.1:6379/0\""
+                "invalid redis url `{}`: {e}; write e.g. \"redis://127.0.0.1:6379/0\"",
+                mask_url(&s)
             ))
         })?;
         Ok(Self(s))
@@ -51,6 +61,13 @@ impl<'de> Deserialize<'de> for RedisUrl {
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
     pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     /// Which command writes a message.
     pub write: WriteMode,
     /// Key template, e.g. `order:{order_id}` (the channel for `publish`).
@@ -192,6 +209,7 @@ fn default_timeout() -> Span {
 impl RedisSinkConfig {
     /// Options that do not fit `write`, and options it needs.
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
         use WriteMode::*;
         let mode = self.write;
         let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
@@ -389,6 +407,13 @@ pub enum StreamStart {
 #[serde(deny_unknown_fields)]
 pub struct RedisStreamSourceConfig {
     pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     /// Streams to read (one group name for all).
     pub streams: Vec<NonEmpty>,
     /// Consumer group. Several ferry processes in the same group share the
@@ -452,6 +477,13 @@ impl ListEnd {
 #[serde(deny_unknown_fields)]
 pub struct RedisListSourceConfig {
     pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     pub list: NonEmpty,
     /// Which end to pop.
     #[serde(default)]
@@ -477,6 +509,13 @@ pub struct RedisListSourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct RedisPubSubSourceConfig {
     pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub channels: Vec<NonEmpty>,
     #[serde(default)]
@@ -493,6 +532,13 @@ pub struct RedisPubSubSourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct RedisKeyspaceSourceConfig {
     pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
     /// Keys to watch, a Redis glob: `user:*`.
     pub pattern: NonEmpty,
     /// Only these events (`set`, `hset`, `del`, `expired`, ...); all when absent.
@@ -563,6 +609,7 @@ fn default_pending_keys() -> Count {
 
 impl RedisPubSubSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
         if self.channels.is_empty() && self.patterns.is_empty() {
             problems.push(
                 Problem::at_path(
@@ -577,6 +624,7 @@ impl RedisPubSubSourceConfig {
 
 impl RedisKeyspaceSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
         if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
             problems.push(
                 Problem::at_path(
@@ -589,8 +637,15 @@ impl RedisKeyspaceSourceConfig {
     }
 }
 
+impl RedisListSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+    }
+}
+
 impl RedisStreamSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
         if self.streams.is_empty() {
             problems.push(
                 Problem::at_path(path.key("streams"), "no streams to read")
@@ -608,3 +663,27 @@ impl RedisStreamSourceConfig {
         }
     }
 }
+
+/// The connection settings every Redis source and sink has.
+macro_rules! redis_access {
+    ($($config:ty),*) => {$(
+        impl $config {
+            pub fn access(&self) -> super::access::RedisAccess {
+                super::access::RedisAccess {
+                    url: self.url.clone(),
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    tls: self.tls.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+redis_access!(
+    RedisSinkConfig,
+    RedisStreamSourceConfig,
+    RedisListSourceConfig,
+    RedisPubSubSourceConfig,
+    RedisKeyspaceSourceConfig
+);

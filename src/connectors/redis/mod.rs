@@ -1,6 +1,7 @@
 //! Redis: sources for streams, lists, pub/sub and keyspace notifications,
 //! and a sink for every data type.
 
+pub mod access;
 pub mod config;
 pub mod exactly_once;
 pub mod mapping;

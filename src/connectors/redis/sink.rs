@@ -13,6 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
+use super::access::RedisAccess;
 use super::config::{RedisSinkConfig, WritePlan};
 use super::mapping::Write;
 use super::{exactly_once, script, sync};
@@ -108,7 +109,7 @@ impl RedisSink {
         probe: &Probe,
         settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
-        let conn = connect(config.url.as_str(), config.timeout.0)?;
+        let conn = connect(&config.access(), config.timeout.0)?;
         let mut ping = conn.clone();
         match redis::cmd("PING").query_async::<String>(&mut ping).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
@@ -200,9 +201,11 @@ impl RedisSink {
 /// A connection manager that reconnects by itself, with a response timeout
 /// so that a hung server fails a batch (which is retried) instead of
 /// blocking the pipeline forever.
-pub fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, ConnectorError> {
-    let client =
-        redis::Client::open(url).map_err(|e| ConnectorError::redis("opening the url", e))?;
+pub fn connect(
+    access: &RedisAccess,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, ConnectorError> {
+    let client = access.client()?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))

@@ -139,13 +139,12 @@ impl RedisKeyspaceSource {
         config: &RedisKeyspaceSourceConfig,
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
-        let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
         let once = config.until == KeyspaceUntil::Snapshot;
         if !once {
             ensure_notifications(&mut cmd, config.configure_notifications).await?;
         }
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ConnectorError::redis("opening the url", e))?;
+        let client = config.access().client()?;
         let channel = format!("__keyspace@{}__:{}", config.url.db(), config.pattern);
         let shared = Arc::new(Shared {
             dirty: Mutex::new(Dirty::default()),

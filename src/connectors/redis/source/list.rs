@@ -44,11 +44,8 @@ impl RedisListSource {
         pipeline: &str,
         config: &RedisListSourceConfig,
     ) -> Result<Self, ConnectorError> {
-        let reader = connect(
-            config.url.as_str(),
-            config.block.0 + Duration::from_secs(10),
-        )?;
-        let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let reader = connect(&config.access(), config.block.0 + Duration::from_secs(10))?;
+        let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
         let list: Arc<str> = Arc::from(config.list.as_str());
         let consumer = config
             .consumer

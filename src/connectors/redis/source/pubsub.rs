@@ -37,8 +37,7 @@ impl RedisPubSubSource {
         config: &RedisPubSubSourceConfig,
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ConnectorError::redis("opening the url", e))?;
+        let client = config.access().client()?;
         let (tx, rx) = mpsc::channel(config.buffer.get());
         let dropped = Arc::new(AtomicU64::new(0));
         let subscription = Subscription {

@@ -72,8 +72,8 @@ impl RedisStreamSource {
         settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         let block = config.block.0;
-        let reader = connect(config.url.as_str(), block + Duration::from_secs(10))?;
-        let mut cmd = connect(config.url.as_str(), Duration::from_secs(10))?;
+        let reader = connect(&config.access(), block + Duration::from_secs(10))?;
+        let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
         let streams: Vec<Arc<str>> = config
             .streams
             .iter()

@@ -1,0 +1,241 @@
+//! What a connection failure means and which setting fixes it.
+//!
+//! The three client libraries report TLS and login failures in their own
+//! words (rustls for Redis and RabbitMQ, OpenSSL inside librdkafka, and
+//! each server's refusals). [`explain`] recognises them in an error's text
+//! and says, once, what is wrong and what to change; `permanent` failures
+//! cannot heal by retrying, so the runtime stops instead of retrying
+//! forever. Pure: tested against the messages the libraries produce.
+
+/// What a failure means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Retrying cannot help until the configuration or the server changes.
+    pub permanent: bool,
+    /// What is wrong and which setting to change.
+    pub fix: &'static str,
+}
+
+const fn permanent(fix: &'static str) -> Option<Diagnosis> {
+    Some(Diagnosis {
+        permanent: true,
+        fix,
+    })
+}
+
+/// Recognises a failure from the text of an error and its causes.
+pub fn explain(text: &str) -> Option<Diagnosis> {
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let lower = text.to_ascii_lowercase();
+    let has_lower = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    // TLS, as the client sees the server's certificate.
+    if has(&[
+        "Expired",
+        "certificate has expired",
+        "NotValidYet",
+        "certificate is not yet valid",
+    ]) {
+        return permanent(
+            "the server's TLS certificate has expired or is not valid yet (or this machine's \
+             clock is wrong): renew the certificate on the server",
+        );
+    }
+    if has(&[
+        "NotValidForName",
+        "not valid for name",
+        "Hostname mismatch",
+        "hostname mismatch",
+    ]) {
+        return permanent(
+            "the server's TLS certificate does not carry the host name in the url/brokers: \
+             connect by a name the certificate lists",
+        );
+    }
+    if has(&[
+        "UnknownIssuer",
+        "unable to get local issuer certificate",
+        "self-signed certificate",
+        "self signed certificate",
+        "certificate verify failed",
+        "BadSignature",
+    ]) {
+        return permanent(
+            "the server's TLS certificate is not signed by a CA ferry trusts: set `tls.ca` to \
+             the PEM file of the CA that signed it",
+        );
+    }
+    // TLS, as the server sees ferry's client certificate.
+    if has(&["CertificateRequired", "certificate required"]) {
+        return permanent(
+            "the server requires a client certificate (mutual TLS): set `tls.cert` and `tls.key`",
+        );
+    }
+    if has_lower(&[
+        "alert unknown ca",
+        "alert: unknownca",
+        "alert bad certificate",
+        "alert: badcertificate",
+        "alert: certificateunknown",
+    ]) {
+        return permanent(
+            "the server refused ferry's client certificate: give `tls.cert`/`tls.key` signed \
+             by a CA the server trusts",
+        );
+    }
+    // TLS spoken to a port that does not speak it.
+    if has(&[
+        "InvalidContentType",
+        "wrong version number",
+        "packet length too long",
+        "record layer failure",
+    ]) {
+        return permanent(
+            "the server's port does not speak TLS: use the plaintext scheme (redis://, amqp://, \
+             no `tls`) or the server's TLS port",
+        );
+    }
+    // Logins.
+    if has(&[
+        "WRONGPASS",
+        "invalid username-password pair",
+        "AuthenticationFailed",
+    ]) {
+        return permanent("wrong user name or password: check `username` and `password`");
+    }
+    if has(&["NOAUTH", "NoAuth", "Authentication required"]) {
+        return permanent(
+            "the server requires a login: set `password` (and `username` for an ACL user)",
+        );
+    }
+    if has(&["NOPERM", "NoPerm", "no permissions to"]) {
+        return permanent(
+            "the user is not allowed a command or key ferry needs: grant it on the server \
+             (Redis: ACL SETUSER) or use another user; `ferry check --connect` lists what is needed",
+        );
+    }
+    if has(&[
+        "ACCESS_REFUSED",
+        "ACCESSREFUSED",
+        "access refused",
+        "Login was refused",
+    ]) {
+        return permanent(
+            "RabbitMQ refused the login or access: check `username`, `password` and that the \
+             user has permissions on the `vhost`",
+        );
+    }
+    if has(&["NOT_ALLOWED", "NOTALLOWED", "vhost", "INVALID_PATH"]) && has(&["vhost"]) {
+        return permanent("RabbitMQ has no such virtual host for this user: check `vhost`");
+    }
+    if has_lower(&[
+        "sasl authentication failed",
+        "authentication failed",
+        "sasl authentication error",
+    ]) {
+        return permanent(
+            "the broker refused the SASL login: check `sasl.mechanism`, `sasl.username` and \
+             `sasl.password`",
+        );
+    }
+    if has_lower(&["topic authorization failed", "topic_authorization_failed"]) {
+        return permanent(
+            "the user may not use this topic: grant it the topic's ACLs (Read/Write/Describe)",
+        );
+    }
+    if has_lower(&["group authorization failed", "group_authorization_failed"]) {
+        return permanent(
+            "the user may not use this consumer group: grant it the group's Read ACL",
+        );
+    }
+    // Plaintext spoken to a TLS port: the server hangs up. Not certain, so
+    // not permanent, but worth saying.
+    if has_lower(&[
+        "connection reset",
+        "broken pipe",
+        "unexpected eof",
+        "connection closed",
+        "might be caused by incorrect security.protocol",
+    ]) {
+        return Some(Diagnosis {
+            permanent: false,
+            fix: "the server closed the connection; if its port expects TLS, use rediss:// / \
+                  amqps:// or add `tls` (Kafka)",
+        });
+    }
+    None
+}
+
+/// The text of an error and all its causes, for [`explain`].
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(text: &str) -> &'static str {
+        explain(text).map_or("", |d| d.fix)
+    }
+
+    #[test]
+    fn tls_failures_name_the_setting_to_change() {
+        assert!(fix("invalid peer certificate: UnknownIssuer").contains("`tls.ca`"));
+        assert!(
+            fix("SSL handshake failed: error:0A000086:SSL routines::certificate verify failed")
+                .contains("`tls.ca`")
+        );
+        assert!(fix("invalid peer certificate: Expired").contains("expired"));
+        assert!(
+            fix("invalid peer certificate: NotValidForNameContext { expected: .. }")
+                .contains("name")
+        );
+        assert!(fix("received fatal alert: CertificateRequired").contains("`tls.cert`"));
+        assert!(
+            fix("received corrupt message of type InvalidContentType")
+                .contains("does not speak TLS")
+        );
+        assert!(
+            explain("invalid peer certificate: UnknownIssuer")
+                .unwrap()
+                .permanent
+        );
+    }
+
+    #[test]
+    fn refused_logins_and_permissions_are_permanent() {
+        assert!(
+            fix("WRONGPASS invalid username-password pair or user is disabled.")
+                .contains("`password`")
+        );
+        assert!(
+            fix("NOPERM User ferry has no permissions to run the 'set' command")
+                .contains("ACL SETUSER")
+        );
+        assert!(
+            fix("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN")
+                .contains("`vhost`")
+        );
+        assert!(
+            fix("Local: Authentication failure: SASL authentication error: Authentication failed")
+                .contains("sasl.password")
+        );
+        for t in ["WRONGPASS x", "NOPERM y", "ACCESS_REFUSED z"] {
+            assert!(explain(t).unwrap().permanent, "{t}");
+        }
+    }
+
+    #[test]
+    fn a_hang_up_is_explained_but_retried_and_the_unknown_is_left_alone() {
+        let d = explain("Connection reset by peer (os error 104)").unwrap();
+        assert!(!d.permanent);
+        assert_eq!(explain("Connection refused (os error 111)"), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! Redis over TLS and with ACL users, against a private `redis-server`
+//! with a TLS port and certificates made by the test (openssl).
+
+mod secure;
+mod support;
+
+use std::time::Duration;
+
+use secure::{Certs, TlsRedis, check_connect, ferry};
+
+/// A pipeline of `count` generated orders into `SET order:{id}` on `url`,
+/// with the connection settings `access` (TOML lines).
+fn sink_config(url: &str, access: &str, count: u64) -> String {
+    format!(
+        r#"
+[[pipeline]]
+name = "tls"
+source = {{ type = "generate", count = {count} }}
+[[pipeline.sink]]
+type = "redis"
+url = "{url}"
+write = "set"
+key = "order:{{order_id}}"
+{access}
+"#
+    )
+}
+
+fn run(config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.toml");
+    std::fs::write(&path, config).unwrap();
+    ferry(&["run", path.to_str().unwrap()], env)
+}
+
+#[test]
+fn a_redis_sink_writes_over_tls_trusting_a_private_ca() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs, false);
+    let access = format!("tls = {{ ca = \"{}\" }}", certs.path("ca.pem"));
+    let (code, _, stderr) = run(&sink_config(&redis.tls_url(), &access, 20), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(redis.get("order:20").is_some(), "{stderr}");
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs, true);
+    let with_cert = format!(
+        "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}",
+        certs.path("ca.pem"),
+        certs.path("client.pem"),
+        certs.path("client.key")
+    );
+    let (code, _, stderr) = run(&sink_config(&redis.tls_url(), &with_cert, 5), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(redis.get("order:5").is_some());
+
+    // Without one, the dry run says what to add.
+    let dir = tempfile::tempdir().unwrap();
+    let without = format!("tls = {{ ca = \"{}\" }}", certs.path("ca.pem"));
+    let (code, stdout, _) = check_connect(dir.path(), &sink_config(&redis.tls_url(), &without, 5));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAILED: pipeline `tls` sink"), "{stdout}");
+}
+
+#[test]
+fn a_server_signed_by_an_unknown_ca_is_refused_once_with_the_fix() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs, false);
+    let access = format!("tls = {{ ca = \"{}\" }}", certs.path("other-ca.pem"));
+    let config = sink_config(&redis.tls_url(), &access, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("UnknownIssuer"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "fix: the server's TLS certificate is not signed by a CA ferry trusts: set `tls.ca`"
+        ),
+        "{stdout}"
+    );
+
+    // The pipeline stops instead of retrying forever, and says why.
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = run(&config, &[]);
+    assert!(code > 0, "exit {code}: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("fix: the server's TLS certificate is not signed"),
+        "{stderr}"
+    );
+    assert_eq!(redis.get("order:1"), None);
+}
+
+#[test]
+fn plaintext_to_the_tls_port_and_tls_to_the_plaintext_port_are_told_apart() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs, false);
+    let dir = tempfile::tempdir().unwrap();
+    let tls_to_plain = sink_config(
+        &format!("rediss://127.0.0.1:{}", redis.port),
+        &format!("tls = {{ ca = \"{}\" }}", certs.path("ca.pem")),
+        1,
+    );
+    let (code, stdout, _) = check_connect(dir.path(), &tls_to_plain);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("no answer to the TLS handshake"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TLS port (tls-port)"), "{stdout}");
+    let plain_to_tls = sink_config(&format!("redis://127.0.0.1:{}", redis.tls_port), "", 1);
+    let (code, stdout, _) = check_connect(dir.path(), &plain_to_tls);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn an_acl_user_with_the_pipelines_commands_passes_and_one_without_is_named() {
+    let certs = Certs::make();
+    let redis = TlsRedis::start(&certs, false);
+    redis.acl_user(
+        "writer",
+        "w-pass",
+        &[
+            "~order:*", "+set", "+ping", "+multi", "+discard", "+hello", "+client",
+        ],
+    );
+    redis.acl_user(
+        "reader",
+        "r-pass",
+        &[
+            "~order:*", "+get", "+ping", "+multi", "+discard", "+hello", "+client",
+        ],
+    );
+    let access = |user: &str| {
+        format!(
+            "username = \"{user}\"\npassword = \"${{REDIS_PASSWORD}}\"\ntls = {{ ca = \"{}\" }}",
+            certs.path("ca.pem")
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |user: &str| sink_config(&redis.tls_url(), &access(user), 10);
+    let path = dir.path().join("w.toml");
+    std::fs::write(&path, write("writer")).unwrap();
+    let (code, stdout, stderr) = ferry(
+        &["check", "--connect", path.to_str().unwrap()],
+        &[("REDIS_PASSWORD", "w-pass")],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("as ACL user `writer`"), "{stdout}");
+    assert!(
+        stdout.contains("the user may run what this part sends: SET order:ferry-check"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&write("writer"), &[("REDIS_PASSWORD", "w-pass")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(redis.get("order:10").is_some());
+
+    std::fs::write(&path, write("reader")).unwrap();
+    let (code, stdout, _) = ferry(
+        &["check", "--connect", path.to_str().unwrap()],
+        &[("REDIS_PASSWORD", "r-pass")],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("the user may not run: SET order:ferry-check"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ACL SETUSER"), "{stdout}");
+    assert_eq!(
+        redis.get("order:ferry-check"),
+        None,
+        "the dry run wrote nothing"
+    );
+
+    // Running it anyway stops at the first write with the same advice.
+    let (code, _, stderr) = run(&write("reader"), &[("REDIS_PASSWORD", "r-pass")]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("no permissions to run the 'set' command"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix: the user is not allowed"), "{stderr}");
+
+    // And a wrong password is said to be one.
+    std::fs::write(&path, write("writer")).unwrap();
+    let (code, stdout, _) = ferry(
+        &["check", "--connect", path.to_str().unwrap()],
+        &[("REDIS_PASSWORD", "wrong")],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("fix: wrong user name or password"),
+        "{stdout}"
+    );
+}
