@@ -13,7 +13,11 @@
 //! Options: `--routes a,b` (substring of route names), `--sizes 100,1024`,
 //! `--repeats N`, `--scale F` (multiplies message counts), `--only
 //! throughput,latency,backlog`, `--peer PATH` (an mq-bridge-app binary),
-//! `--out DIR` (default target/ferry-bench).
+//! `--out DIR` (default target/ferry-bench), `--source-set "batch_size =
+//! 1000"` and `--sink-set "batch_size = 10000"` (settings added to ferry's
+//! source and sink; the defaults otherwise), `--attach CMD` (a profiler run
+//! beside each ferry throughput run: `{pid}` and `{name}` are replaced, e.g.
+//! `"perf record -g -p {pid} -o /tmp/{name}.data"`; it gets SIGINT at the end).
 //!
 //! Services: private tansu brokers and redis-servers per route (started
 //! here), a vhost of its own on the RabbitMQ at 127.0.0.1:5672. Speed never
@@ -23,6 +27,7 @@ mod backlog;
 mod clients;
 mod latency;
 mod loaded;
+mod metrics;
 mod payload;
 mod process;
 mod report;
@@ -52,6 +57,15 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
 }
 
 static AMQP_URL: OnceLock<String> = OnceLock::new();
+static OVERRIDES: OnceLock<(String, String)> = OnceLock::new();
+
+/// Settings added to ferry's source and sink tables (`--source-set`,
+/// `--sink-set`), to measure something other than the defaults.
+pub fn overrides() -> (&'static str, &'static str) {
+    OVERRIDES
+        .get()
+        .map_or(("", ""), |(a, b)| (a.as_str(), b.as_str()))
+}
 
 /// This run's RabbitMQ vhost.
 pub fn amqp_url() -> String {
@@ -71,6 +85,9 @@ struct Plan {
     only: Option<Vec<String>>,
     peer: Option<PathBuf>,
     out: Option<String>,
+    attach: Option<String>,
+    source_set: String,
+    sink_set: String,
 }
 
 impl Plan {
@@ -90,6 +107,9 @@ impl Plan {
                 only: None,
                 peer: None,
                 out: None,
+                attach: None,
+                source_set: String::new(),
+                sink_set: String::new(),
             }
         } else {
             Plan {
@@ -104,6 +124,9 @@ impl Plan {
                 only: None,
                 peer: None,
                 out: None,
+                attach: None,
+                source_set: String::new(),
+                sink_set: String::new(),
             }
         };
         let list = |v: &str| v.split(',').map(str::to_owned).collect::<Vec<_>>();
@@ -138,6 +161,9 @@ impl Plan {
                 }
                 "--peer" => p.peer = Some(PathBuf::from(value()?)),
                 "--out" => p.out = Some(value()?),
+                "--attach" => p.attach = Some(value()?),
+                "--source-set" => p.source_set = value()?,
+                "--sink-set" => p.sink_set = value()?,
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
                 _ => {} // a name filter cargo passes along
             }
@@ -188,6 +214,7 @@ fn run(plan: &Plan) -> R<()> {
     let out = services::out_dir(plan.out.as_deref())?;
     let vhost = services::RabbitVhost::create()?;
     let _ = AMQP_URL.set(vhost.url());
+    let _ = OVERRIDES.set((plan.source_set.clone(), plan.sink_set.clone()));
     let mut report = Report {
         mode: plan.mode.to_owned(),
         started: String::from_utf8_lossy(
@@ -217,6 +244,7 @@ fn run(plan: &Plan) -> R<()> {
         peer: plan.peer.as_deref(),
         repeats: plan.repeats,
         timeout: Duration::from_secs(300),
+        attach: plan.attach.as_deref(),
     };
     if plan.wants("throughput") {
         for route in &routes {

@@ -78,11 +78,19 @@ pub fn ferry_bin() -> &'static str {
 impl Bridge {
     /// `ferry run` on a config file written from `config`.
     pub fn ferry(config: &str) -> R<Self> {
+        Self::ferry_with(config, &[])
+    }
+
+    /// `ferry run` with more arguments (such as `--http ADDR`).
+    pub fn ferry_with(config: &str, args: &[String]) -> R<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, config)?;
         let mut cmd = Command::new(ferry_bin());
-        cmd.arg("run").arg(&path).env("FERRY_LOG", "warn");
+        cmd.arg("run")
+            .arg(&path)
+            .args(args)
+            .env("FERRY_LOG", "warn");
         Self::spawn(cmd, dir)
     }
 

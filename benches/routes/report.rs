@@ -112,6 +112,24 @@ pub fn tables(r: &Report) -> String {
             let _ = writeln!(s, "    ! {}", e.lines().next().unwrap_or_default());
         }
     }
+    let _ = writeln!(
+        s,
+        "\nferry's sink writes (from its metrics): batches, mean batch, mean time inside one write, share of the run spent inside writes"
+    );
+    for t in &r.throughput {
+        if let Some(w) = t.ferry.as_ref().and_then(|f| f.sink_writes.as_ref()) {
+            let _ = writeln!(
+                s,
+                "{:<22} {:>5} {:>8.0} writes {:>7.0} msgs/write {:>8.2} ms/write {:>5.0}% of the run in writes",
+                t.route,
+                size(t.size),
+                w.writes,
+                w.mean_batch,
+                w.mean_write_ms,
+                w.write_share * 100.0
+            );
+        }
+    }
     if !r.latency.is_empty() {
         let _ = writeln!(
             s,

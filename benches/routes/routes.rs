@@ -357,6 +357,11 @@ impl Setup {
                 self.src_redis_url()?
             ),
         };
+        let (source_set, sink_set) = crate::overrides();
+        let source = match source_set {
+            "" => source,
+            set => format!("{}, {set} }}", source.trim_end_matches('}').trim_end()),
+        };
         let output = self.output(role);
         let sink = match self.route.sink {
             Sink::RedisSet => format!(
@@ -382,7 +387,7 @@ impl Setup {
             ),
         };
         Ok(format!(
-            "[[pipeline]]\nname = \"bench\"\nsource = {source}\n[[pipeline.sink]]\n{sink}"
+            "[[pipeline]]\nname = \"bench\"\nsource = {source}\n[[pipeline.sink]]\n{sink}{sink_set}\n"
         ))
     }
 

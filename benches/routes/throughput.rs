@@ -28,6 +28,8 @@ pub struct BridgeRun {
     /// The private source and sink servers' CPU per wall second, if private.
     pub source_server_busy: Option<f64>,
     pub sink_server_busy: Option<f64>,
+    /// ferry only: its sink's batch writes, from its metrics.
+    pub sink_writes: Option<crate::metrics::SinkWrites>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -55,21 +57,20 @@ pub struct Options<'a> {
     pub peer: Option<&'a Path>,
     pub repeats: usize,
     pub timeout: Duration,
+    /// A command run beside each ferry run (a profiler), with `{pid}` and
+    /// `{name}` replaced; stopped with SIGINT when the run ends.
+    pub attach: Option<&'a str>,
 }
 
 /// Runs a bridge until `n` messages arrived at `role`'s output.
-fn run_bridge(
-    setup: &Setup,
-    role: Role,
-    n: u64,
-    timeout: Duration,
-    peer: Option<&Path>,
-) -> R<BridgeRun> {
+fn run_bridge(setup: &Setup, role: Role, n: u64, opts: &Options) -> R<BridgeRun> {
+    let timeout = opts.timeout;
+    let http_port = crate::services::free_port()?;
     let mut count = setup.counter(role)?;
     let (src_pid, dst_pid) = setup.server_pids();
     let src_cpu0 = src_pid.and_then(cpu_seconds);
     let dst_cpu0 = dst_pid.and_then(cpu_seconds);
-    let mut bridge = match (role, peer) {
+    let mut bridge = match (role, opts.peer) {
         (Role::Peer, Some(bin)) => Bridge::command(
             bin,
             &[
@@ -80,7 +81,14 @@ fn run_bridge(
             ],
             &[("peer.yaml", setup.peer_config(role)?)],
         )?,
-        _ => Bridge::ferry(&setup.ferry_config(role)?)?,
+        _ => Bridge::ferry_with(
+            &setup.ferry_config(role)?,
+            &["--http".into(), format!("127.0.0.1:{http_port}")],
+        )?,
+    };
+    let attached = match (role, opts.attach) {
+        (Role::Ferry, Some(cmd)) => Some(Attached::start(cmd, bridge.pid(), setup)?),
+        _ => None,
     };
     let mut first = None;
     let done = loop {
@@ -102,6 +110,12 @@ fn run_bridge(
     };
     let usage: Usage = bridge.usage();
     let secs = done.as_secs_f64();
+    let sink_writes = match role {
+        Role::Ferry => crate::metrics::scrape(http_port)
+            .ok()
+            .map(|text| crate::metrics::sink_writes(&text, n, secs)),
+        _ => None,
+    };
     let busy = |pid: Option<i32>, before: Option<f64>| -> Option<f64> {
         Some((cpu_seconds(pid?)? - before?) / secs)
     };
@@ -122,9 +136,38 @@ fn run_bridge(
         peak_rss_mb: usage.peak_rss_mb,
         source_server_busy: busy(src_pid, src_cpu0),
         sink_server_busy: busy(dst_pid, dst_cpu0),
+        sink_writes,
     };
+    drop(attached);
     bridge.stop();
     Ok(run)
+}
+
+/// A profiler attached to a ferry run, interrupted (so it writes its
+/// data) when the run ends.
+struct Attached(std::process::Child);
+
+impl Attached {
+    fn start(template: &str, pid: i32, setup: &Setup) -> R<Self> {
+        let name = format!("{}-{}", setup.route.name.replace("->", "-"), setup.size);
+        let cmd = template
+            .replace("{pid}", &pid.to_string())
+            .replace("{name}", &name);
+        Ok(Self(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec {cmd}"))
+                .spawn()?,
+        ))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = self.0.wait();
+    }
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -171,13 +214,13 @@ fn once(
         Ok(d) => out.1.push(rate(n, d)),
         Err(e) => errors.push(format!("plain sink client: {e}")),
     }
-    match run_bridge(&setup, Role::Ferry, n, opts.timeout, None) {
+    match run_bridge(&setup, Role::Ferry, n, opts) {
         Ok(r) => out.2.push(r),
         Err(e) => errors.push(format!("ferry: {e}")),
     }
     if peer.is_some() {
         setup.clear_output()?;
-        match run_bridge(&setup, Role::Peer, n, opts.timeout, peer) {
+        match run_bridge(&setup, Role::Peer, n, opts) {
             Ok(r) => out.3.push(r),
             Err(e) => errors.push(format!("peer: {e}")),
         }
