@@ -18,9 +18,11 @@ root=${FERRY_BENCH_PEER_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-bench/mq-bri
 bin="$root/bin/mq-bridge-app"
 if [ ! -x "$bin" ]; then
     echo "[bench-peer] building mq-bridge-app $version into $root" >&2
-    # Only the endpoints the benchmark uses, with the allocator its default
-    # build ships (mimalloc).
-    cargo install mq-bridge-app --version "$version" --locked --root "$root" \
-        --no-default-features --features kafka,amqp,redis-streams,mimalloc
+    # Only the endpoints the benchmark uses (its UI needs `http`), with the
+    # allocator its default build ships (mimalloc). The build directory is
+    # kept beside it, so an interrupted build resumes.
+    CARGO_TARGET_DIR="$root/build" cargo install mq-bridge-app --version "$version" \
+        --locked --root "$root" \
+        --no-default-features --features kafka,amqp,redis-streams,http,mimalloc
 fi
 exec scripts/bench.sh --peer "$bin" "$@"

@@ -218,6 +218,8 @@ struct Chart<'a> {
     title: &'a str,
     unit: &'a str,
     log: bool,
+    /// Labels in thousands (`12.3k`), for rates.
+    kilo: bool,
     series: &'a [(&'a str, &'a str)],
     groups: Vec<(String, Vec<Option<f64>>)>,
 }
@@ -288,10 +290,10 @@ impl Chart<'_> {
                     self.series[i].1,
                     LABEL_W + w + 3.0,
                     by + BAR - 2.0,
-                    if v >= 1000.0 {
-                        format!("{:.1}k", v / 1000.0)
-                    } else {
-                        format!("{v:.2}")
+                    match v {
+                        v if self.kilo => format!("{:.1}k", v / 1000.0),
+                        v if v >= 10.0 => format!("{v:.0}"),
+                        v => format!("{v:.2}"),
                     }
                 );
             }
@@ -315,6 +317,7 @@ pub fn svg(r: &Report, size: usize) -> String {
         title: &format!("Throughput at {} messages (msg/s)", self::size(size)),
         unit: "messages per second",
         log: false,
+        kilo: true,
         series: &[
             ("plain source client", "#9ecae1"),
             ("plain sink client", "#c6dbef"),
@@ -342,6 +345,7 @@ pub fn svg(r: &Report, size: usize) -> String {
         title: "End-to-end latency at half of saturation (ms)",
         unit: "milliseconds",
         log: true,
+        kilo: false,
         series: &[
             ("p50", "#fdae6b"),
             ("p99", "#e6550d"),
