@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Options: `--routes a,b` (substring of route names), `--sizes 100,1024`,
-//! `--repeats N`, `--scale F` (multiplies message counts), `--only
+//! `--repeats N`, `--scale F` (multiplies message counts), `--backlog N`
+//! and `--backlog-size BYTES` (1,000,000 and 1024 in full mode), `--only
 //! throughput,latency,backlog`, `--peer PATH` (an mq-bridge-app binary),
 //! `--out DIR` (default target/ferry-bench), `--source-set "batch_size =
 //! 1000"` and `--sink-set "batch_size = 10000"` (settings added to ferry's
@@ -81,6 +82,8 @@ struct Plan {
     latency_secs: f64,
     backlog: u64,
     backlog_pause: Duration,
+    /// Message size of the backlog (RabbitMQ's is always small).
+    backlog_size: usize,
     routes: Option<Vec<String>>,
     only: Option<Vec<String>>,
     peer: Option<PathBuf>,
@@ -103,6 +106,7 @@ impl Plan {
                 latency_secs: 10.0,
                 backlog: 1_000_000,
                 backlog_pause: Duration::from_secs(15),
+                backlog_size: 1024,
                 routes: None,
                 only: None,
                 peer: None,
@@ -120,6 +124,7 @@ impl Plan {
                 latency_secs: 3.0,
                 backlog: 100_000,
                 backlog_pause: Duration::from_secs(4),
+                backlog_size: 1024,
                 routes: None,
                 only: None,
                 peer: None,
@@ -158,6 +163,11 @@ impl Plan {
                 }
                 "--backlog" => {
                     p.backlog = value()?.parse().map_err(|e| format!("--backlog: {e}"))?
+                }
+                "--backlog-size" => {
+                    p.backlog_size = value()?
+                        .parse()
+                        .map_err(|e| format!("--backlog-size: {e}"))?
                 }
                 "--peer" => p.peer = Some(PathBuf::from(value()?)),
                 "--out" => p.out = Some(value()?),
@@ -295,9 +305,9 @@ fn run(plan: &Plan) -> R<()> {
         {
             // RabbitMQ is shared: its backlog is of small messages.
             let size = if route.source == routes::Source::Amqp {
-                200
+                plan.backlog_size.min(200)
             } else {
-                1024
+                plan.backlog_size
             };
             report.backlog.push(backlog::measure(
                 route,
