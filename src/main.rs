@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
-use ferry::config::values::Span;
+use ferry::config::values::{Span, Wait};
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
@@ -56,7 +56,9 @@ enum Command {
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
-    Span::parse(s).map(|s| s.0)
+    Span::<Wait>::parse(s)
+        .map(|s| s.0)
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -25,7 +25,7 @@ pub use error::{ConfigError, Problem};
 pub use pipeline::{Name, PipelineConfig, SinkSpec};
 
 use document::{Document, Lift};
-use values::{Count, NonEmpty};
+use values::{Count, Hops, NonEmpty};
 
 /// Where connector tables (`{ type = "...", ... }`) sit in the file.
 const LIFTS: &[Lift] = &[
@@ -58,12 +58,12 @@ pub struct Config {
     /// Messages that went through more ferry hops than this are dropped:
     /// a safety net against loops in a mis-wired topology.
     #[serde(default = "default_max_hops")]
-    pub max_hops: Count,
+    pub max_hops: Count<Hops>,
     #[serde(rename = "pipeline", default)]
     pub pipelines: Vec<PipelineConfig>,
 }
 
-fn default_max_hops() -> Count {
+fn default_max_hops() -> Count<Hops> {
     Count::new(8)
 }
 
@@ -94,12 +94,20 @@ impl Config {
         if !problems.is_empty() {
             return Err(error(problems));
         }
-        let config: Config = doc.deserialize().map_err(|p| error(vec![p]))?;
-        let mut problems = Vec::new();
-        config.check(&mut problems);
-        if problems.is_empty() {
-            return Ok(config);
+        // Bad values are collected rather than ending the parse, so that
+        // every one of them is reported (and the cross-field checks run).
+        let (config, mut problems) = values::collecting(|| doc.deserialize::<Config>());
+        match config {
+            Ok(config) => {
+                config.check(&mut problems);
+                if problems.is_empty() {
+                    return Ok(config);
+                }
+            }
+            Err(p) => problems.push(p),
         }
+        // A problem found while parsing comes first in the file's order.
+        problems.sort_by_key(|p| p.span.as_ref().map_or(usize::MAX, |s| s.start));
         for p in &mut problems {
             if p.span.is_none() {
                 p.span = p.path.as_ref().and_then(|path| doc.span_of(path));

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::{Map, Val};
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
+use crate::config::values::{Refusal, checked};
 use crate::message::{Coordinate, Message};
 
 type Data = data::JustLut<Val>;
@@ -171,8 +172,11 @@ impl PartialEq for Jq {
 
 impl<'de> Deserialize<'de> for Jq {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Jq::compile(&s).map_err(de::Error::custom)
+        checked(
+            d,
+            |s: String| Jq::compile(&s).map_err(|e| Refusal::from(e.to_string())),
+            |_| Jq::compile(".").ok(),
+        )
     }
 }
 

@@ -7,7 +7,10 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 pub use crate::config::values::Until;
-use crate::config::values::{Count, NonEmpty, Span, TopicName};
+use crate::config::values::{
+    Batch, CommitInterval, Count, Linger, NonEmpty, Partitions, PrefetchKbytes, Replicas, Span,
+    TopicName,
+};
 use crate::config::{ConfigPath, Problem};
 use crate::template::Template;
 
@@ -27,7 +30,7 @@ pub struct KafkaSourceConfig {
     pub start: StartFrom,
     /// How often confirmed offsets are committed.
     #[serde(default = "default_commit_interval")]
-    pub commit_interval: Span,
+    pub commit_interval: Span<CommitInterval>,
     /// `forever` (a daemon) or `end`: stop once every partition has been
     /// read up to the end it had when ferry started (a one-off copy).
     #[serde(default)]
@@ -38,7 +41,7 @@ pub struct KafkaSourceConfig {
     /// compressed bytes, so very compressible records can take a multiple
     /// of this once decompressed.
     #[serde(default = "default_prefetch")]
-    pub prefetch_kbytes: Count,
+    pub prefetch_kbytes: Count<PrefetchKbytes>,
     /// Extra librdkafka settings (security, timeouts), passed as they are.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -56,11 +59,11 @@ pub enum StartFrom {
     Committed,
 }
 
-fn default_commit_interval() -> Span {
-    Span(std::time::Duration::from_secs(1))
+fn default_commit_interval() -> Span<CommitInterval> {
+    Span::new(std::time::Duration::from_secs(1))
 }
 
-fn default_prefetch() -> Count {
+fn default_prefetch() -> Count<PrefetchKbytes> {
     Count::new(8 * 1024)
 }
 
@@ -181,11 +184,11 @@ pub struct KafkaSinkConfig {
     pub partitioner: Partitioner,
     /// How long the producer waits to fill a batch.
     #[serde(default = "default_linger")]
-    pub linger: Span,
+    pub linger: Span<Linger>,
     /// Messages ferry hands to the producer before waiting for their
     /// delivery reports.
     #[serde(default = "default_sink_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     /// Create the topic at start if it does not exist.
     pub create_topic: Option<CreateTopic>,
     #[serde(default)]
@@ -252,24 +255,24 @@ pub enum Acks {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
-    pub partitions: Count,
+    pub partitions: Count<Partitions>,
     #[serde(default = "one")]
-    pub replication: Count,
+    pub replication: Count<Replicas>,
     /// Topic settings, e.g. `{ "cleanup.policy" = "compact" }` for a
     /// changelog whose tombstones delete keys.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
 
-fn one() -> Count {
+fn one<L: crate::config::values::Limit>() -> Count<L> {
     Count::new(1)
 }
 
-fn default_linger() -> Span {
-    Span(std::time::Duration::from_millis(5))
+fn default_linger() -> Span<Linger> {
+    Span::new(std::time::Duration::from_millis(5))
 }
 
-fn default_sink_batch() -> Count {
+fn default_sink_batch() -> Count<Batch> {
     Count::new(1000)
 }
 

@@ -571,7 +571,7 @@ pub fn exactly_once_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::values::Count;
+    use crate::config::values::{Count, Length};
     use crate::connectors::redis::config::RedisSinkConfig;
 
     fn t(s: &str) -> Template {
@@ -738,7 +738,7 @@ mod tests {
             ),
             ["XADD events * order_id 7 total 9.5 status new"]
         );
-        let _ = Count::new(1);
+        let _ = Count::<Length>::new(1);
     }
 
     fn bulk(s: &str) -> redis::Value {
