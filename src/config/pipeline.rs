@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::values::{Attempts, Buffer, Count, Hops, NonEmpty, Refusal, RetryDelay, Span, checked};
+use super::values::{
+    Attempts, Buffer, Count, Hops, JqBudget, NonEmpty, Refusal, RetryDelay, Span, checked,
+};
 use super::{ConfigPath, Problem};
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::steps::{Jq, Step, StepConfig};
@@ -48,6 +50,15 @@ pub struct PipelineConfig {
     pub origin: Option<NonEmpty>,
     /// Overrides the top-level `max_hops`.
     pub max_hops: Option<Count<Hops>>,
+    /// jq evaluation steps that the steps and route conditions may take
+    /// for one message; a message that needs more (an expression that
+    /// loops) is dead-lettered with the reason.
+    #[serde(default = "default_jq_budget")]
+    pub jq_budget: Count<JqBudget>,
+}
+
+fn default_jq_budget() -> Count<JqBudget> {
+    Count::new(1_000_000)
 }
 
 fn default_buffer() -> Count<Buffer> {

@@ -83,6 +83,8 @@ limits! {
     KeyTtl: 1 ..= 3650 * DAY, "leave `ttl` out for keys that do not expire";
     /// RabbitMQ's `x-message-ttl`, a 32-bit number of milliseconds.
     MessageTtl: 0 ..= 4_294_967_295, "RabbitMQ's x-message-ttl is a 32-bit number of milliseconds";
+    /// jq evaluation steps per message.
+    JqBudget: 1 ..= 1_000_000_000, "a message that needs more steps is dead-lettered; a loop that never ends spends any budget";
     /// Durations given on the command line.
     Wait: 0 ..= DAY, "a day at most";
 }

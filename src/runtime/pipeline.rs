@@ -405,8 +405,14 @@ async fn hand_over(
     if let Some(reason) = dead_letter {
         return reject(message, ack, "source", MessageError::GaveUp(reason)).await;
     }
-    let plan = match router.plan(&message) {
+    let stopping = || super::shutdown::signalled() || out.stop.is_cancelled();
+    let plan = match router.plan(&message, &stopping) {
         Ok(Plan::Deliver(plan)) => plan,
+        Ok(Plan::Interrupted) => {
+            // Not acknowledged: the source delivers it again next time.
+            drop(ack);
+            return Ok(());
+        }
         Ok(Plan::Dropped(why)) => {
             debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");
             out.stats.dropped.add(1);
