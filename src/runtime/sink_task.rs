@@ -19,7 +19,7 @@ use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
 use crate::config::pipeline::RetryConfig;
 use crate::connectors::Sink;
-use crate::error::MessageError;
+use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::Probe;
 
@@ -243,7 +243,10 @@ impl SinkTask {
                 }
                 Err(e) if e.is_retryable() => {
                     self.probe.retrying(&e);
-                    if limit.is_some_and(|limit| attempts >= limit) {
+                    // A server refusing every write says nothing about
+                    // these messages: it is waited out like an outage.
+                    let refusing = matches!(e, ConnectorError::Refusing(_));
+                    if !refusing && limit.is_some_and(|limit| attempts >= limit) {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "{e}; giving up, to the dead-letter sink");
                         return Ok(Written::GaveUp {

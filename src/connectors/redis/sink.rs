@@ -56,6 +56,10 @@ impl RedisSink {
         let mut ping = conn.clone();
         match redis::cmd("PING").query_async::<String>(&mut ping).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
+            // Waiting would not change the password.
+            Err(e) if crate::error::redis_auth_refused(&e) => {
+                return Err(ConnectorError::redis("connecting", e));
+            }
             Err(e) => {
                 warn!(
                     pipeline,
@@ -184,8 +188,10 @@ impl Sink for RedisSink {
 }
 
 /// A refused command fails its message, unless the refusal says something
-/// about the server (loading, out of memory, permissions) rather than the
-/// message: then the whole batch fails and is retried or stops the pipeline.
+/// about the server rather than the message: permissions stop the pipeline;
+/// a server that refuses every write for now (loading, out of memory,
+/// read-only replica) fails the batch, which is retried with backoff and
+/// never dead-lettered for it.
 fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
     let code = e.code().unwrap_or_default().to_owned();
     let code = code.as_str();
@@ -202,11 +208,15 @@ fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, Conn
             | "CLUSTERDOWN"
             | "MISCONF"
     );
+    let auth = crate::error::redis_auth_refused(&e);
     let connector = ConnectorError::redis("writing", e);
-    if server_side || connector.is_retryable() {
-        if code == "NOPERM" || code == "NOAUTH" {
-            return Err(ConnectorError::Fatal(connector.to_string()));
-        }
+    if auth {
+        return Err(ConnectorError::Fatal(connector.to_string()));
+    }
+    if server_side {
+        return Err(ConnectorError::Refusing(connector.to_string()));
+    }
+    if connector.is_retryable() {
         return Err(connector);
     }
     Ok(Err(MessageError::Refused {
