@@ -42,6 +42,40 @@ pub mod dead_letter_headers {
     pub const ATTEMPTS: &str = "ferry.attempts";
 }
 
+/// Bytes of the payload an error quotes.
+const EXCERPT: usize = 80;
+
+/// What names a message in an error, so that it can be found again: where
+/// it was read, and what it carries (message id, key, the start of the
+/// payload and its length). Where alone is not enough: an AMQP delivery
+/// tag changes with every redelivery.
+pub fn identify(message: &Message) -> String {
+    let mut out = message.describe_origin();
+    if let Some(id) = message.headers.get("amqp.message_id") {
+        out.push_str(&format!(" message_id={}", String::from_utf8_lossy(id)));
+    }
+    if let Some(key) = &message.key {
+        out.push_str(&format!(
+            " key={}",
+            String::from_utf8_lossy(key).escape_debug()
+        ));
+    }
+    match &message.payload {
+        None => out.push_str(" (tombstone)"),
+        Some(p) => {
+            let cut = p.len().min(EXCERPT);
+            let excerpt = String::from_utf8_lossy(&p[..cut]);
+            let more = if p.len() > cut { "..." } else { "" };
+            out.push_str(&format!(
+                " payload ({} bytes): {}{more}",
+                p.len(),
+                excerpt.escape_debug()
+            ));
+        }
+    }
+    out
+}
+
 /// Where a message goes that cannot be delivered.
 #[derive(Clone, Debug)]
 pub enum Rejections {
@@ -68,6 +102,7 @@ impl Rejections {
         let origin = delivery.message.describe_origin();
         match self {
             Rejections::Stop => {
+                let origin = identify(&delivery.message);
                 error!(pipeline, stage, %origin, "{error}");
                 Err(PipelineError::Undeliverable {
                     pipeline: pipeline.to_owned(),
@@ -282,4 +317,42 @@ enum Written {
         error: String,
         attempts: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Headers, Origin};
+
+    #[test]
+    fn an_undeliverable_message_is_named_by_what_stays_the_same_on_redelivery() {
+        let m = Message {
+            key: Some("o-7".into()),
+            headers: [("amqp.message_id", "msg-42")]
+                .into_iter()
+                .collect::<Headers>(),
+            origin: Origin::Amqp {
+                queue: "orders".into(),
+                exchange: "shop".into(),
+                routing_key: "order.new".into(),
+                delivery_tag: 3,
+            },
+            ..Message::from_payload(format!(
+                "{{\"order_id\": 7, \"note\": \"{}\"}}",
+                "x".repeat(100)
+            ))
+        };
+        let named = identify(&m);
+        assert!(
+            named.contains("exchange=shop routing_key=order.new"),
+            "{named}"
+        );
+        assert!(named.contains("message_id=msg-42 key=o-7"), "{named}");
+        assert!(
+            named.contains("payload (127 bytes): {\\\"order_id\\\": 7, \\\"note\\\": \\\"xxx"),
+            "{named}"
+        );
+        assert!(named.ends_with("xxx..."), "{named}");
+        assert!(identify(&Message::default()).ends_with("(tombstone)"));
+    }
 }
