@@ -339,3 +339,49 @@ fn a_kafka_copy_until_the_end_knows_its_size() {
     );
     assert_eq!(redis.dbsize(), 350);
 }
+
+#[test]
+fn duplicates_skipped_by_an_exactly_once_sink_are_counted_per_sink() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "once"
+source = {{ type = "redis-stream", url = "{url}", streams = ["in"], group = "g" }}
+
+[[pipeline.sink]]
+name = "db"
+type = "redis"
+url = "{url}"
+write = "set"
+key = "k:{{order_id}}"
+exactly_once = true
+"#,
+        url = redis.url()
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let ferry = Ferry::start_with(&config, &["--http", &addr]);
+    let _: String = redis::cmd("XADD")
+        .arg("in")
+        .arg("*")
+        .arg("payload")
+        .arg(ferry::connectors::generate::order(1))
+        .query(&mut redis.conn())
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the order to be written", || {
+        redis.get("k:1").is_some()
+    });
+    let skipped = metric(
+        port,
+        "ferry_sink_duplicates_skipped_total",
+        &[r#"pipeline="once""#, r#"sink="db""#],
+    );
+    assert_eq!(
+        skipped,
+        Some(0.0),
+        "{:?}\n{}",
+        get(port, "/metrics"),
+        ferry.log()
+    );
+}

@@ -80,6 +80,14 @@ impl Probe {
         }))
     }
 
+    /// The `sink` label of a sink's metrics: its name or `sinks[INDEX]`
+    /// (`dead_letter` for the dead-letter sink), as the probe's component
+    /// without its `sink:` prefix.
+    pub fn sink_id(&self) -> &str {
+        let component = self.0.component.as_str();
+        component.strip_prefix("sink:").unwrap_or(component)
+    }
+
     pub fn state(&self) -> State {
         State::from_u8(self.0.state.load(Ordering::Relaxed))
     }

@@ -77,7 +77,7 @@ impl RedisSink {
             ExactlyOnce {
                 script: redis::Script::new(EXACTLY_ONCE_SCRIPT),
                 skipped: metrics::counter!(names::SINK_SKIPPED, "pipeline" => pipeline.to_owned(),
-                    "key" => config.key.to_string()),
+                    "sink" => probe.sink_id().to_owned(), "key" => config.key.to_string()),
                 key,
             }
         });
