@@ -83,6 +83,9 @@ const CONSUMER_MANAGED: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "use `prefetch_kbytes`"),
 ];
 
+const ALWAYS_ACKS_ALL: &str = "ferry always produces with acks=all: the idempotent producer needs \
+     every in-sync replica, and a record is not lost when a broker dies";
+
 const PRODUCER_MANAGED: &[(&str, &str)] = &[
     (
         "enable.idempotence",
@@ -93,9 +96,9 @@ const PRODUCER_MANAGED: &[(&str, &str)] = &[
     ("compression.codec", "use `compression`"),
     ("linger.ms", "use `linger`"),
     ("queue.buffering.max.ms", "use `linger`"),
-    ("acks", "use `acks`"),
+    ("acks", ALWAYS_ACKS_ALL),
     ("partitioner", "use `partitioner`"),
-    ("request.required.acks", "use `acks`"),
+    ("request.required.acks", ALWAYS_ACKS_ALL),
 ];
 
 fn check_options(
@@ -176,8 +179,6 @@ pub struct KafkaSinkConfig {
     pub key: Option<Template>,
     #[serde(default)]
     pub compression: Compression,
-    #[serde(default)]
-    pub acks: Acks,
     /// How keyed records are spread over partitions. The default matches
     /// the Java client, so ferry and Java producers agree on where a key goes.
     #[serde(default)]
@@ -241,17 +242,6 @@ impl Partitioner {
     }
 }
 
-/// Which brokers must have a record before it counts as written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Acks {
-    /// Every in-sync replica (no loss when a broker dies).
-    #[default]
-    All,
-    /// The partition leader only.
-    Leader,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
@@ -279,15 +269,6 @@ fn default_sink_batch() -> Count<Batch> {
 impl KafkaSinkConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         check_options(&self.options, PRODUCER_MANAGED, path, problems);
-        if self.acks == Acks::Leader {
-            problems.push(
-                Problem::at_path(
-                    path.key("acks"),
-                    "`acks = \"leader\"` cannot be combined with the idempotent producer",
-                )
-                .with_help("remove `acks` (the default is \"all\")"),
-            );
-        }
     }
 
     /// The librdkafka producer configuration.
@@ -337,5 +318,35 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("enable.auto.commit"));
         assert_eq!(c.client_config("x").get("security.protocol"), Some("ssl"));
+    }
+
+    #[test]
+    fn a_refused_producer_option_points_at_a_setting_that_exists() {
+        let c: KafkaSinkConfig = toml::from_str(
+            "brokers = \"b\"\ntopic = \"t\"\noptions = { acks = \"1\", \"linger.ms\" = \"5\" }",
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        c.check(&ConfigPath::root(), &mut problems);
+        let helps: Vec<&str> = problems.iter().filter_map(|p| p.help.as_deref()).collect();
+        assert_eq!(helps.len(), 2, "{problems:?}");
+        assert!(
+            helps
+                .iter()
+                .any(|h| h.contains("always produces with acks=all")),
+            "{helps:?}"
+        );
+        // Every `use X` names a sink setting.
+        let fields = ["brokers", "compression", "linger", "partitioner"];
+        for (_, why) in PRODUCER_MANAGED {
+            if let Some(named) = why.strip_prefix("use `") {
+                let name = named.trim_end_matches('`');
+                assert!(fields.contains(&name), "{why}");
+            }
+        }
+        assert!(
+            toml::from_str::<KafkaSinkConfig>("brokers = \"b\"\ntopic = \"t\"\nacks = \"all\"")
+                .is_err()
+        );
     }
 }
