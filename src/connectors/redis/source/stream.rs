@@ -365,53 +365,64 @@ impl RedisStreamSource {
 
     /// Deletes entries that every group has acknowledged.
     async fn trim(&mut self) -> Result<(), ConnectorError> {
-        for s in self.streams.clone() {
-            let groups: redis::Value = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&*s)
-                .query_async(&mut self.cmd)
-                .await
-                .map_err(|e| self.err("reading stream groups", e))?;
-            let mut min: Option<(u64, u64)> = None;
-            for g in list_of_maps(&groups) {
-                let name = g.get("name").cloned().unwrap_or_default();
-                let pending: u64 = g.get("pending").and_then(|p| p.parse().ok()).unwrap_or(0);
-                let keep_from = if pending > 0 {
-                    let summary: redis::Value = redis::cmd("XPENDING")
-                        .arg(&*s)
-                        .arg(&name)
-                        .query_async(&mut self.cmd)
-                        .await
-                        .map_err(|e| self.err("reading pending summary", e))?;
-                    match &summary {
-                        redis::Value::Array(parts) => {
-                            parts.get(1).and_then(text).and_then(|id| parse_id(&id))
-                        }
-                        _ => None,
-                    }
-                } else {
-                    g.get("last-delivered-id")
-                        .and_then(|id| parse_id(id))
-                        .map(|(ms, seq)| (ms, seq + 1))
-                };
-                let Some(keep_from) = keep_from else {
-                    min = Some((0, 0));
-                    break;
-                };
-                min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
-            }
-            if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
-                let _: i64 = redis::cmd("XTRIM")
-                    .arg(&*s)
-                    .arg("MINID")
-                    .arg(format!("{ms}-{seq}"))
-                    .query_async(&mut self.cmd)
-                    .await
-                    .map_err(|e| self.err("trimming", e))?;
-            }
-        }
-        Ok(())
+        trim_acknowledged(&mut self.cmd, &self.streams, &self.group).await
     }
+}
+
+/// Deletes, from each of `streams`, the entries every group has
+/// acknowledged (`group` names ferry's group in errors).
+async fn trim_acknowledged(
+    cmd: &mut ConnectionManager,
+    streams: &[Arc<str>],
+    group: &str,
+) -> Result<(), ConnectorError> {
+    let err = |what: &str, e| ConnectorError::redis(format!("{what} (group {group})"), e);
+    for s in streams.iter().cloned() {
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&*s)
+            .query_async(cmd)
+            .await
+            .map_err(|e| err("reading stream groups", e))?;
+        let mut min: Option<(u64, u64)> = None;
+        for g in list_of_maps(&groups) {
+            let name = g.get("name").cloned().unwrap_or_default();
+            let pending: u64 = g.get("pending").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let keep_from = if pending > 0 {
+                let summary: redis::Value = redis::cmd("XPENDING")
+                    .arg(&*s)
+                    .arg(&name)
+                    .query_async(cmd)
+                    .await
+                    .map_err(|e| err("reading pending summary", e))?;
+                match &summary {
+                    redis::Value::Array(parts) => {
+                        parts.get(1).and_then(text).and_then(|id| parse_id(&id))
+                    }
+                    _ => None,
+                }
+            } else {
+                g.get("last-delivered-id")
+                    .and_then(|id| parse_id(id))
+                    .map(|(ms, seq)| (ms, seq + 1))
+            };
+            let Some(keep_from) = keep_from else {
+                min = Some((0, 0));
+                break;
+            };
+            min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
+        }
+        if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(&*s)
+                .arg("MINID")
+                .arg(format!("{ms}-{seq}"))
+                .query_async(cmd)
+                .await
+                .map_err(|e| err("trimming", e))?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -551,7 +562,16 @@ impl Source for RedisStreamSource {
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
+        let (mut cmd, streams, group) =
+            (self.cmd.clone(), self.streams.clone(), self.group.clone());
         self.acker.close().await;
+        // What this run acknowledged last (all of a short `until = "end"`
+        // job) is trimmed now rather than left for the next run.
+        if self.config.trim
+            && let Err(e) = trim_acknowledged(&mut cmd, &streams, &group).await
+        {
+            warn!(pipeline = %self.pipeline, "{e}");
+        }
         info!(pipeline = %self.pipeline, "redis stream source closed; confirmed entries acknowledged");
         Ok(())
     }
