@@ -13,7 +13,11 @@ fn a_short_stream_job_with_trim_deletes_what_it_acknowledged_before_it_exits() {
     let mut conn = redis.conn();
     for id in 1..=5 {
         let _: String = conn
-            .xadd("orders", "*", &[("payload", ferry::connectors::generate::order(id))])
+            .xadd(
+                "orders",
+                "*",
+                &[("payload", ferry::connectors::generate::order(id))],
+            )
             .unwrap();
     }
     let config = format!(

@@ -307,7 +307,7 @@ async fn spawn_sink(
         .await?
         .map(|sink| tokio::spawn(task.run(sink, rx))),
         SinkConfig::Kafka(c) => open_retrying(pipeline, label, probe, stop, || {
-            KafkaSink::open(pipeline, c)
+            KafkaSink::open(pipeline, c, probe)
         })
         .await?
         .map(|sink| tokio::spawn(task.run(sink, rx))),

@@ -280,7 +280,9 @@ impl KafkaSinkConfig {
             .set("acks", "all")
             .set("compression.type", self.compression.name())
             .set("partitioner", self.partitioner.librdkafka_name())
-            .set("linger.ms", self.linger.0.as_millis().to_string());
+            .set("linger.ms", self.linger.0.as_millis().to_string())
+            // Broker liveness for the sink's health (see `sink::SinkContext`).
+            .set("statistics.interval.ms", "1000");
         for (k, v) in &self.options {
             c.set(k, v);
         }
