@@ -379,3 +379,29 @@ fn sizes_and_durations_are_refused_out_of_their_range_with_a_hint() {
     assert!(e.contains("must be at least 1, not -5"), "{e}");
     assert!(parse(&with_sink("ttl = \"1ms\"\nbatch_size = 100000")).is_ok());
 }
+
+#[test]
+fn unknown_and_mistyped_settings_are_all_reported_too() {
+    let text = ROUTED
+        .replace(
+            "filter = '.type != \"test\"'",
+            "filter = '.type != \"test\"'\nfliter = 'x'",
+        )
+        .replace("initial = \"50ms\"", "initial = \"5\"")
+        .replace("url = \"redis://127.0.0.1\"", "url = 5")
+        .replace(
+            "routing_key = \"emails\"",
+            "routing_key = \"emails\"\nbatch_sise = 10",
+        );
+    let e = errors(&text);
+    assert!(e.contains("unknown field `fliter`"), "{e}");
+    assert!(e.contains("invalid duration \"5\""), "{e}");
+    assert!(e.contains("invalid type: integer `5`"), "{e}");
+    assert!(e.contains("unknown field `batch_sise`"), "{e}");
+    assert!(
+        e.contains("`batch_size`"),
+        "a hint for the misspelling:\n{e}"
+    );
+    assert!(!e.contains("missing field `url`"), "{e}");
+    assert_eq!(e.matches("error:").count(), 4, "{e}");
+}
