@@ -48,7 +48,10 @@ fn check_and_run_refuse_sizes_and_durations_ferry_cannot_run_with_and_name_them_
             "unknown field `atempts`",
             "did you mean `attempts`?",
         ] {
-            assert!(stderr.contains(expected), "{command}: {expected:?} missing in\n{stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{command}: {expected:?} missing in\n{stderr}"
+            );
         }
         assert_eq!(stderr.matches("error:").count(), 6, "{command}:\n{stderr}");
     }

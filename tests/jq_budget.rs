@@ -35,6 +35,28 @@ key = "dead"
     )
 }
 
+/// CPU time (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let getconf = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap();
+    let per_second: f64 = String::from_utf8_lossy(&getconf.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    ticks / per_second
+}
+
 /// Every field of every entry of a stream, as text.
 fn stream_text(conn: &mut redis::Connection, key: &str) -> String {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -79,6 +101,14 @@ fn a_step_that_never_ends_is_dead_lettered_with_the_reason_and_the_pipeline_goes
     );
     assert!(dead.contains("filter step"), "{dead}");
     assert!(redis.get("order:2").is_none());
+    // Nothing keeps spinning once the message is set aside: over two
+    // seconds the process uses far less than a core (a loop left running
+    // on a thread would use all of it).
+    let before = cpu_seconds(ferry.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(ferry.pid()) - before;
+    println!("jq budget: {used:.2}s of CPU in the 2s after the dead letter");
+    assert!(used < 1.0, "{used}s of CPU in 2s\n{}", ferry.log());
 
     ferry.signal(Signal::SIGTERM);
     let status = ferry
