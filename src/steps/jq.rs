@@ -174,7 +174,12 @@ impl Jq {
                     )),
                     Spent::Interrupted => Failure::Interrupted,
                 }),
-                Err(other) => resume_unwind(other),
+                // A panic inside jaq (printed by the panic hook): this
+                // message cannot be handled, the next one may.
+                Err(_) => Err(Failure::Error(format!(
+                    "`{}`: the jq engine failed on this message",
+                    self.source
+                ))),
             },
         }
     }
