@@ -54,6 +54,11 @@ pub enum ConnectorError {
     /// A passing problem described in words; retrying can help.
     #[error("{0}")]
     Retry(String),
+    /// The target refuses every write for now (Redis `OOM`, `LOADING`,
+    /// `READONLY`): like an outage it is waited out, and it never counts
+    /// against `retry.attempts`, since it says nothing about the messages.
+    #[error("{0}")]
+    Refusing(String),
     /// Set-up that cannot work as configured (missing topic, refused
     /// subscription); retrying would fail the same way.
     #[error("{0}")]
@@ -94,14 +99,24 @@ impl ConnectorError {
             ConnectorError::Redis { source, .. } => redis_retryable(source),
             ConnectorError::Kafka { source, .. } => kafka_retryable(source),
             ConnectorError::Amqp { source, .. } => amqp_retryable(source),
-            ConnectorError::Retry(_) => true,
+            ConnectorError::Retry(_) | ConnectorError::Refusing(_) => true,
             ConnectorError::Fatal(_) => false,
         }
     }
 }
 
+/// A wrong password or user, or a user without the permission: retrying
+/// would be refused the same way.
+pub fn redis_auth_refused(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
 fn redis_retryable(e: &redis::RedisError) -> bool {
     use redis::RetryMethod::*;
+    if redis_auth_refused(e) {
+        return false;
+    }
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return true;
     }
@@ -193,6 +208,12 @@ mod tests {
         let auth = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
         assert!(!ConnectorError::kafka("produce", auth).is_retryable());
         assert!(!ConnectorError::Fatal("no such topic".into()).is_retryable());
+        let wrong_password = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert!(!ConnectorError::redis("connecting", wrong_password).is_retryable());
+        assert!(ConnectorError::Refusing("OOM".into()).is_retryable());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
-use ferry::config::values::Span;
+use ferry::config::values::{Span, Wait};
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
@@ -61,7 +61,9 @@ enum Command {
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
-    Span::parse(s).map(|s| s.0)
+    Span::<Wait>::parse(s)
+        .map(|s| s.0)
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -112,7 +114,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
+            // Room for jq evaluations (see `steps::jq::MAX_STACK`).
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(ferry::steps::jq::THREAD_STACK)
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");

@@ -38,7 +38,13 @@ async fn every_compression_codec_reaches_a_three_broker_cluster_with_keys_header
             "brokers = \"{brokers}\"\ntopic = \"orders\"\ncompression = \"{codec}\""
         ))
         .unwrap();
-        let mut sink = KafkaSink::open("mock", &config).await.unwrap();
+        let mut sink = KafkaSink::open(
+            "mock",
+            &config,
+            &ferry::observe::Probe::detached("mock", "sink"),
+        )
+        .await
+        .unwrap();
         let batch: Vec<_> = (0..100)
             .map(|n| sink.prepare(&order(codec, n)).unwrap())
             .collect();

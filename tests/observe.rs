@@ -339,3 +339,175 @@ fn a_kafka_copy_until_the_end_knows_its_size() {
     );
     assert_eq!(redis.dbsize(), 350);
 }
+
+#[test]
+fn duplicates_skipped_by_an_exactly_once_sink_are_counted_per_sink() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "once"
+source = {{ type = "redis-stream", url = "{url}", streams = ["in"], group = "g" }}
+
+[[pipeline.sink]]
+name = "db"
+type = "redis"
+url = "{url}"
+write = "set"
+key = "k:{{order_id}}"
+exactly_once = true
+"#,
+        url = redis.url()
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let ferry = Ferry::start_with(&config, &["--http", &addr]);
+    let _: String = redis::cmd("XADD")
+        .arg("in")
+        .arg("*")
+        .arg("payload")
+        .arg(ferry::connectors::generate::order(1))
+        .query(&mut redis.conn())
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the order to be written", || {
+        redis.get("k:1").is_some()
+    });
+    let skipped = metric(
+        port,
+        "ferry_sink_duplicates_skipped_total",
+        &[r#"pipeline="once""#, r#"sink="db""#],
+    );
+    assert_eq!(
+        skipped,
+        Some(0.0),
+        "{:?}\n{}",
+        get(port, "/metrics"),
+        ferry.log()
+    );
+}
+
+/// Waits until `/ready` is (or is not) 200 and its body has `needle`.
+fn wait_ready(port: u16, want: bool, needle: &str, timeout: Duration, ferry: &Ferry) -> String {
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some((ready, body)) = ready(port) {
+            if ready == want && body.contains(needle) {
+                return body;
+            }
+            last = body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "/ready never became {} with {needle:?} in {timeout:?}; last:\n{last}\n{}",
+        if want { "200" } else { "503" },
+        ferry.log()
+    );
+}
+
+#[test]
+fn a_kafka_source_on_a_missing_topic_is_not_ready_until_the_topic_exists() {
+    let kafka = Kafka::start();
+    let redis = RedisServer::start();
+    let topic = unique("missing");
+    let port = free_port();
+    let config = kafka.to_redis_config("wait", &topic, &unique("g"), &redis.url(), "", "");
+    let addr = format!("127.0.0.1:{port}");
+    let ferry = Ferry::start_with(&config, &["--http", &addr]);
+    let body = wait_ready(
+        port,
+        false,
+        "does not exist",
+        Duration::from_secs(30),
+        &ferry,
+    );
+    assert!(body.contains(r#""component": "source""#), "{body}");
+    // Still not ready a while later (the brokers are up all along).
+    std::thread::sleep(Duration::from_secs(7));
+    let (is_ready, body) = ready(port).unwrap();
+    assert!(!is_ready, "{body}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(kafka.create_topic(&topic, 1));
+    wait_ready(port, true, "", Duration::from_secs(60), &ferry);
+}
+
+#[test]
+fn a_kafka_source_on_a_closed_port_says_why_at_once_and_does_not_flood_the_log() {
+    let redis = RedisServer::start();
+    let closed = free_port();
+    let port = free_port();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "away"
+source = {{ type = "kafka", brokers = "127.0.0.1:{closed}", topics = ["orders"], group = "g" }}
+
+[[pipeline.sink]]
+type = "redis"
+url = "{}"
+write = "set"
+key = "order:{{order_id}}"
+"#,
+        redis.url()
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let ferry = Ferry::start_with(&config, &["--http", &addr]);
+    let started = std::time::Instant::now();
+    let body = wait_ready(
+        port,
+        false,
+        "Connection refused",
+        Duration::from_secs(3),
+        &ferry,
+    );
+    assert!(body.contains(r#""state": "retrying""#), "{body}");
+    println!(
+        "closed port: /ready names the error after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(15));
+    let log = ferry.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    println!("closed port: {lines} warning/error lines in 15s");
+    assert!(lines <= 12, "{lines} lines:\n{log}");
+}
+
+#[test]
+fn a_kafka_sink_whose_broker_restarts_is_not_ready_while_it_is_away() {
+    let mut tansu = TansuServer::start();
+    let brokers = tansu.brokers();
+    let topic = unique("restart");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(create_topic_at(&brokers, &topic, 1));
+    let redis = RedisServer::start();
+    let port = free_port();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "out"
+source = {{ type = "redis-list", url = "{}", list = "in" }}
+
+[[pipeline.sink]]
+name = "bus"
+type = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+"#,
+        redis.url()
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let ferry = Ferry::start_with(&config, &["--http", &addr]);
+    push(&redis, "in", 0..5);
+    wait_ready(port, true, "", Duration::from_secs(30), &ferry);
+
+    tansu.stop();
+    let body = wait_ready(port, false, "sink:bus", Duration::from_secs(20), &ferry);
+    assert!(body.contains(r#""state": "retrying""#), "{body}");
+    tansu.restart();
+    wait_ready(port, true, "", Duration::from_secs(60), &ferry);
+}

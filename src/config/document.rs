@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeArray, DeTable, DeValue};
 
 use super::error::Problem;
 
@@ -119,6 +119,13 @@ impl<'i> Document<'i> {
         T::deserialize(de).map_err(|e| Problem::from_toml(&e))
     }
 
+    /// Removes the setting that the byte offset `at` falls in (the
+    /// innermost one), so that parsing can go on past a setting serde
+    /// refused; returns its name.
+    pub fn remove_at(&mut self, at: usize) -> Option<String> {
+        remove_containing(self.root.get_mut(), at)
+    }
+
     pub fn text(&self) -> &'i str {
         self.text
     }
@@ -147,6 +154,52 @@ impl<'i> Document<'i> {
         }
         span
     }
+}
+
+/// Removes the innermost entry (or table in an array of tables) whose key
+/// or value holds the offset `at`, and returns its name. Every table is
+/// searched: the span of an array of tables need not cover its tables.
+fn remove_containing(table: &mut DeTable<'_>, at: usize) -> Option<String> {
+    let mut holder = None;
+    for (k, v) in table.iter_mut() {
+        let inner = match v.get_mut() {
+            DeValue::Table(t) => remove_containing(t, at),
+            DeValue::Array(items) => remove_from_array(items, at, k.get_ref()),
+            _ => None,
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        if holder.is_none() && (k.span().contains(&at) || v.span().contains(&at)) {
+            holder = Some(k.get_ref().to_string());
+        }
+    }
+    let key = holder?;
+    table.remove(key.as_str()).map(|_| key)
+}
+
+fn remove_from_array(items: &mut DeArray<'_>, at: usize, name: &str) -> Option<String> {
+    let mut drop_at = None;
+    for (i, item) in items.iter_mut().enumerate() {
+        let span = item.span();
+        if let DeValue::Table(t) = item.get_mut() {
+            if let Some(inner) = remove_containing(t, at) {
+                return Some(inner);
+            }
+            if span.contains(&at) {
+                drop_at = Some(i);
+                break;
+            }
+        }
+    }
+    let i = drop_at?;
+    let all = std::mem::replace(items, DeArray::from_iter(std::iter::empty()));
+    *items = all
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, v)| (j != i).then_some(v))
+        .collect();
+    Some(format!("{name}[{i}]"))
 }
 
 /// Where connector tables sit, and how to lift them (see

@@ -25,7 +25,11 @@ pub use error::{ConfigError, Problem};
 pub use pipeline::{Name, PipelineConfig, SinkSpec};
 
 use document::{Document, Lift};
-use values::{Count, NonEmpty};
+use values::{Count, Hops, NonEmpty};
+
+/// How many refused settings are taken out (each a parse of the file)
+/// before `ferry check` stops looking for more.
+const MAX_REPARSES: usize = 100;
 
 /// Where connector tables (`{ type = "...", ... }`) sit in the file.
 const LIFTS: &[Lift] = &[
@@ -58,12 +62,12 @@ pub struct Config {
     /// Messages that went through more ferry hops than this are dropped:
     /// a safety net against loops in a mis-wired topology.
     #[serde(default = "default_max_hops")]
-    pub max_hops: Count,
+    pub max_hops: Count<Hops>,
     #[serde(rename = "pipeline", default)]
     pub pipelines: Vec<PipelineConfig>,
 }
 
-fn default_max_hops() -> Count {
+fn default_max_hops() -> Count<Hops> {
     Count::new(8)
 }
 
@@ -94,12 +98,71 @@ impl Config {
         if !problems.is_empty() {
             return Err(error(problems));
         }
-        let config: Config = doc.deserialize().map_err(|p| error(vec![p]))?;
-        let mut problems = Vec::new();
-        config.check(&mut problems);
-        if problems.is_empty() {
-            return Ok(config);
+        // Bad values are collected rather than ending the parse, so that
+        // every one of them is reported (and the cross-field checks run).
+        // A setting serde refuses (unknown, of the wrong type, missing) does
+        // end it: it is reported, taken out, and the file parsed again.
+        let mut refused_settings: Vec<Problem> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        // Tables that lost a setting this loop took out (or that miss one):
+        // what is wrong there next follows from that.
+        let mut emptied: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut problems: Vec<Problem> = Vec::new();
+        let config = loop {
+            let (config, values) = values::collecting(|| doc.deserialize::<Config>());
+            // Every round finds the bad values it reaches; some are only
+            // reached before a removal, some only after.
+            for v in values {
+                if !problems.contains(&v) {
+                    problems.push(v);
+                }
+            }
+            let Err(p) = config else {
+                break config.ok();
+            };
+            let missing = p
+                .message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'));
+            let follows = p.span.as_ref().is_some_and(|s| emptied.contains(s))
+                || missing.is_some_and(|field| {
+                    let meant = format!("did you mean `{field}`?");
+                    removed.iter().any(|k| k == field)
+                        || refused_settings
+                            .iter()
+                            .any(|q| q.help.as_ref() == Some(&meant))
+                });
+            if let (Some(_), Some(span)) = (missing, &p.span) {
+                emptied.push(span.clone());
+            }
+            // What the error points at goes (for a missing setting: the
+            // table that lacks it), and the parse goes on past it.
+            let taken_out = p
+                .span
+                .as_ref()
+                .filter(|_| removed.len() < MAX_REPARSES)
+                .and_then(|s| doc.remove_at(s.start));
+            if !follows {
+                refused_settings.push(p);
+            }
+            match taken_out {
+                Some(key) => removed.push(key),
+                None => break None,
+            }
+        };
+        // Cross-field checks only on the file as written.
+        if let Some(config) = &config
+            && removed.is_empty()
+        {
+            config.check(&mut problems);
         }
+        problems.extend(refused_settings);
+        match config {
+            Some(config) if problems.is_empty() => return Ok(config),
+            _ => {}
+        }
+        // A problem found while parsing comes first in the file's order.
+        problems.sort_by_key(|p| p.span.as_ref().map_or(usize::MAX, |s| s.start));
         for p in &mut problems {
             if p.span.is_none() {
                 p.span = p.path.as_ref().and_then(|path| doc.span_of(path));

@@ -4,9 +4,11 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
-use super::values::{Count, NonEmpty, Span};
+use super::values::{
+    Attempts, Buffer, Count, Hops, JqBudget, NonEmpty, Refusal, RetryDelay, Span, checked,
+};
 use super::{ConfigPath, Problem};
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::steps::{Jq, Step, StepConfig};
@@ -43,14 +45,23 @@ pub struct PipelineConfig {
     /// Messages that may wait between two stages. Bounds memory: when the
     /// sinks are slower than the source, the source waits.
     #[serde(default = "default_buffer")]
-    pub buffer: Count,
+    pub buffer: Count<Buffer>,
     /// This pipeline's origin (see the config's top-level `origin`).
     pub origin: Option<NonEmpty>,
     /// Overrides the top-level `max_hops`.
-    pub max_hops: Option<Count>,
+    pub max_hops: Option<Count<Hops>>,
+    /// jq evaluation steps that the steps and route conditions may take
+    /// for one message; a message that needs more (an expression that
+    /// loops) is dead-lettered with the reason.
+    #[serde(default = "default_jq_budget")]
+    pub jq_budget: Count<JqBudget>,
 }
 
-fn default_buffer() -> Count {
+fn default_jq_budget() -> Count<JqBudget> {
+    Count::new(1_000_000)
+}
+
+fn default_buffer() -> Count<Buffer> {
     Count::new(1024)
 }
 
@@ -91,22 +102,22 @@ impl SinkSpec {
 pub struct RetryConfig {
     /// First delay; each next one doubles, with jitter.
     #[serde(default = "default_initial")]
-    pub initial: Span,
+    pub initial: Span<RetryDelay>,
     /// Longest delay.
     #[serde(default = "default_max")]
-    pub max: Span,
+    pub max: Span<RetryDelay>,
     /// Attempts before the messages go to the dead-letter sink. Without a
     /// limit (the default) ferry keeps trying: an outage of the target is
     /// waited out, never turned into dead letters.
-    pub attempts: Option<Count>,
+    pub attempts: Option<Count<Attempts>>,
 }
 
-fn default_initial() -> Span {
-    Span(Duration::from_millis(100))
+fn default_initial() -> Span<RetryDelay> {
+    Span::new(Duration::from_millis(100))
 }
 
-fn default_max() -> Span {
-    Span(Duration::from_secs(5))
+fn default_max() -> Span<RetryDelay> {
+    Span::new(Duration::from_secs(5))
 }
 
 impl Default for RetryConfig {
@@ -174,18 +185,25 @@ impl Name {
 
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let ok = !s.is_empty()
-            && s.len() <= 100
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if ok {
-            Ok(Self(s))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid name \"{s}\": use letters, digits, '-' and '_' (e.g. \"orders-to-cache\")"
-            )))
-        }
+        checked(
+            d,
+            |s: String| {
+                let ok = !s.is_empty()
+                    && s.len() <= 100
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if ok {
+                    Ok(Self(s))
+                } else {
+                    Err(Refusal::from(format!(
+                        "invalid name \"{s}\": use letters, digits, '-' and '_' (e.g. \"orders-to-cache\")"
+                    )))
+                }
+            },
+            // The name as written, so that two bad names are not taken
+            // for one name used twice.
+            |s| Some(Self(s)),
+        )
     }
 }
 

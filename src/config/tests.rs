@@ -387,3 +387,87 @@ fn sync_needs_an_origin_whole_values_and_no_key_step() {
         "{e}"
     );
 }
+
+#[test]
+fn a_bad_duration_or_jq_expression_does_not_hide_the_other_problems() {
+    let text = ROUTED
+        .replace(".type != \"test\"", ".type !=")
+        .replace("initial = \"50ms\"", "initial = \"5\"")
+        .replace(
+            "routing_key = \"emails\"",
+            "routing_key = \"emails\"\nbatch_size = 0",
+        )
+        .replace("sinks = [\"db\"]\n", "sinks = [\"nosuch\"]\n");
+    let e = errors(&text);
+    assert!(e.contains("ferry.toml:7:10: jq: expected term"), "{e}");
+    assert!(e.contains("invalid duration \"5\""), "{e}");
+    assert!(e.contains("batch_size = 0"), "{e}");
+    assert!(e.contains("`nosuch`"), "{e}");
+    // In the file's order.
+    let at = |s: &str| e.find(s).unwrap();
+    assert!(at("jq: expected term") < at("invalid duration"), "{e}");
+}
+
+#[test]
+fn sizes_and_durations_are_refused_out_of_their_range_with_a_hint() {
+    let with_sink = |extra: &str| {
+        GOOD.replace(
+            "key = \"order:{order_id}\"",
+            &format!("key = \"order:{{order_id}}\"\n{extra}"),
+        )
+    };
+    let e = errors(&with_sink("batch_size = 99999999999999"));
+    assert!(
+        e.contains("ferry.toml:11:14: must be at most 100000, not 99999999999999"),
+        "{e}"
+    );
+    assert!(
+        e.contains("help: write 1 to 100000: every message of a batch is held in memory"),
+        "{e}"
+    );
+    let e = errors(&with_sink("ttl = \"0s\""));
+    assert!(e.contains("must be at least 1ms, not 0s"), "{e}");
+    assert!(e.contains("leave `ttl` out"), "{e}");
+    let e = errors(&with_sink("timeout = \"0ms\""));
+    assert!(e.contains("must be at least 1ms"), "{e}");
+    let e = errors(&with_sink("timeout = \"99999999999999999d\""));
+    assert!(e.contains("too long"), "{e}");
+    let e = errors(&GOOD.replace(
+        "group = \"ferry-orders\"",
+        "group = \"g\", prefetch_kbytes = 3000000, commit_interval = \"2d\"",
+    ));
+    assert!(e.contains("must be at most 2097151, not 3000000"), "{e}");
+    assert!(e.contains("must be at most 1h, not 2d"), "{e}");
+    let e = errors(&GOOD.replace(
+        "name = \"orders-to-cache\"",
+        "name = \"orders-to-cache\"\nbuffer = -5",
+    ));
+    assert!(e.contains("must be at least 1, not -5"), "{e}");
+    assert!(parse(&with_sink("ttl = \"1ms\"\nbatch_size = 100000")).is_ok());
+}
+
+#[test]
+fn unknown_and_mistyped_settings_are_all_reported_too() {
+    let text = ROUTED
+        .replace(
+            "filter = '.type != \"test\"'",
+            "filter = '.type != \"test\"'\nfliter = 'x'",
+        )
+        .replace("initial = \"50ms\"", "initial = \"5\"")
+        .replace("url = \"redis://127.0.0.1\"", "url = 5")
+        .replace(
+            "routing_key = \"emails\"",
+            "routing_key = \"emails\"\nbatch_sise = 10",
+        );
+    let e = errors(&text);
+    assert!(e.contains("unknown field `fliter`"), "{e}");
+    assert!(e.contains("invalid duration \"5\""), "{e}");
+    assert!(e.contains("invalid type: integer `5`"), "{e}");
+    assert!(e.contains("unknown field `batch_sise`"), "{e}");
+    assert!(
+        e.contains("`batch_size`"),
+        "a hint for the misspelling:\n{e}"
+    );
+    assert!(!e.contains("missing field `url`"), "{e}");
+    assert_eq!(e.matches("error:").count(), 4, "{e}");
+}

@@ -8,7 +8,7 @@
 //! message was flowing stays `up` until its next write fails.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -57,6 +57,9 @@ struct Inner {
     pipeline: String,
     component: String,
     state: AtomicU8,
+    /// Opened, but not seen working yet: [`Probe::opened`] leaves it
+    /// `starting`.
+    unconfirmed: AtomicBool,
     /// The error behind `Retrying`/`Failed`, and when the state began.
     detail: Mutex<(Option<String>, Instant)>,
     up: metrics::Gauge,
@@ -74,10 +77,19 @@ impl Probe {
             pipeline: pipeline.to_owned(),
             component: component.to_owned(),
             state: AtomicU8::new(State::Starting as u8),
+            unconfirmed: AtomicBool::new(false),
             detail: Mutex::new((None, Instant::now())),
             up: metrics::gauge!(names::UP, "pipeline" => pipeline.to_owned(),
                 "component" => component.to_owned()),
         }))
+    }
+
+    /// The `sink` label of a sink's metrics: its name or `sinks[INDEX]`
+    /// (`dead_letter` for the dead-letter sink), as the probe's component
+    /// without its `sink:` prefix.
+    pub fn sink_id(&self) -> &str {
+        let component = self.0.component.as_str();
+        component.strip_prefix("sink:").unwrap_or(component)
     }
 
     pub fn state(&self) -> State {
@@ -101,13 +113,21 @@ impl Probe {
     /// The part opened: up, unless the connector reported while opening
     /// that its broker is not reachable yet (it opens lazily and retries).
     pub fn opened(&self) {
-        if self.state() == State::Starting {
+        if self.state() == State::Starting && !self.0.unconfirmed.load(Ordering::Relaxed) {
             self.set(State::Up, None);
         }
     }
 
+    /// Said while opening by a connector whose client connects in the
+    /// background (Kafka): the part stays `starting` after it opened, until
+    /// a read, a write or the connector's own report says it works.
+    pub fn unconfirmed(&self) {
+        self.0.unconfirmed.store(true, Ordering::Relaxed);
+    }
+
     /// The last read or write worked.
     pub fn up(&self) {
+        self.0.unconfirmed.store(false, Ordering::Relaxed);
         if self.state() != State::Up {
             self.set(State::Up, None);
         }

@@ -319,7 +319,7 @@ async fn spawn_sink(
         .await?
         .map(|sink| tokio::spawn(task.run(sink, rx))),
         SinkConfig::Kafka(c) => open_retrying(pipeline, label, probe, stop, || {
-            KafkaSink::open(pipeline, c)
+            KafkaSink::open(pipeline, c, probe)
         })
         .await?
         .map(|sink| tokio::spawn(task.run(sink, rx))),
@@ -417,12 +417,18 @@ async fn hand_over(
     if let Some(reason) = dead_letter {
         return reject(message, ack, "source", MessageError::GaveUp(reason)).await;
     }
-    let plan = match router.plan(&message) {
+    let stopping = || super::shutdown::signalled() || out.stop.is_cancelled();
+    let plan = match router.plan(&message, &stopping) {
         Ok(Plan::Deliver(plan)) => plan,
         Ok(Plan::Echo(echo, sinks)) => {
             // Not delivered as data: counted as dropped.
             out.stats.dropped.add(1);
             return send(Arc::from(echo), ack.split(sinks.len()), &sinks, out).await;
+        }
+        Ok(Plan::Interrupted) => {
+            // Not acknowledged: the source delivers it again next time.
+            drop(ack);
+            return Ok(());
         }
         Ok(Plan::Dropped(why)) => {
             debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");

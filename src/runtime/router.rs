@@ -15,7 +15,7 @@ use crate::config::{Config, PipelineConfig};
 use crate::error::MessageError;
 use crate::message::Message;
 use crate::steps::jq::{Variables, payload_value};
-use crate::steps::{self, Step, truthy};
+use crate::steps::{self, Budget, Step, StepError, truthy};
 
 /// Header: the origin a message first entered ferry from.
 pub const ORIGIN_HEADER: &str = "ferry.origin";
@@ -34,6 +34,9 @@ pub enum Plan {
     /// Each message with the indices of its sinks; an empty list means no
     /// route matched. Filters may leave no message at all.
     Deliver(Vec<(Message, Vec<usize>)>),
+    /// ferry is stopping and interrupted the steps: the message is left
+    /// unacknowledged, for the next run.
+    Interrupted,
 }
 
 pub struct Router {
@@ -45,6 +48,8 @@ pub struct Router {
     max_hops: usize,
     /// The sinks of a two-way sync, which take echoes.
     sync_sinks: Vec<usize>,
+    /// jq evaluation steps one message may take (steps and routes).
+    jq_budget: u64,
 }
 
 impl Router {
@@ -64,10 +69,27 @@ impl Router {
                 .filter(|(_, s)| s.connector.syncs())
                 .map(|(i, _)| i)
                 .collect(),
+            jq_budget: pipeline.jq_budget.get() as u64,
         }
     }
 
-    pub fn plan(&self, message: &Message) -> Result<Plan, MessageError> {
+    /// What to do with `message`. Its steps and route conditions share one
+    /// jq budget; `stopping` is asked now and then during them, and a stop
+    /// interrupts them.
+    pub fn plan(
+        &self,
+        message: &Message,
+        stopping: &dyn Fn() -> bool,
+    ) -> Result<Plan, MessageError> {
+        let budget = Budget::new(self.jq_budget, stopping);
+        match self.plan_within(message, &budget) {
+            Ok(plan) => Ok(plan),
+            Err(StepError::Message(e)) => Err(e),
+            Err(StepError::Interrupted) => Ok(Plan::Interrupted),
+        }
+    }
+
+    fn plan_within(&self, message: &Message, budget: &Budget) -> Result<Plan, StepError> {
         let hops: usize = message
             .headers
             .get(HOPS_HEADER)
@@ -96,10 +118,10 @@ impl Router {
                 "it came back to its origin `{origin}`"
             )));
         }
-        let outputs = steps::apply(&self.steps, message.clone())?;
+        let outputs = steps::apply(&self.steps, message.clone(), budget)?;
         let mut plan = Vec::with_capacity(outputs.len());
         for mut out in outputs {
-            let sinks = self.route(&out)?;
+            let sinks = self.route(&out, budget)?;
             out.headers
                 .set(HOPS_HEADER, Bytes::from((hops + 1).to_string()));
             if let Some(origin) = &self.origin
@@ -113,7 +135,7 @@ impl Router {
     }
 
     /// Sink indices for one message; empty when no route matches.
-    fn route(&self, message: &Message) -> Result<Vec<usize>, MessageError> {
+    fn route(&self, message: &Message, budget: &Budget) -> Result<Vec<usize>, StepError> {
         if self.routes.is_empty() {
             return Ok((0..self.sinks).collect());
         }
@@ -135,8 +157,8 @@ impl Router {
             };
             let vars = vars.get_or_insert_with(|| Variables::of(message));
             let out = jq
-                .run(value, vars)
-                .map_err(|e| MessageError::Unsupported(format!("route condition: {e}")))?;
+                .run(value, vars, budget)
+                .map_err(|f| StepError::from_jq("route condition", f))?;
             if out.first().is_some_and(truthy) {
                 matched = true;
                 for s in &route.sinks {
@@ -195,7 +217,10 @@ key = "k"
     }
 
     fn sinks_of(r: &Router, payload: &str) -> Vec<Vec<usize>> {
-        match r.plan(&Message::from_payload(payload.to_owned())).unwrap() {
+        match r
+            .plan(&Message::from_payload(payload.to_owned()), &|| false)
+            .unwrap()
+        {
             Plan::Deliver(v) => v.into_iter().map(|(_, s)| s).collect(),
             other => panic!("not delivered: {other:?}"),
         }
@@ -259,20 +284,20 @@ sinks = ["crm"]
     #[test]
     fn outgoing_messages_carry_origin_and_hops_and_echoes_are_dropped() {
         let r = router("origin = \"site-a\"\nmax_hops = 3", "");
-        let Plan::Deliver(out) = r.plan(&Message::from_payload("{}")).unwrap() else {
+        let Plan::Deliver(out) = r.plan(&Message::from_payload("{}"), &|| false).unwrap() else {
             panic!("delivered")
         };
         let m = &out[0].0;
         assert_eq!(m.headers.get(ORIGIN_HEADER).unwrap().as_ref(), b"site-a");
         assert_eq!(m.headers.get(HOPS_HEADER).unwrap().as_ref(), b"1");
         assert!(
-            matches!(r.plan(m).unwrap(), Plan::Dropped(why) if why.contains("origin `site-a`"))
+            matches!(r.plan(m, &|| false).unwrap(), Plan::Dropped(why) if why.contains("origin `site-a`"))
         );
 
         let mut foreign = Message::from_payload("{}");
         foreign.headers.set(ORIGIN_HEADER, "site-b");
         foreign.headers.set(HOPS_HEADER, "2");
-        let Plan::Deliver(out) = r.plan(&foreign).unwrap() else {
+        let Plan::Deliver(out) = r.plan(&foreign, &|| false).unwrap() else {
             panic!("delivered")
         };
         assert_eq!(
@@ -282,7 +307,7 @@ sinks = ["crm"]
         );
         assert_eq!(out[0].0.headers.get(HOPS_HEADER).unwrap().as_ref(), b"3");
         assert!(
-            matches!(r.plan(&out[0].0).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
+            matches!(r.plan(&out[0].0, &|| false).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
         );
     }
 
@@ -312,7 +337,7 @@ sync = true
         let r = Router::new(&config, &config.pipelines[0]);
         let mut echo = Message::from_payload("{}");
         echo.headers.set(ORIGIN_HEADER, "site-a");
-        let Plan::Echo(m, sinks) = r.plan(&echo).unwrap() else {
+        let Plan::Echo(m, sinks) = r.plan(&echo, &|| false).unwrap() else {
             panic!("an echo")
         };
         assert_eq!(sinks, [1], "only the sync sink");
@@ -326,7 +351,34 @@ sync = true
             "",
             "[[pipeline.route]]\nwhen = '.a.b'\nsinks = [\"db\", \"mail\", \"crm\"]",
         );
-        let e = r.plan(&Message::from_payload(r#"{"a":"x"}"#)).unwrap_err();
+        let e = r
+            .plan(&Message::from_payload(r#"{"a":"x"}"#), &|| false)
+            .unwrap_err();
         assert!(e.to_string().contains("route condition"), "{e}");
+    }
+
+    #[test]
+    fn a_route_condition_shares_the_message_budget_with_the_steps() {
+        let r = router(
+            "",
+            "jq_budget = 1000\n[[pipeline.step]]\nmap = '[range(400)] | length'\n[[pipeline.route]]\nwhen = '[range(700)] | length > 0'\nsinks = [\"db\", \"mail\", \"crm\"]",
+        );
+        let e = r.plan(&Message::from_payload("{}"), &|| false).unwrap_err();
+        assert!(e.to_string().contains("route condition: `[range(700)] | length > 0` took more than the 1000 evaluation steps"), "{e}");
+    }
+
+    #[test]
+    fn a_stop_interrupts_a_plan_and_leaves_the_message() {
+        let r = router("", "[[pipeline.step]]\nfilter = 'def f: f; f'");
+        assert_eq!(
+            r.plan(&Message::from_payload("{}"), &|| true).unwrap(),
+            Plan::Interrupted
+        );
+        let e = r.plan(&Message::from_payload("{}"), &|| false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("filter step: `def f: f; f` took more than the 1000000 evaluation steps"),
+            "{e}"
+        );
     }
 }

@@ -1,4 +1,9 @@
-//! SIGINT / SIGTERM -> a cancellation token every pipeline watches.
+//! SIGINT / SIGTERM -> a cancellation token every pipeline watches, and a
+//! flag that jq steps poll.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -8,6 +13,9 @@ use tracing::{info, warn};
 /// once (exit code 130): the user asked twice, and nothing is confirmed
 /// that a restart would not redo.
 pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(signalled_flag()))?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -24,4 +32,17 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
         std::process::exit(130);
     });
     Ok(())
+}
+
+fn signalled_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// True once SIGINT or SIGTERM arrived. Set by the signal handler itself,
+/// not by a task: a jq step that keeps a worker thread busy also keeps
+/// that thread from polling tokio's signal driver, and must still see the
+/// stop request (it polls this flag, see `steps::jq::Budget`).
+pub fn signalled() -> bool {
+    signalled_flag().load(Ordering::Relaxed)
 }

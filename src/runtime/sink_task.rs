@@ -19,7 +19,7 @@ use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
 use crate::config::pipeline::RetryConfig;
 use crate::connectors::Sink;
-use crate::error::MessageError;
+use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::Probe;
 
@@ -40,6 +40,40 @@ pub mod dead_letter_headers {
     pub const ORIGIN: &str = "ferry.source";
     /// How many times the sink tried to write it.
     pub const ATTEMPTS: &str = "ferry.attempts";
+}
+
+/// Bytes of the payload an error quotes.
+const EXCERPT: usize = 80;
+
+/// What names a message in an error, so that it can be found again: where
+/// it was read, and what it carries (message id, key, the start of the
+/// payload and its length). Where alone is not enough: an AMQP delivery
+/// tag changes with every redelivery.
+pub fn identify(message: &Message) -> String {
+    let mut out = message.describe_origin();
+    if let Some(id) = message.headers.get("amqp.message_id") {
+        out.push_str(&format!(" message_id={}", String::from_utf8_lossy(id)));
+    }
+    if let Some(key) = &message.key {
+        out.push_str(&format!(
+            " key={}",
+            String::from_utf8_lossy(key).escape_debug()
+        ));
+    }
+    match &message.payload {
+        None => out.push_str(" (tombstone)"),
+        Some(p) => {
+            let cut = p.len().min(EXCERPT);
+            let excerpt = String::from_utf8_lossy(&p[..cut]);
+            let more = if p.len() > cut { "..." } else { "" };
+            out.push_str(&format!(
+                " payload ({} bytes): {}{more}",
+                p.len(),
+                excerpt.escape_debug()
+            ));
+        }
+    }
+    out
 }
 
 /// Where a message goes that cannot be delivered.
@@ -68,6 +102,7 @@ impl Rejections {
         let origin = delivery.message.describe_origin();
         match self {
             Rejections::Stop => {
+                let origin = identify(&delivery.message);
                 error!(pipeline, stage, %origin, "{error}");
                 Err(PipelineError::Undeliverable {
                     pipeline: pipeline.to_owned(),
@@ -243,7 +278,10 @@ impl SinkTask {
                 }
                 Err(e) if e.is_retryable() => {
                     self.probe.retrying(&e);
-                    if limit.is_some_and(|limit| attempts >= limit) {
+                    // A server refusing every write says nothing about
+                    // these messages: it is waited out like an outage.
+                    let refusing = matches!(e, ConnectorError::Refusing(_));
+                    if !refusing && limit.is_some_and(|limit| attempts >= limit) {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "{e}; giving up, to the dead-letter sink");
                         return Ok(Written::GaveUp {
@@ -298,6 +336,7 @@ mod tests {
     use crate::ack::{Ack, Outcome};
     use crate::config::values::{Count, Span};
     use crate::error::ConnectorError;
+    use crate::message::{Headers, Origin};
 
     /// What one `write` call answers.
     enum Answer {
@@ -386,8 +425,8 @@ mod tests {
             sink_name: "sink `s`".into(),
             batch_size: 10,
             retry: RetryConfig {
-                initial: Span(Duration::from_millis(1)),
-                max: Span(Duration::from_millis(2)),
+                initial: Span::new(Duration::from_millis(1)),
+                max: Span::new(Duration::from_millis(2)),
                 attempts: attempts.map(Count::new),
             },
             stats: Arc::new(Stats::new("p")),
@@ -606,5 +645,37 @@ mod tests {
         );
         drop(tx);
         handle.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn an_undeliverable_message_is_named_by_what_stays_the_same_on_redelivery() {
+        let m = Message {
+            key: Some("o-7".into()),
+            headers: [("amqp.message_id", "msg-42")]
+                .into_iter()
+                .collect::<Headers>(),
+            origin: Origin::Amqp {
+                queue: "orders".into(),
+                exchange: "shop".into(),
+                routing_key: "order.new".into(),
+                delivery_tag: 3,
+            },
+            ..Message::from_payload(format!(
+                "{{\"order_id\": 7, \"note\": \"{}\"}}",
+                "x".repeat(100)
+            ))
+        };
+        let named = identify(&m);
+        assert!(
+            named.contains("exchange=shop routing_key=order.new"),
+            "{named}"
+        );
+        assert!(named.contains("message_id=msg-42 key=o-7"), "{named}");
+        assert!(
+            named.contains("payload (127 bytes): {\\\"order_id\\\": 7, \\\"note\\\": \\\"xxx"),
+            "{named}"
+        );
+        assert!(named.ends_with("xxx..."), "{named}");
+        assert!(identify(&Message::default()).ends_with("(tombstone)"));
     }
 }

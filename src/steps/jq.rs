@@ -7,18 +7,22 @@
 //! null) and `$origin` (object of the source's coordinates, e.g.
 //! `{"topic": "orders", "partition": "2", "offset": "17"}`).
 
+use std::cell::Cell;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
+use jaq_core::data::{DataT, HasLut};
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{Compiler, Ctx, Vars, data};
+use jaq_core::native::{Fun, v};
+use jaq_core::{Compiler, Ctx, Cv, Exn, Lut, ValXs, Vars};
 use jaq_json::{Map, Val};
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
+use crate::config::values::{Refusal, checked};
 use crate::message::{Coordinate, Message};
 
-type Data = data::JustLut<Val>;
-type Program = jaq_core::Filter<Data>;
+type Program = jaq_core::Filter<Metered>;
 
 /// The variables every expression can use.
 pub const VARIABLES: [&str; 4] = ["$key", "$headers", "$timestamp", "$origin"];
@@ -54,9 +58,7 @@ impl Jq {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+        let funs = metered_funs();
         let arena = Arena::default();
         let loader = Loader::new(defs);
         let unknown = || err(source, "cannot be compiled".into());
@@ -126,24 +128,212 @@ impl Jq {
         &self.source
     }
 
-    /// Every output of the expression for `input`, or the first error.
-    pub fn run(&self, input: Val, vars: &Variables) -> Result<Vec<Val>, String> {
-        let ctx = Ctx::<Data>::new(&self.program.lut, Vars::new(vars.0.iter().cloned()));
-        let mut out = Vec::new();
-        for v in self.program.id.run((ctx, input)) {
-            match jaq_core::unwrap_valr(v) {
-                Ok(v) => out.push(v),
-                Err(e) => return Err(format!("`{}` failed: {e}", self.source)),
+    /// Every output of the expression for `input`, or why there is none:
+    /// the expression failed, or it ran out of `budget`.
+    pub fn run(&self, input: Val, vars: &Variables, budget: &Budget) -> Result<Vec<Val>, Failure> {
+        let data = Meter {
+            lut: &self.program.lut,
+            budget,
+        };
+        let ctx = Ctx::<Metered>::new(data, Vars::new(vars.0.iter().cloned()));
+        budget.start();
+        // A spent budget unwinds out of jaq (see `Meter::lut`): catching it
+        // here ends the evaluation wherever it was, and unwinding drops
+        // everything it had built.
+        let outputs = catch_unwind(AssertUnwindSafe(|| {
+            let mut out = Vec::new();
+            for v in self.program.id.run((ctx, input)) {
+                match v.map_err(Exn::get_err) {
+                    Ok(v) => out.push(v),
+                    Err(Ok(e)) => return Err(format!("`{}` failed: {e}", self.source)),
+                    // `halt` and `halt_error` end a jq program; in ferry
+                    // they must not end the process.
+                    Err(Err(_)) => return Err(format!("`{}` called `halt`", self.source)),
+                }
+                if out.len() > MAX_OUTPUTS {
+                    return Err(format!(
+                        "`{}` gave more than {MAX_OUTPUTS} outputs",
+                        self.source
+                    ));
+                }
             }
-            if out.len() > MAX_OUTPUTS {
-                return Err(format!(
-                    "`{}` gave more than {MAX_OUTPUTS} outputs",
+            Ok(out)
+        }));
+        match outputs {
+            Ok(result) => result.map_err(Failure::Error),
+            Err(payload) => match payload.downcast::<Spent>() {
+                Ok(spent) => Err(match *spent {
+                    Spent::Budget => Failure::Error(format!(
+                        "`{}` took more than the {} evaluation steps a message may take \
+                         (an endless loop? else raise the pipeline's `jq_budget`)",
+                        self.source, budget.limit
+                    )),
+                    Spent::Stack => Failure::Error(format!(
+                        "`{}` recursed deeper than ferry allows (a recursion that never ends?)",
+                        self.source
+                    )),
+                    Spent::Interrupted => Failure::Interrupted,
+                }),
+                // A panic inside jaq (printed by the panic hook): this
+                // message cannot be handled, the next one may.
+                Err(_) => Err(Failure::Error(format!(
+                    "`{}`: the jq engine failed on this message",
                     self.source
-                ));
-            }
+                ))),
+            },
         }
-        Ok(out)
     }
+}
+
+/// Why a jq expression gave no result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The message cannot be handled (it goes to the dead-letter sink).
+    Error(String),
+    /// ferry is stopping: the message is left for the next run.
+    Interrupted,
+}
+
+/// Evaluation steps that the jq expressions may take for one message, and
+/// the way to interrupt them. jaq looks up every term it evaluates in the
+/// program's table ([`HasLut::lut`]); each look-up spends one step, so a
+/// loop that never ends (`def f: f; f`, `repeat(.)`, `last(range(1e18))`)
+/// spends the budget and stops, within milliseconds.
+pub struct Budget<'s> {
+    left: Cell<u64>,
+    limit: u64,
+    /// Where the stack was when the evaluation began: recursion that is
+    /// not a tail call (`def f: f + 1; f`) grows the stack faster than it
+    /// spends the budget, and a stack overflow would abort ferry.
+    stack_base: Cell<usize>,
+    /// Polled every [`POLL_EVERY`] steps: true once ferry is stopping.
+    stopping: &'s dyn Fn() -> bool,
+}
+
+/// How many steps pass between two looks at the stop request.
+const POLL_EVERY: u64 = 4096;
+
+/// Stack an evaluation may use: each level of a recursion that is not a
+/// tail call takes about 24 KiB in a debug build and a few KiB in a
+/// release build. ferry's threads have [`THREAD_STACK`].
+pub const MAX_STACK: usize = 4 * 1024 * 1024;
+
+/// Stack of every thread that evaluates jq (`main.rs` builds the runtime
+/// with it): room for [`MAX_STACK`], the caller and unwinding.
+pub const THREAD_STACK: usize = 16 * 1024 * 1024;
+
+/// The address of a local: how deep the stack is (it grows downwards on
+/// every platform ferry builds for).
+#[inline(always)]
+fn stack_address() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&here) as *const u8 as usize
+}
+
+impl<'s> Budget<'s> {
+    pub fn new(limit: u64, stopping: &'s dyn Fn() -> bool) -> Self {
+        Self {
+            left: Cell::new(limit),
+            limit,
+            stack_base: Cell::new(0),
+            stopping,
+        }
+    }
+
+    /// Marks the stack depth an evaluation starts at.
+    fn start(&self) {
+        self.stack_base.set(stack_address());
+    }
+
+    /// Spends one step; unwinds out of the evaluation when none is left
+    /// or ferry is stopping.
+    fn spend(&self) {
+        let left = self.left.get();
+        if left == 0 {
+            resume_unwind(Box::new(Spent::Budget));
+        }
+        self.left.set(left - 1);
+        if self.stack_base.get().saturating_sub(stack_address()) > MAX_STACK {
+            resume_unwind(Box::new(Spent::Stack));
+        }
+        if left.is_multiple_of(POLL_EVERY) && (self.stopping)() {
+            resume_unwind(Box::new(Spent::Interrupted));
+        }
+    }
+}
+
+// Stopping an evaluation unwinds; with `panic = "abort"` it would end the
+// process instead.
+#[cfg(panic = "abort")]
+compile_error!("ferry's jq budget needs `panic = \"unwind\"`");
+
+/// The unwinding payload that ends an evaluation (never a panic message:
+/// `resume_unwind` does not call the panic hook).
+enum Spent {
+    Budget,
+    Stack,
+    Interrupted,
+}
+
+/// jaq's data for one evaluation: the program and the message's budget.
+struct Metered;
+
+impl DataT for Metered {
+    type V<'a> = Val;
+    type Data<'a> = Meter<'a>;
+}
+
+#[derive(Clone)]
+struct Meter<'a> {
+    lut: &'a Lut<Metered>,
+    budget: &'a Budget<'a>,
+}
+
+impl<'a> HasLut<'a, Metered> for Meter<'a> {
+    fn lut(&self) -> &'a Lut<Metered> {
+        self.budget.spend();
+        self.lut
+    }
+}
+
+/// jaq's native filters, with `range/3` replaced by one that spends a step
+/// per output: jaq's own yields numbers without evaluating a term, so
+/// `[range(1e12)]` would run (and grow) without spending anything.
+fn metered_funs() -> impl Iterator<Item = Fun<Metered>> {
+    let range: Fun<Metered> = jaq_core::native::run::<Metered>(("range", v(3), metered_range));
+    jaq_core::funs()
+        .filter(|(name, args, _)| !(*name == "range" && args.len() == 3))
+        .chain([range])
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs())
+}
+
+/// `range($from; $to; $by)` as jaq has it: while below `$to` for a positive
+/// `$by`, above it for a negative one, until equal for zero.
+fn metered_range<'a>(mut cv: Cv<'a, Metered>) -> ValXs<'a, <Metered as DataT>::V<'a>> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let by = cv.0.pop_var();
+    let to = cv.0.pop_var();
+    let from = cv.0.pop_var();
+    let budget = cv.0.data().budget;
+    let direction = by.partial_cmp(&Val::from(0isize)).unwrap_or(Equal);
+    let mut next = Some(Ok(from));
+    Box::new(std::iter::from_fn(move || match next.take()? {
+        Ok(x) => {
+            let more = match direction {
+                Greater => x < to,
+                Less => x > to,
+                Equal => x != to,
+            };
+            if !more {
+                return None;
+            }
+            budget.spend();
+            next = Some(x.clone() + by.clone());
+            Some(Ok(x))
+        }
+        Err(e) => Some(Err(Exn::from(e))),
+    }))
 }
 
 /// Byte offset of `part` inside `whole` (the lexer hands out sub-slices),
@@ -171,8 +361,11 @@ impl PartialEq for Jq {
 
 impl<'de> Deserialize<'de> for Jq {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Jq::compile(&s).map_err(de::Error::custom)
+        checked(
+            d,
+            |s: String| Jq::compile(&s).map_err(|e| Refusal::from(e.to_string())),
+            |_| Jq::compile(".").ok(),
+        )
     }
 }
 
@@ -232,7 +425,11 @@ mod tests {
         let m = msg();
         Jq::compile(expr)
             .unwrap()
-            .run(payload_value(&m).unwrap(), &Variables::of(&m))
+            .run(
+                payload_value(&m).unwrap(),
+                &Variables::of(&m),
+                &Budget::new(1_000_000, &|| false),
+            )
             .unwrap()
             .iter()
             .map(ToString::to_string)
@@ -275,18 +472,137 @@ mod tests {
         let m = Message::from_payload("\"text\"");
         let e = Jq::compile(".a")
             .unwrap()
-            .run(payload_value(&m).unwrap(), &Variables::of(&m))
+            .run(
+                payload_value(&m).unwrap(),
+                &Variables::of(&m),
+                &Budget::new(1_000_000, &|| false),
+            )
             .unwrap_err();
-        assert!(e.contains("`.a` failed"), "{e}");
+        assert!(
+            matches!(&e, Failure::Error(e) if e.contains("`.a` failed")),
+            "{e:?}"
+        );
         let e = Jq::compile("repeat(1)")
             .unwrap()
-            .run(Val::Null, &Variables::of(&m))
+            .run(
+                Val::Null,
+                &Variables::of(&m),
+                &Budget::new(1_000_000, &|| false),
+            )
             .unwrap_err();
-        assert!(e.contains("more than"), "{e}");
+        assert!(
+            matches!(&e, Failure::Error(e) if e.contains("more than")),
+            "{e:?}"
+        );
         assert!(payload_value(&Message::from_payload("nope")).is_err());
         assert_eq!(
             payload_value(&Message::default()).unwrap().to_string(),
             "null"
         );
+    }
+
+    /// Runs `expr` on a thread with ferry's stack size.
+    fn run_with(
+        expr: &str,
+        steps: u64,
+        stopping: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<String>, Failure> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(THREAD_STACK)
+                .spawn_scoped(scope, || {
+                    let m = msg();
+                    Jq::compile(expr)
+                        .unwrap()
+                        .run(
+                            payload_value(&m).unwrap(),
+                            &Variables::of(&m),
+                            &Budget::new(steps, stopping),
+                        )
+                        .map(|out| out.iter().map(ToString::to_string).collect())
+                })
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+    }
+
+    fn budget_spent(r: Result<Vec<String>, Failure>) -> bool {
+        matches!(&r, Err(Failure::Error(e)) if e.contains("more than the 100000 evaluation steps"))
+    }
+
+    #[test]
+    fn an_expression_that_never_ends_spends_its_budget_and_stops() {
+        for endless in [
+            "def f: f; f",
+            "repeat(.) | empty",
+            "last(range(1e18))",
+            "[range(1e12)] | length",
+            "[limit(1e12; repeat(1))] | length",
+            "until(false; .)",
+            "try (def f: f; f) catch \"caught\"",
+            "(def f: f; f) // 1",
+            "label $out | def f: f; f",
+        ] {
+            assert!(
+                budget_spent(run_with(endless, 100_000, &|| false)),
+                "{endless}"
+            );
+        }
+        // The same budget is plenty for ordinary work.
+        assert_eq!(
+            run_with("[range(1000)] | add", 100_000, &|| false).unwrap(),
+            ["499500"]
+        );
+        assert_eq!(
+            run_with(".items | map(.sku) | join(\",\")", 100_000, &|| false).unwrap(),
+            [r#""a,b""#]
+        );
+    }
+
+    #[test]
+    fn a_recursion_that_is_no_tail_call_stops_before_the_stack_overflows() {
+        for deep in [
+            "def f: f + 1; f",
+            "def f: [f]; f",
+            "def f: try f catch f; f",
+        ] {
+            let e = run_with(deep, u64::MAX, &|| false);
+            assert!(
+                matches!(&e, Err(Failure::Error(e)) if e.contains("recursed deeper")),
+                "{deep}: {e:?}"
+            );
+        }
+        // A deep but finite recursion is fine.
+        assert_eq!(
+            run_with(
+                "def f: if . < 128 then (. + 1 | f) + 0 else . end; 0 | f",
+                u64::MAX,
+                &|| false
+            )
+            .unwrap(),
+            ["128"]
+        );
+    }
+
+    #[test]
+    fn a_stop_request_interrupts_an_evaluation() {
+        assert_eq!(
+            run_with("def f: f; f", u64::MAX, &|| true),
+            Err(Failure::Interrupted)
+        );
+        // Short expressions finish before they look.
+        assert!(run_with(".order_id", u64::MAX, &|| true).is_ok());
+    }
+
+    #[test]
+    fn halt_fails_the_message_instead_of_ending_ferry() {
+        for halting in ["halt", "halt_error", "halt_error(1)"] {
+            let e = run_with(halting, 100_000, &|| false);
+            assert!(
+                matches!(&e, Err(Failure::Error(e)) if e.contains("called `halt`")),
+                "{halting}: {e:?}"
+            );
+        }
     }
 }

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use crate::config::{ConfigPath, Problem};
 use crate::error::MessageError;
 use crate::message::Message;
-pub use jq::Jq;
-use jq::{Variables, payload_value};
+pub use jq::{Budget, Jq};
+use jq::{Failure, Variables, payload_value};
 
 /// `[[pipeline.step]]` as written: exactly one of the fields.
 #[derive(Clone, Debug, Deserialize)]
@@ -113,9 +113,34 @@ impl Item {
     }
 }
 
+/// Why steps gave no result for a message.
+#[derive(Debug)]
+pub enum StepError {
+    /// The message cannot be handled (it is dead-lettered with the reason).
+    Message(MessageError),
+    /// ferry is stopping; the message is left for the next run.
+    Interrupted,
+}
+
+impl From<MessageError> for StepError {
+    fn from(e: MessageError) -> Self {
+        Self::Message(e)
+    }
+}
+
+impl StepError {
+    /// A jq failure, with `what` (the step or route) named.
+    pub fn from_jq(what: &str, failure: Failure) -> Self {
+        match failure {
+            Failure::Error(e) => Self::Message(MessageError::Unsupported(format!("{what}: {e}"))),
+            Failure::Interrupted => Self::Interrupted,
+        }
+    }
+}
+
 /// Runs `steps` over `message`: zero (filtered out), one or several
-/// messages come out.
-pub fn apply(steps: &[Step], message: Message) -> Result<Vec<Message>, MessageError> {
+/// messages come out. Every expression spends from the message's `budget`.
+pub fn apply(steps: &[Step], message: Message, budget: &Budget) -> Result<Vec<Message>, StepError> {
     let mut items = vec![Item {
         message,
         value: None,
@@ -125,16 +150,18 @@ pub fn apply(steps: &[Step], message: Message) -> Result<Vec<Message>, MessageEr
         for mut item in items {
             let vars = Variables::of(&item.message);
             let input = item.value()?;
-            let fail = |e: String| MessageError::Unsupported(format!("{} step: {e}", step.name()));
+            let what = format!("{} step", step.name());
+            let jq_failed = |f: Failure| StepError::from_jq(&what, f);
+            let fail = |e: String| MessageError::Unsupported(format!("{what}: {e}"));
             match step {
                 Step::Filter(jq) => {
-                    let out = jq.run(input, &vars).map_err(fail)?;
+                    let out = jq.run(input, &vars, budget).map_err(jq_failed)?;
                     if out.first().is_some_and(truthy) {
                         next.push(item);
                     }
                 }
                 Step::Map(jq) => {
-                    for v in jq.run(input, &vars).map_err(fail)? {
+                    for v in jq.run(input, &vars, budget).map_err(jq_failed)? {
                         let mut message = item.message.clone();
                         message.payload = match &v {
                             Val::Null => None,
@@ -147,7 +174,7 @@ pub fn apply(steps: &[Step], message: Message) -> Result<Vec<Message>, MessageEr
                     }
                 }
                 Step::Key(jq) => {
-                    let out = jq.run(input, &vars).map_err(fail)?;
+                    let out = jq.run(input, &vars, budget).map_err(jq_failed)?;
                     item.message.key = match out.first() {
                         None | Some(Val::Null) => None,
                         Some(v) => Some(scalar(v).ok_or_else(|| {
@@ -157,7 +184,7 @@ pub fn apply(steps: &[Step], message: Message) -> Result<Vec<Message>, MessageEr
                     next.push(item);
                 }
                 Step::Headers(jq) => {
-                    let out = jq.run(input, &vars).map_err(fail)?;
+                    let out = jq.run(input, &vars, budget).map_err(jq_failed)?;
                     match out.first() {
                         Some(Val::Obj(fields)) => {
                             for (name, value) in fields.iter() {
@@ -174,7 +201,9 @@ pub fn apply(steps: &[Step], message: Message) -> Result<Vec<Message>, MessageEr
                         }
                         None | Some(Val::Null) => {}
                         Some(other) => {
-                            return Err(fail(format!("headers must be an object, not {other}")));
+                            return Err(
+                                fail(format!("headers must be an object, not {other}")).into()
+                            );
                         }
                     }
                     next.push(item);
@@ -226,6 +255,14 @@ mod tests {
         s
     }
 
+    fn apply_(s: &[Step], m: Message) -> Result<Vec<Message>, MessageError> {
+        match apply(s, m, &Budget::new(1_000_000, &|| false)) {
+            Ok(out) => Ok(out),
+            Err(StepError::Message(e)) => Err(e),
+            Err(StepError::Interrupted) => panic!("nothing stops these tests"),
+        }
+    }
+
     fn payloads(out: &[Message]) -> Vec<String> {
         out.iter()
             .map(|m| {
@@ -240,18 +277,18 @@ mod tests {
     fn filter_keeps_only_matching_messages() {
         let s = steps("[[step]]\nfilter = '.type == \"payment\"'");
         assert_eq!(
-            apply(&s, Message::from_payload(r#"{"type":"payment"}"#))
+            apply_(&s, Message::from_payload(r#"{"type":"payment"}"#))
                 .unwrap()
                 .len(),
             1
         );
         assert!(
-            apply(&s, Message::from_payload(r#"{"type":"weblog"}"#))
+            apply_(&s, Message::from_payload(r#"{"type":"weblog"}"#))
                 .unwrap()
                 .is_empty()
         );
         let s = steps("[[step]]\nfilter = 'empty'");
-        assert!(apply(&s, Message::from_payload("{}")).unwrap().is_empty());
+        assert!(apply_(&s, Message::from_payload("{}")).unwrap().is_empty());
     }
 
     #[test]
@@ -261,7 +298,7 @@ mod tests {
             key: Some("o-1".into()),
             ..Message::from_payload(r#"{"items":[{"sku":"a","q":1},{"sku":"b","q":2}]}"#)
         };
-        let out = apply(&s, m).unwrap();
+        let out = apply_(&s, m).unwrap();
         assert_eq!(
             payloads(&out),
             [
@@ -271,7 +308,7 @@ mod tests {
         );
         let s = steps("[[step]]\nmap = 'null'");
         assert_eq!(
-            payloads(&apply(&s, Message::from_payload("{}")).unwrap()),
+            payloads(&apply_(&s, Message::from_payload("{}")).unwrap()),
             ["<tombstone>"]
         );
     }
@@ -285,7 +322,7 @@ mod tests {
             headers: [("drop", "x")].into_iter().collect::<Headers>(),
             ..Message::from_payload(r#"{"order_id":7,"type":"payment"}"#)
         };
-        let out = apply(&s, m).unwrap();
+        let out = apply_(&s, m).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key.as_deref(), Some(&b"7"[..]));
         assert_eq!(out[0].headers.get("kind").unwrap().as_ref(), b"payment");
@@ -296,12 +333,12 @@ mod tests {
     #[test]
     fn a_message_a_step_cannot_handle_is_an_error_with_the_reason() {
         let s = steps("[[step]]\nfilter = '.a.b'");
-        let e = apply(&s, Message::from_payload("not json")).unwrap_err();
+        let e = apply_(&s, Message::from_payload("not json")).unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");
-        let e = apply(&s, Message::from_payload(r#"{"a":"text"}"#)).unwrap_err();
+        let e = apply_(&s, Message::from_payload(r#"{"a":"text"}"#)).unwrap_err();
         assert!(e.to_string().contains("filter step"), "{e}");
         let s = steps("[[step]]\nkey = '.obj'");
-        let e = apply(&s, Message::from_payload(r#"{"obj":{}}"#)).unwrap_err();
+        let e = apply_(&s, Message::from_payload(r#"{"obj":{}}"#)).unwrap_err();
         assert!(e.to_string().contains("string or number"), "{e}");
     }
 

@@ -2,10 +2,12 @@
 
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
 use super::access::{AmqpAccess, AuthMechanism};
-use crate::config::values::{Count, NonEmpty, Span, Until};
+use crate::config::values::{
+    Batch, Count, Length, MessageTtl, NonEmpty, Prefetch, Refusal, Span, Until, checked,
+};
 use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::TlsConfig;
 use crate::secret::{Secret, mask_url};
@@ -31,14 +33,17 @@ impl AmqpUrl {
 
 impl<'de> Deserialize<'de> for AmqpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        lapin::uri::AMQPUri::from_str(&s).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid amqp url: {}; write e.g. \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
-                e.replace(&s, &mask_url(&s))
-            ))
-        })?;
-        Ok(Self(s))
+        checked(
+            d,
+            |s: String| match lapin::uri::AMQPUri::from_str(&s) {
+                Ok(_) => Ok(Self(s)),
+                Err(e) => Err(Refusal::from(format!(
+                    "invalid amqp url: {}; write e.g. \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+                    e.replace(&s, &mask_url(&s))
+                ))),
+            },
+            |s| Some(Self(s)),
+        )
     }
 }
 
@@ -87,8 +92,8 @@ pub struct QueueSpec {
     /// Where RabbitMQ sends messages rejected from this queue.
     pub dead_letter_exchange: Option<String>,
     pub dead_letter_routing_key: Option<String>,
-    pub max_length: Option<Count>,
-    pub message_ttl: Option<Span>,
+    pub max_length: Option<Count<Length>>,
+    pub message_ttl: Option<Span<MessageTtl>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -143,7 +148,7 @@ pub struct AmqpSourceConfig {
     /// Deliveries RabbitMQ sends before ferry acknowledges any: bounds what
     /// is in flight (and memory). Competing ferry consumers share a queue.
     #[serde(default = "default_prefetch")]
-    pub prefetch: Count,
+    pub prefetch: Count<Prefetch>,
     /// Messages no sink can take, when there is no dead-letter sink.
     /// Without this setting such a message stops the pipeline.
     pub rejected: Option<RejectMode>,
@@ -188,7 +193,7 @@ pub struct AmqpSinkConfig {
     pub mandatory: bool,
     /// Messages published before waiting for their confirms.
     #[serde(default = "default_sink_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     #[serde(default)]
     pub declare: Topology,
 }
@@ -197,26 +202,16 @@ fn yes() -> bool {
     true
 }
 
-fn default_prefetch() -> Count {
+fn default_prefetch() -> Count<Prefetch> {
     Count::new(256)
 }
 
-fn default_sink_batch() -> Count {
+fn default_sink_batch() -> Count<Batch> {
     Count::new(500)
-}
-
-fn check_prefetch(prefetch: Count, path: &ConfigPath, problems: &mut Vec<Problem>) {
-    if prefetch.get() > usize::from(u16::MAX) {
-        problems.push(
-            Problem::at_path(path.key("prefetch"), "`prefetch` is at most 65535 in AMQP")
-                .with_help("a few hundred is plenty"),
-        );
-    }
 }
 
 impl AmqpSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
-        check_prefetch(self.prefetch, path, problems);
         self.access().check(path, problems);
     }
 }

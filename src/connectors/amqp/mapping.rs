@@ -117,7 +117,49 @@ pub fn value_bytes(value: &AMQPValue) -> Bytes {
         AMQPValue::Double(f) => Bytes::from(f.to_string()),
         AMQPValue::Timestamp(t) => Bytes::from(t.to_string()),
         AMQPValue::Void => Bytes::new(),
-        other => Bytes::from(serde_json::to_string(other).unwrap_or_default()),
+        other => Bytes::from(value_json(other).to_string()),
+    }
+}
+
+/// An AMQP value as plain JSON: strings as strings, numbers as numbers,
+/// tables as objects, arrays as arrays (an `x-death` header reads as
+/// `[{"count": 1, "queue": "orders", ...}]`). Bytes that are not UTF-8 are
+/// replaced (U+FFFD), as JSON strings are text.
+pub fn value_json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    let text = |b: &[u8]| J::String(String::from_utf8_lossy(b).into_owned());
+    match value {
+        AMQPValue::Boolean(b) => J::Bool(*b),
+        AMQPValue::ShortShortInt(n) => J::from(*n),
+        AMQPValue::ShortShortUInt(n) => J::from(*n),
+        AMQPValue::ShortInt(n) => J::from(*n),
+        AMQPValue::ShortUInt(n) => J::from(*n),
+        AMQPValue::LongInt(n) => J::from(*n),
+        AMQPValue::LongUInt(n) => J::from(*n),
+        AMQPValue::LongLongInt(n) => J::from(*n),
+        AMQPValue::Timestamp(n) => J::from(*n),
+        AMQPValue::Float(f) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number)
+        }
+        AMQPValue::Double(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        AMQPValue::DecimalValue(d) => {
+            let n = f64::from(d.value) / 10f64.powi(i32::from(d.scale));
+            serde_json::Number::from_f64(n).map_or(J::Null, J::Number)
+        }
+        AMQPValue::ShortString(s) => J::String(s.as_str().to_owned()),
+        AMQPValue::LongString(s) => text(s.as_bytes()),
+        AMQPValue::ByteArray(b) => text(b.as_slice()),
+        AMQPValue::FieldArray(values) => {
+            J::Array(values.as_slice().iter().map(value_json).collect())
+        }
+        AMQPValue::FieldTable(table) => J::Object(
+            table
+                .inner()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), value_json(v)))
+                .collect(),
+        ),
+        AMQPValue::Void => J::Null,
     }
 }
 
@@ -265,5 +307,52 @@ mod tests {
         assert_eq!(m.headers.get("retries").unwrap().as_ref(), b"3");
         assert_eq!(m.headers.get("urgent").unwrap().as_ref(), b"true");
         assert_eq!(m.key, None);
+    }
+
+    #[test]
+    fn tables_and_arrays_in_headers_are_plain_json() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(2));
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString(LongString::from("orders")),
+        );
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString(LongString::from("rejected")),
+        );
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(
+                vec![AMQPValue::LongString(LongString::from("order.new"))].into(),
+            ),
+        );
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        death.insert("redelivered".into(), AMQPValue::Boolean(false));
+        death.insert("rate".into(), AMQPValue::Double(0.5));
+        death.insert("nothing".into(), AMQPValue::Void);
+        let mut table = FieldTable::default();
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        table.insert(
+            "nested".into(),
+            AMQPValue::FieldTable(FieldTable::default()),
+        );
+        let props = BasicProperties::default().with_headers(table);
+        let info = DeliveryInfo {
+            queue: "q".into(),
+            exchange: "",
+            routing_key: "q",
+            delivery_tag: 1,
+        };
+        let m = to_message(info, &props, b"{}");
+        // An array is one header per element; each table is a JSON object.
+        assert_eq!(
+            std::str::from_utf8(m.headers.get("x-death").unwrap()).unwrap(),
+            r#"{"count":2,"nothing":null,"queue":"orders","rate":0.5,"reason":"rejected","redelivered":false,"routing-keys":["order.new"],"time":1700000000}"#
+        );
+        assert_eq!(m.headers.get("nested").unwrap().as_ref(), b"{}");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ack::Ack;
-use crate::config::values::Count;
+use crate::config::values::{Count, Rate};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::Message;
@@ -22,7 +22,7 @@ pub struct GenerateConfig {
     /// How many orders; endless when absent.
     pub count: Option<u64>,
     /// Orders per second; as fast as the sinks take them when absent.
-    pub rate: Option<Count>,
+    pub rate: Option<Count<Rate>>,
     /// The first order id.
     #[serde(default = "one")]
     pub start_id: u64,

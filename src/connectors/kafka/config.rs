@@ -8,7 +8,10 @@ use serde::Deserialize;
 
 use super::security::{self, SaslConfig};
 pub use crate::config::values::Until;
-use crate::config::values::{Count, NonEmpty, Span, TopicName};
+use crate::config::values::{
+    Batch, CommitInterval, Count, Linger, NonEmpty, Partitions, PrefetchKbytes, Replicas, Span,
+    TopicName,
+};
 use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::TlsConfig;
 use crate::template::Template;
@@ -29,7 +32,7 @@ pub struct KafkaSourceConfig {
     pub start: StartFrom,
     /// How often confirmed offsets are committed.
     #[serde(default = "default_commit_interval")]
-    pub commit_interval: Span,
+    pub commit_interval: Span<CommitInterval>,
     /// `forever` (a daemon) or `end`: stop once every partition has been
     /// read up to the end it had when ferry started (a one-off copy).
     #[serde(default)]
@@ -40,7 +43,7 @@ pub struct KafkaSourceConfig {
     /// compressed bytes, so very compressible records can take a multiple
     /// of this once decompressed.
     #[serde(default = "default_prefetch")]
-    pub prefetch_kbytes: Count,
+    pub prefetch_kbytes: Count<PrefetchKbytes>,
     /// TLS: `tls = {}` for the system's CAs, or `{ ca = ..., cert = ..., key = ... }`.
     pub tls: Option<TlsConfig>,
     /// SASL authentication: PLAIN, SCRAM-SHA-256/512 or OAUTHBEARER (OIDC).
@@ -62,11 +65,11 @@ pub enum StartFrom {
     Committed,
 }
 
-fn default_commit_interval() -> Span {
-    Span(std::time::Duration::from_secs(1))
+fn default_commit_interval() -> Span<CommitInterval> {
+    Span::new(std::time::Duration::from_secs(1))
 }
 
-fn default_prefetch() -> Count {
+fn default_prefetch() -> Count<PrefetchKbytes> {
     Count::new(8 * 1024)
 }
 
@@ -86,6 +89,9 @@ const CONSUMER_MANAGED: &[(&str, &str)] = &[
     ("queued.max.messages.kbytes", "use `prefetch_kbytes`"),
 ];
 
+const ALWAYS_ACKS_ALL: &str = "ferry always produces with acks=all: the idempotent producer needs \
+     every in-sync replica, and a record is not lost when a broker dies";
+
 const PRODUCER_MANAGED: &[(&str, &str)] = &[
     (
         "enable.idempotence",
@@ -96,9 +102,9 @@ const PRODUCER_MANAGED: &[(&str, &str)] = &[
     ("compression.codec", "use `compression`"),
     ("linger.ms", "use `linger`"),
     ("queue.buffering.max.ms", "use `linger`"),
-    ("acks", "use `acks`"),
+    ("acks", ALWAYS_ACKS_ALL),
     ("partitioner", "use `partitioner`"),
-    ("request.required.acks", "use `acks`"),
+    ("request.required.acks", ALWAYS_ACKS_ALL),
 ];
 
 fn check_options(
@@ -190,19 +196,17 @@ pub struct KafkaSinkConfig {
     pub key: Option<Template>,
     #[serde(default)]
     pub compression: Compression,
-    #[serde(default)]
-    pub acks: Acks,
     /// How keyed records are spread over partitions. The default matches
     /// the Java client, so ferry and Java producers agree on where a key goes.
     #[serde(default)]
     pub partitioner: Partitioner,
     /// How long the producer waits to fill a batch.
     #[serde(default = "default_linger")]
-    pub linger: Span,
+    pub linger: Span<Linger>,
     /// Messages ferry hands to the producer before waiting for their
     /// delivery reports.
     #[serde(default = "default_sink_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     /// Create the topic at start if it does not exist.
     pub create_topic: Option<CreateTopic>,
     /// TLS: `tls = {}` for the system's CAs, or `{ ca = ..., cert = ..., key = ... }`.
@@ -260,38 +264,27 @@ impl Partitioner {
     }
 }
 
-/// Which brokers must have a record before it counts as written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Acks {
-    /// Every in-sync replica (no loss when a broker dies).
-    #[default]
-    All,
-    /// The partition leader only.
-    Leader,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTopic {
-    pub partitions: Count,
+    pub partitions: Count<Partitions>,
     #[serde(default = "one")]
-    pub replication: Count,
+    pub replication: Count<Replicas>,
     /// Topic settings, e.g. `{ "cleanup.policy" = "compact" }` for a
     /// changelog whose tombstones delete keys.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
 
-fn one() -> Count {
+fn one<L: crate::config::values::Limit>() -> Count<L> {
     Count::new(1)
 }
 
-fn default_linger() -> Span {
-    Span(std::time::Duration::from_millis(5))
+fn default_linger() -> Span<Linger> {
+    Span::new(std::time::Duration::from_millis(5))
 }
 
-fn default_sink_batch() -> Count {
+fn default_sink_batch() -> Count<Batch> {
     Count::new(1000)
 }
 
@@ -305,15 +298,6 @@ impl KafkaSinkConfig {
             path,
             problems,
         );
-        if self.acks == Acks::Leader {
-            problems.push(
-                Problem::at_path(
-                    path.key("acks"),
-                    "`acks = \"leader\"` cannot be combined with the idempotent producer",
-                )
-                .with_help("remove `acks` (the default is \"all\")"),
-            );
-        }
     }
 
     /// The librdkafka producer configuration.
@@ -325,7 +309,9 @@ impl KafkaSinkConfig {
             .set("acks", "all")
             .set("compression.type", self.compression.name())
             .set("partitioner", self.partitioner.librdkafka_name())
-            .set("linger.ms", self.linger.0.as_millis().to_string());
+            .set("linger.ms", self.linger.0.as_millis().to_string())
+            // Broker liveness for the sink's health (see `sink::SinkContext`).
+            .set("statistics.interval.ms", "1000");
         if let Some(tls) = &self.tls {
             tls.warn_if_insecure(client_id, "kafka");
         }
@@ -367,5 +353,35 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("enable.auto.commit"));
         assert_eq!(c.client_config("x").get("security.protocol"), Some("ssl"));
+    }
+
+    #[test]
+    fn a_refused_producer_option_points_at_a_setting_that_exists() {
+        let c: KafkaSinkConfig = toml::from_str(
+            "brokers = \"b\"\ntopic = \"t\"\noptions = { acks = \"1\", \"linger.ms\" = \"5\" }",
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        c.check(&ConfigPath::root(), &mut problems);
+        let helps: Vec<&str> = problems.iter().filter_map(|p| p.help.as_deref()).collect();
+        assert_eq!(helps.len(), 2, "{problems:?}");
+        assert!(
+            helps
+                .iter()
+                .any(|h| h.contains("always produces with acks=all")),
+            "{helps:?}"
+        );
+        // Every `use X` names a sink setting.
+        let fields = ["brokers", "compression", "linger", "partitioner"];
+        for (_, why) in PRODUCER_MANAGED {
+            if let Some(named) = why.strip_prefix("use `") {
+                let name = named.trim_end_matches('`');
+                assert!(fields.contains(&name), "{why}");
+            }
+        }
+        assert!(
+            toml::from_str::<KafkaSinkConfig>("brokers = \"b\"\ntopic = \"t\"\nacks = \"all\"")
+                .is_err()
+        );
     }
 }

@@ -4,31 +4,45 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tracing::{info, warn};
+use rdkafka::{ClientContext, Statistics};
+use tracing::info;
 
 use super::admin;
 use super::config::KafkaSinkConfig;
-use super::log_librdkafka;
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
+use super::watch::BrokerWatch;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError, kafka_code_is_per_message};
 use crate::message::{Headers, Message};
+use crate::observe::Probe;
 use crate::template::Template;
 
+/// librdkafka callbacks: logging, and the sink's health while no write
+/// is failing yet (a producer waits out a broker restart inside
+/// `message.timeout.ms`, so the writes alone would say nothing for minutes).
 pub struct SinkContext {
-    pipeline: String,
+    watch: BrokerWatch,
 }
 
 impl ClientContext for SinkContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        log_librdkafka(&self.pipeline, level, fac, message);
+        self.watch.log(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(pipeline = %self.pipeline, "kafka producer: {error}: {reason}");
+        self.watch.error("producer", &error, reason);
+    }
+
+    /// Every `statistics.interval.ms`: a connected broker makes a sink
+    /// that was retrying `up` again.
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        self.watch.broker_seen(up);
     }
 }
 
@@ -48,7 +62,11 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    pub async fn open(pipeline: &str, config: &KafkaSinkConfig) -> Result<Self, ConnectorError> {
+    pub async fn open(
+        pipeline: &str,
+        config: &KafkaSinkConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
         let client_config = config.client_config(&format!("ferry-{pipeline}"));
         let topic = config.topic.as_str();
         if admin::partition_count(&client_config, topic)
@@ -82,7 +100,7 @@ impl KafkaSink {
         }
         let producer = client_config
             .create_with_context(SinkContext {
-                pipeline: pipeline.to_owned(),
+                watch: BrokerWatch::new(pipeline, probe.clone()),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         Ok(Self {

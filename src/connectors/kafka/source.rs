@@ -20,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::{KafkaSourceConfig, StartFrom, Until};
-use super::log_librdkafka;
 use super::mapping::to_message;
 use super::offsets::{OffsetTracker, Partition};
+use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
-use crate::observe::{Probe, State, names};
+use crate::observe::{Probe, names};
 use crate::position::{Mark, Scope, Settled};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,7 @@ fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
 pub struct SourceContext {
     pipeline: String,
     tracker: Tracker,
-    probe: Probe,
+    watch: BrokerWatch,
     /// Told of every committed offset: the group will not deliver what
     /// lies below it again (`exactly_once` sinks forget those positions).
     settled: Arc<Settled>,
@@ -49,7 +49,7 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        log_librdkafka(&self.pipeline, level, fac, message);
+        self.watch.log(level, fac, message);
     }
 
     /// Every `statistics.interval.ms`: exports the consumer lag of each
@@ -65,21 +65,14 @@ impl ClientContext for SourceContext {
                 "topic" => topic.to_owned(), "partition" => partition.to_string())
             .set(lag as f64);
         }
-        if seen.broker_up && self.probe.state() == State::Retrying {
-            self.probe.up();
-        }
+        self.watch.broker_seen(seen.broker_up);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
-        {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
             debug!(pipeline = %self.pipeline, "{reason}");
         } else {
-            warn!(pipeline = %self.pipeline, "kafka consumer: {error}: {reason}");
-            if is_connection_error(&error) {
-                self.probe.retrying(&format!("{error}: {reason}"));
-            }
+            self.watch.error("consumer", &error, reason);
         }
     }
 }
@@ -103,6 +96,9 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = partitions_of(tpl);
             info!(pipeline = %self.pipeline, partitions = ?assigned, "kafka partitions assigned");
+            if !assigned.is_empty() {
+                self.watch.topic_missing_because(None);
+            }
             lock(&self.tracker).assigned(&assigned);
         }
     }
@@ -136,20 +132,6 @@ impl ConsumerContext for SourceContext {
             }
         }
     }
-}
-
-/// Whether a librdkafka error means the brokers cannot be reached (as
-/// opposed to, say, a failed commit or an unknown topic).
-fn is_connection_error(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::Resolve
-                | RDKafkaErrorCode::BrokerNotAvailable
-        )
-    )
 }
 
 /// What ferry takes from librdkafka's statistics.
@@ -231,7 +213,7 @@ impl KafkaSource {
         let context = SourceContext {
             pipeline: pipeline.to_owned(),
             tracker: Arc::clone(&tracker),
-            probe: probe.clone(),
+            watch: BrokerWatch::new(pipeline, probe.clone()),
             settled: Arc::clone(settled),
         };
         let consumer: Arc<Consumer_> = Arc::new(
@@ -243,7 +225,13 @@ impl KafkaSource {
         let topics: Vec<String> = config.topics.iter().map(|t| t.to_string()).collect();
 
         let until_end = config.until == Until::End;
-        let remaining = {
+        // A daemon does not wait for the brokers here: librdkafka reports
+        // what it finds (a refused connection, a missing topic) through
+        // the consumer as soon as it is polled, and the probe says so.
+        probe.unconfirmed();
+        let remaining = if !until_end {
+            Ok((HashMap::new(), 0))
+        } else {
             let consumer = Arc::clone(&consumer);
             let topics = topics.clone();
             let start = config.start;
@@ -251,15 +239,7 @@ impl KafkaSource {
                 .await
                 .map_err(|e| ConnectorError::Fatal(format!("kafka set-up task failed: {e}")))?
         };
-        let (remaining, expected) = match remaining {
-            Ok(r) => r,
-            Err(e) if until_end => return Err(e),
-            // A daemon waits for its topics and brokers; librdkafka retries.
-            Err(e) => {
-                warn!(pipeline, "{e}; consuming once it is available");
-                (HashMap::new(), 0)
-            }
-        };
+        let (remaining, expected) = remaining?;
 
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -428,11 +408,20 @@ impl Source for KafkaSource {
                     )));
                 }
                 Err(e) => {
+                    let missing = is_missing_topic(&e);
                     let e = ConnectorError::kafka("consuming", e);
                     if !e.is_retryable() {
                         return Err(e);
                     }
-                    warn!(pipeline = %self.pipeline, "{e}; librdkafka retries");
+                    let watch = &self.consumer.context().watch;
+                    if missing {
+                        let why = format!(
+                            "a topic of {:?} does not exist (yet); consuming once it is created ({e})",
+                            self.topics.keys().collect::<Vec<_>>()
+                        );
+                        watch.topic_missing_because(Some(&why));
+                    }
+                    watch.warn(&format!("{e}; librdkafka retries"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer};
 
-use crate::config::values::{Count, NonEmpty, Span, Until};
+use crate::config::values::{
+    Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
+    Refusal, Span, Timeout, Until, checked,
+};
 use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::TlsConfig;
 use crate::secret::{Secret, mask_url};
@@ -45,14 +48,17 @@ impl RedisUrl {
 
 impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        redis::IntoConnectionInfo::into_connection_info(s.as_str()).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid redis url `{}`: {e}; write e.g. \"redis://127.0.0.1:6379/0\"",
-                mask_url(&s)
-            ))
-        })?;
-        Ok(Self(s))
+        checked(
+            d,
+            |s: String| match redis::IntoConnectionInfo::into_connection_info(s.as_str()) {
+                Ok(_) => Ok(Self(s)),
+                Err(e) => Err(Refusal::from(format!(
+                    "invalid redis url `{}`: {e}; write e.g. \"redis://127.0.0.1:6379/0\"",
+                    mask_url(&s)
+                ))),
+            },
+            |s| Some(Self(s)),
+        )
     }
 }
 
@@ -73,7 +79,7 @@ pub struct RedisSinkConfig {
     /// Key template, e.g. `order:{order_id}` (the channel for `publish`).
     pub key: Template,
     /// Expire the key this long after each write.
-    pub ttl: Option<Span>,
+    pub ttl: Option<Span<KeyTtl>>,
     /// `hset`: only these payload fields (dotted paths), instead of all.
     pub fields: Option<Vec<String>>,
     /// `zadd`: the score, e.g. `"{amount}"` or `"{timestamp}"`.
@@ -81,7 +87,7 @@ pub struct RedisSinkConfig {
     /// `sadd` / `zadd`: the member (the payload when absent).
     pub member: Option<Template>,
     /// `xadd`: keep about this many entries (`MAXLEN ~`).
-    pub maxlen: Option<Count>,
+    pub maxlen: Option<Count<Length>>,
     /// `xadd`: `envelope` (payload, key and headers as fields) or `json`
     /// (the fields of a JSON object payload).
     #[serde(default)]
@@ -92,10 +98,10 @@ pub struct RedisSinkConfig {
     pub replace: bool,
     /// Commands per pipelined round trip.
     #[serde(default = "default_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     /// How long to wait for Redis to answer a batch before retrying it.
     #[serde(default = "default_timeout")]
-    pub timeout: Span,
+    pub timeout: Span<Timeout>,
     /// Write each message at most once, even after a crash: its position in
     /// the source (Kafka partition offset, stream entry id) is recorded in
     /// Redis atomically with the write, and a message at or before the
@@ -198,12 +204,12 @@ pub enum WritePlan {
     Publish,
 }
 
-fn default_batch() -> Count {
+fn default_batch() -> Count<Batch> {
     Count::new(500)
 }
 
-fn default_timeout() -> Span {
-    Span(Duration::from_secs(10))
+fn default_timeout() -> Span<Timeout> {
+    Span::new(Duration::from_secs(10))
 }
 
 impl RedisSinkConfig {
@@ -431,18 +437,18 @@ pub struct RedisStreamSourceConfig {
     pub create_group: bool,
     /// Entries per read.
     #[serde(default = "default_read_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     /// How long one read waits for new entries.
     #[serde(default = "default_block")]
-    pub block: Span,
+    pub block: Span<Block>,
     /// Entries pending this long with another consumer are claimed
     /// (`XAUTOCLAIM`): that consumer is presumed dead.
     #[serde(default = "default_claim_idle")]
-    pub claim_idle: Span,
+    pub claim_idle: Span<ClaimIdle>,
     /// An entry delivered this many times without being confirmed goes to
     /// the dead-letter sink instead of being tried again.
     #[serde(default = "default_max_deliveries")]
-    pub max_deliveries: Count,
+    pub max_deliveries: Count<Attempts>,
     /// Delete entries every group has acknowledged (`XTRIM MINID`).
     #[serde(default)]
     pub trim: bool,
@@ -495,9 +501,9 @@ pub struct RedisListSourceConfig {
     /// restarts. Defaults to `ferry-<pipeline>-<hostname>`.
     pub consumer: Option<NonEmpty>,
     #[serde(default = "default_read_batch")]
-    pub batch_size: Count,
+    pub batch_size: Count<Batch>,
     #[serde(default = "default_block")]
-    pub block: Span,
+    pub block: Span<Block>,
     /// `forever` (a daemon) or `end`: stop once the list is empty (a
     /// one-off drain).
     #[serde(default)]
@@ -524,7 +530,7 @@ pub struct RedisPubSubSourceConfig {
     /// are dropped (and counted in the log), as Redis itself would drop a
     /// slow subscriber.
     #[serde(default = "default_pubsub_buffer")]
-    pub buffer: Count,
+    pub buffer: Count<Buffer>,
 }
 
 /// `type = "redis-keyspace"`: the current value of keys that change.
@@ -555,7 +561,7 @@ pub struct RedisKeyspaceSourceConfig {
     /// changes twice is read once). Beyond that ferry forgets them and
     /// scans the keyspace again instead, so memory stays bounded.
     #[serde(default = "default_pending_keys")]
-    pub max_pending_keys: Count,
+    pub max_pending_keys: Count<PendingKeys>,
     /// `snapshot`: a one-off copy. Emit every matching key once and stop,
     /// without subscribing (keyspace notifications are not needed).
     #[serde(default)]
@@ -583,27 +589,27 @@ fn yes() -> bool {
     true
 }
 
-fn default_read_batch() -> Count {
+fn default_read_batch() -> Count<Batch> {
     Count::new(200)
 }
 
-fn default_block() -> Span {
-    Span(Duration::from_secs(2))
+fn default_block() -> Span<Block> {
+    Span::new(Duration::from_secs(2))
 }
 
-fn default_claim_idle() -> Span {
-    Span(Duration::from_secs(60))
+fn default_claim_idle() -> Span<ClaimIdle> {
+    Span::new(Duration::from_secs(60))
 }
 
-fn default_max_deliveries() -> Count {
+fn default_max_deliveries() -> Count<Attempts> {
     Count::new(10)
 }
 
-fn default_pubsub_buffer() -> Count {
+fn default_pubsub_buffer() -> Count<Buffer> {
     Count::new(10_000)
 }
 
-fn default_pending_keys() -> Count {
+fn default_pending_keys() -> Count<PendingKeys> {
     Count::new(100_000)
 }
 

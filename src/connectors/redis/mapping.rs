@@ -467,7 +467,7 @@ pub fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::values::Count;
+    use crate::config::values::{Count, Length};
     use crate::connectors::redis::config::RedisSinkConfig;
 
     fn t(s: &str) -> Template {
@@ -634,7 +634,7 @@ mod tests {
             ),
             ["XADD events * order_id 7 total 9.5 status new"]
         );
-        let _ = Count::new(1);
+        let _ = Count::<Length>::new(1);
     }
 
     fn bulk(s: &str) -> redis::Value {

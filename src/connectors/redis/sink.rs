@@ -113,6 +113,10 @@ impl RedisSink {
         let mut ping = conn.clone();
         match redis::cmd("PING").query_async::<String>(&mut ping).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
+            // Waiting would not change the password.
+            Err(e) if crate::error::redis_auth_refused(&e) => {
+                return Err(ConnectorError::redis("connecting", e));
+            }
             Err(e) => {
                 warn!(
                     pipeline,
@@ -131,7 +135,7 @@ impl RedisSink {
             Scripted::ExactlyOnce(ExactlyOnce {
                 script: redis::Script::new(exactly_once::SCRIPT),
                 skipped: metrics::counter!(names::SINK_SKIPPED, "pipeline" => pipeline.to_owned(),
-                    "key" => config.key.to_string()),
+                    "sink" => probe.sink_id().to_owned(), "key" => config.key.to_string()),
                 base,
                 settled: Arc::clone(settled),
                 forgotten: HashMap::new(),
@@ -144,7 +148,7 @@ impl RedisSink {
             Scripted::Sync(SyncWrites {
                 script: redis::Script::new(sync::APPLY_SCRIPT),
                 held_off: metrics::counter!(names::SYNC_HELD_OFF, "pipeline" => pipeline.to_owned(),
-                    "key" => config.key.to_string()),
+                    "sink" => probe.sink_id().to_owned(), "key" => config.key.to_string()),
             })
         } else {
             Scripted::Plain
@@ -293,8 +297,10 @@ impl Sink for RedisSink {
 }
 
 /// A refused command fails its message, unless the refusal says something
-/// about the server (loading, out of memory, permissions) rather than the
-/// message: then the whole batch fails and is retried or stops the pipeline.
+/// about the server rather than the message: permissions stop the pipeline;
+/// a server that refuses every write for now (loading, out of memory,
+/// read-only replica) fails the batch, which is retried with backoff and
+/// never dead-lettered for it.
 fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
     let code = e.code().unwrap_or_default().to_owned();
     let code = code.as_str();
@@ -311,11 +317,15 @@ fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, Conn
             | "CLUSTERDOWN"
             | "MISCONF"
     );
+    let auth = crate::error::redis_auth_refused(&e);
     let connector = ConnectorError::redis("writing", e);
-    if server_side || connector.is_retryable() {
-        if code == "NOPERM" || code == "NOAUTH" {
-            return Err(ConnectorError::Fatal(connector.to_string()));
-        }
+    if auth {
+        return Err(ConnectorError::Fatal(connector.to_string()));
+    }
+    if server_side {
+        return Err(ConnectorError::Refusing(connector.to_string()));
+    }
+    if connector.is_retryable() {
         return Err(connector);
     }
     Ok(Err(MessageError::Refused {

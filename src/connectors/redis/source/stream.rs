@@ -375,32 +375,7 @@ impl RedisStreamSource {
 
     /// Deletes entries that every group has acknowledged.
     async fn trim(&mut self) -> Result<(), ConnectorError> {
-        for s in self.streams.clone() {
-            let groups: redis::Value = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&*s)
-                .query_async(&mut self.cmd)
-                .await
-                .map_err(|e| self.err("reading stream groups", e))?;
-            let mut min: Option<(u64, u64)> = None;
-            for g in list_of_maps(&groups) {
-                let Some(keep_from) = self.keep_from(&s, &g).await? else {
-                    min = Some((0, 0));
-                    break;
-                };
-                min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
-            }
-            if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
-                let _: i64 = redis::cmd("XTRIM")
-                    .arg(&*s)
-                    .arg("MINID")
-                    .arg(format!("{ms}-{seq}"))
-                    .query_async(&mut self.cmd)
-                    .await
-                    .map_err(|e| self.err("trimming", e))?;
-            }
-        }
-        Ok(())
+        trim_acknowledged(&mut self.cmd, &self.streams, &self.group).await
     }
 
     /// Tells `exactly_once` sinks, per stream, below which entry id this
@@ -417,7 +392,7 @@ impl RedisStreamSource {
                 .into_iter()
                 .find(|g| g.get("name") == Some(&self.group));
             if let Some(g) = ours
-                && let Some((ms, seq)) = self.keep_from(&s, &g).await?
+                && let Some((ms, seq)) = keep_from(&mut self.cmd, &s, &g).await?
             {
                 let scope = Scope::RedisStream {
                     stream: Arc::clone(&s),
@@ -427,43 +402,80 @@ impl RedisStreamSource {
         }
         Ok(())
     }
+}
 
-    /// The first entry a group (one row of `XINFO GROUPS`) may still
-    /// deliver again: its lowest pending entry, or the one after the last
-    /// it delivered. Every entry below it was acknowledged. `None` when
-    /// Redis does not say.
-    ///
-    /// `XINFO GROUPS` gives the pending count and the last delivered id
-    /// atomically. The `XPENDING` that follows may see later deliveries,
-    /// but those lie above every earlier one, so its lowest pending id is
-    /// still a floor.
-    async fn keep_from(
-        &mut self,
-        stream: &str,
-        group: &HashMap<String, String>,
-    ) -> Result<Option<(u64, u64)>, ConnectorError> {
-        let name = group.get("name").cloned().unwrap_or_default();
-        let pending: u64 = group
-            .get("pending")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if pending == 0 {
-            return Ok(group
-                .get("last-delivered-id")
-                .and_then(|id| parse_id(id))
-                .map(|(ms, seq)| (ms, seq + 1)));
-        }
-        let summary: redis::Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(&name)
-            .query_async(&mut self.cmd)
+/// Deletes, from each of `streams`, the entries every group has
+/// acknowledged (`group` names ferry's group in errors).
+async fn trim_acknowledged(
+    cmd: &mut ConnectionManager,
+    streams: &[Arc<str>],
+    group: &str,
+) -> Result<(), ConnectorError> {
+    let err = |what: &str, e| ConnectorError::redis(format!("{what} (group {group})"), e);
+    for s in streams.iter().cloned() {
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&*s)
+            .query_async(cmd)
             .await
-            .map_err(|e| self.err("reading pending summary", e))?;
-        Ok(match &summary {
-            redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| parse_id(&id)),
-            _ => None,
-        })
+            .map_err(|e| err("reading stream groups", e))?;
+        let mut min: Option<(u64, u64)> = None;
+        for g in list_of_maps(&groups) {
+            let keep_from = keep_from(cmd, &s, &g).await?;
+            let Some(keep_from) = keep_from else {
+                min = Some((0, 0));
+                break;
+            };
+            min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
+        }
+        if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(&*s)
+                .arg("MINID")
+                .arg(format!("{ms}-{seq}"))
+                .query_async(cmd)
+                .await
+                .map_err(|e| err("trimming", e))?;
+        }
     }
+    Ok(())
+}
+
+/// The first entry a group (one row of `XINFO GROUPS`) may still deliver
+/// again: its lowest pending entry, or the one after the last it
+/// delivered. Every entry below it was acknowledged. `None` when Redis does
+/// not say.
+///
+/// `XINFO GROUPS` gives the pending count and the last delivered id
+/// atomically. The `XPENDING` that follows may see later deliveries, but
+/// those lie above every earlier one, so its lowest pending id is still a
+/// floor.
+async fn keep_from(
+    cmd: &mut ConnectionManager,
+    stream: &str,
+    group: &HashMap<String, String>,
+) -> Result<Option<(u64, u64)>, ConnectorError> {
+    let name = group.get("name").cloned().unwrap_or_default();
+    let pending: u64 = group
+        .get("pending")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if pending == 0 {
+        return Ok(group
+            .get("last-delivered-id")
+            .and_then(|id| parse_id(id))
+            .map(|(ms, seq)| (ms, seq + 1)));
+    }
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(&name)
+        .query_async(cmd)
+        .await
+        .map_err(|e| ConnectorError::redis(format!("reading pending summary (group {name})"), e))?;
+    Ok(match &summary {
+        redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| parse_id(&id)),
+        _ => None,
+    })
 }
 
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -609,7 +621,16 @@ impl Source for RedisStreamSource {
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
+        let (mut cmd, streams, group) =
+            (self.cmd.clone(), self.streams.clone(), self.group.clone());
         self.acker.close().await;
+        // What this run acknowledged last (all of a short `until = "end"`
+        // job) is trimmed now rather than left for the next run.
+        if self.config.trim
+            && let Err(e) = trim_acknowledged(&mut cmd, &streams, &group).await
+        {
+            warn!(pipeline = %self.pipeline, "{e}");
+        }
         info!(pipeline = %self.pipeline, "redis stream source closed; confirmed entries acknowledged");
         Ok(())
     }
