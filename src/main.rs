@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
 use ferry::config::values::Span;
+use ferry::jobs::replay;
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
@@ -53,6 +54,51 @@ enum Command {
         /// The config file (TOML).
         config: PathBuf,
     },
+    /// Run the unit tests of a config's steps and routes, without brokers:
+    /// `ferry test retail.toml` reads `retail.tests.toml` beside it.
+    /// Exits 1 when a test fails.
+    Test {
+        /// Tests files (`*.tests.toml`) or configs with one beside them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one pipeline again from a chosen start to a chosen end, under a
+    /// consumer group of its own (the live pipeline's group is untouched).
+    /// Interrupt it at any time: the same command continues where it
+    /// stopped. Exits 0 when done, 130 when interrupted.
+    Replay {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// The pipeline to replay (needed when the config has several).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Where to begin: `earliest`, a time (RFC 3339 or epoch ms), Kafka
+        /// offsets (`orders/0=120,orders/1=80`) or a stream entry id.
+        /// Only where the replay group has no position yet.
+        #[arg(long, default_value = "earliest", value_parser = replay::Start::parse)]
+        from: replay::Start,
+        /// Where to end: `now` (the end at start), a time, or Kafka offsets
+        /// (exclusive).
+        #[arg(long, default_value = "now", value_parser = replay::End::parse)]
+        to: replay::End,
+        /// The replay's consumer group (default `<group>-replay`); a new
+        /// name starts over.
+        #[arg(long)]
+        group: Option<String>,
+        /// Prefix every Redis sink key with this (`v2:`), to switch over later.
+        #[arg(long)]
+        key_prefix: Option<String>,
+        /// Write every Redis sink into this server/database instead
+        /// (`redis://127.0.0.1:6379/5`).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// After SIGINT/SIGTERM, how long to let in-flight messages finish.
+        #[arg(long, default_value = "30s", value_parser = parse_span)]
+        drain_timeout: Duration,
+        /// How often progress is logged when stderr is not a terminal.
+        #[arg(long, default_value = "10s", value_parser = parse_span)]
+        progress_every: Duration,
+    },
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
@@ -91,6 +137,87 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Test { files } => {
+            let (mut passed, mut failed) = (0, 0);
+            for file in files {
+                match ferry::jobs::unit_tests::run(&file) {
+                    Ok(report) => {
+                        print!("{}", report.text);
+                        passed += report.passed;
+                        failed += report.failed;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Replay {
+            config,
+            pipeline,
+            from,
+            to,
+            group,
+            key_prefix,
+            redis_url,
+            drain_timeout,
+            progress_every,
+        } => {
+            let Some((config, runtime)) = load_with_runtime(&config) else {
+                return ExitCode::from(2);
+            };
+            let options = replay::ReplayOptions {
+                pipeline,
+                from,
+                to,
+                group,
+                key_prefix,
+                redis_url,
+            };
+            let run_options = RunOptions {
+                drain_timeout,
+                progress_every,
+                health: Health::new(),
+            };
+            match runtime.block_on(replay::run(&config, &options, run_options)) {
+                Ok(outcome) => {
+                    let t = outcome.totals;
+                    let secs = outcome.elapsed.as_secs_f64();
+                    println!(
+                        "{} {} messages in {secs:.1}s ({:.0}/s): confirmed {}, dead-lettered {}, \
+                         dropped {}, failed {}",
+                        if outcome.interrupted {
+                            "interrupted after"
+                        } else {
+                            "replayed"
+                        },
+                        t.received,
+                        t.confirmed as f64 / secs.max(0.001),
+                        t.confirmed,
+                        t.dead_lettered,
+                        t.dropped,
+                        t.failed
+                    );
+                    if outcome.interrupted {
+                        println!("run the same command again to continue");
+                        ExitCode::from(130)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             drain_timeout,
@@ -117,6 +244,24 @@ fn main() -> ExitCode {
                 health: Health::new(),
             };
             runtime.block_on(run(config, options, http))
+        }
+    }
+}
+
+/// Loads a config (printing its problems) and starts the async runtime.
+fn load_with_runtime(path: &std::path::Path) -> Option<(Config, tokio::runtime::Runtime)> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return None;
+        }
+    };
+    match tokio::runtime::Runtime::new() {
+        Ok(r) => Some((config, r)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
         }
     }
 }
