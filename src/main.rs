@@ -405,15 +405,16 @@ async fn reconcile_command(a: ReconcileArgs) -> Result<bool, String> {
     use ferry::jobs::reconcile::{self, Extract, Options, Repair, Side};
     use ferry::steps::Jq;
     let jq = |flag: &str, s: &str| Jq::compile(s).map_err(|e| format!("--{flag}: {e}"));
-    let extract = |key: Option<String>, norm: Option<String>, side: &str| -> Result<Extract, String> {
-        Ok(Extract {
-            key: jq(&format!("{side}-key"), key.as_deref().unwrap_or(&a.key))?,
-            normalize: norm
-                .or_else(|| a.normalize.clone())
-                .map(|n| jq("normalize", &n))
-                .transpose()?,
-        })
-    };
+    let extract =
+        |key: Option<String>, norm: Option<String>, side: &str| -> Result<Extract, String> {
+            Ok(Extract {
+                key: jq(&format!("{side}-key"), key.as_deref().unwrap_or(&a.key))?,
+                normalize: norm
+                    .or_else(|| a.normalize.clone())
+                    .map(|n| jq("normalize", &n))
+                    .transpose()?,
+            })
+        };
     let (left, right) = (Side::parse(&a.left)?, Side::parse(&a.right)?);
     let repair = if a.repair {
         Some(Repair::open(&right, a.repair_key.as_deref()).await?)
@@ -465,7 +466,12 @@ async fn tap_command(
             tap.router = Some(Tap::for_pipeline(&config, p));
             Target::of_pipeline(p)?
         }
-        _ => return Err("tap a target (kafka://..., redis://..., amqp://...) or --config, one of them".into()),
+        _ => {
+            return Err(
+                "tap a target (kafka://..., redis://..., amqp://...) or --config, one of them"
+                    .into(),
+            );
+        }
     };
     tokio::select! {
         r = tap.run(&target, &options) => r.map(|_| ()),

@@ -79,7 +79,8 @@ fn field(path: &str, key: &str) -> String {
     if plain {
         format!("{path}.{key}")
     } else {
-        format!("{path}[{}]", Value::String(key.to_owned()))
+        let at = if path.is_empty() { "." } else { path };
+        format!("{at}[{}]", Value::String(key.to_owned()))
     }
 }
 

@@ -378,7 +378,7 @@ impl FileReader {
         })
     }
 
-    pub fn next(&mut self) -> Result<Option<Message>, String> {
+    pub fn read(&mut self) -> Result<Option<Message>, String> {
         loop {
             let Some(line) = self.lines.next() else {
                 return Ok(None);

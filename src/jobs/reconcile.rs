@@ -127,7 +127,7 @@ impl Reader {
             Reader::Kafka(r) => r.next().await,
             Reader::Keys(r) => r.next().await,
             Reader::Stream(r) => r.next().await,
-            Reader::File(r) => r.next(),
+            Reader::File(r) => r.read(),
         }
     }
 }
@@ -304,33 +304,33 @@ pub async fn run(mut options: Options) -> Result<Report, String> {
     };
     let mut to_repair = Vec::new();
     let mut repaired = 0;
-    let (mut l, mut r) = (left.next()?, right.next()?);
+    let (mut l, mut r) = (left.next_row()?, right.next_row()?);
     loop {
         match (l.take(), r.take()) {
             (None, None) => break,
             (Some(a), None) => {
                 missing_right(&mut report, &options, a, keep.then_some(&mut to_repair));
-                l = left.next()?;
+                l = left.next_row()?;
             }
             (None, Some(b)) => {
                 missing_left(&mut report, &options, b);
-                r = right.next()?;
+                r = right.next_row()?;
             }
             (Some(a), Some(b)) => match a.key.cmp(&b.key) {
                 std::cmp::Ordering::Less => {
                     missing_right(&mut report, &options, a, keep.then_some(&mut to_repair));
-                    l = left.next()?;
+                    l = left.next_row()?;
                     r = Some(b);
                 }
                 std::cmp::Ordering::Greater => {
                     missing_left(&mut report, &options, b);
                     l = Some(a);
-                    r = right.next()?;
+                    r = right.next_row()?;
                 }
                 std::cmp::Ordering::Equal => {
                     compare(&mut report, &options, &a, &b);
-                    l = left.next()?;
-                    r = right.next()?;
+                    l = left.next_row()?;
+                    r = right.next_row()?;
                 }
             },
         }
@@ -416,7 +416,7 @@ pub struct Repair {
 
 pub enum RepairSink {
     Kafka(crate::connectors::kafka::KafkaSink),
-    Redis(crate::connectors::redis::RedisSink),
+    Redis(Box<crate::connectors::redis::RedisSink>),
 }
 
 impl Repair {
@@ -456,11 +456,11 @@ impl Repair {
                 .map_err(|e| format!("--repair: {e}"))?;
                 let health = crate::observe::Health::new();
                 let probe = health.probe("reconcile", "repair");
-                RepairSink::Redis(
+                RepairSink::Redis(Box::new(
                     RedisSink::open("reconcile", &c, &probe, &crate::position::Settled::new())
                         .await
                         .map_err(|e| e.to_string())?,
-                )
+                ))
             }
             Side::File { .. } => {
                 return Err("--repair writes through a sink; a file side has none".to_owned());
@@ -485,7 +485,7 @@ impl Repair {
         let n = messages.len() as u64;
         match &mut self.sink {
             RepairSink::Kafka(s) => write_all(s, &messages).await?,
-            RepairSink::Redis(s) => write_all(s, &messages).await?,
+            RepairSink::Redis(s) => write_all(s.as_mut(), &messages).await?,
         }
         Ok(n)
     }
@@ -511,7 +511,7 @@ pub fn summary(report: &Report) -> String {
     let mut s = String::new();
     let (l, r) = (&report.left, &report.right);
     let w = l.source.len().max(12);
-    let _ = writeln!(s, "{:<18} {:<w$}  {}", "", "left", "right");
+    let _ = writeln!(s, "{:<18} {:<w$}  right", "", "left");
     let _ = writeln!(s, "{:<18} {:<w$}  {}", "source", l.source, r.source);
     for (name, a, b) in [
         ("records", l.records, r.records),

@@ -213,7 +213,7 @@ pub struct Sorted {
 }
 
 impl Sorted {
-    pub fn next(&mut self) -> Result<Option<Row>, String> {
+    pub fn next_row(&mut self) -> Result<Option<Row>, String> {
         let mut current = match self.pending.take() {
             Some(row) => row,
             None => match self.source.next()? {
@@ -250,7 +250,7 @@ mod tests {
         let spilled = c.spilled();
         let mut sorted = c.finish().unwrap();
         let mut out = Vec::new();
-        while let Some(row) = sorted.next().unwrap() {
+        while let Some(row) = sorted.next_row().unwrap() {
             out.push((row.key, row.value));
         }
         (out, sorted.duplicates, spilled)
@@ -282,7 +282,10 @@ mod tests {
     fn spilled_runs_merge_to_the_same_result() {
         let in_memory = collect(100, ROWS);
         let spilled = collect(2, ROWS);
-        assert_eq!(spilled.2, 4, "runs of 2 rows, and the last one");
+        assert_eq!(
+            spilled.2, 3,
+            "runs of 2 rows (the last row is spilled at the end)"
+        );
         assert_eq!(in_memory.0, spilled.0);
         assert_eq!(in_memory.1, spilled.1);
     }
@@ -295,7 +298,7 @@ mod tests {
         c.push("b".into(), "1".into(), None).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         let mut sorted = c.finish().unwrap();
-        while sorted.next().unwrap().is_some() {}
+        while sorted.next_row().unwrap().is_some() {}
         drop(sorted);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

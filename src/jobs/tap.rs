@@ -28,7 +28,10 @@ use crate::steps::{Jq, truthy};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// `kafka://BROKERS/TOPIC[,TOPIC...]`
-    Kafka { brokers: String, topics: Vec<String> },
+    Kafka {
+        brokers: String,
+        topics: Vec<String>,
+    },
     /// `redis://HOST:PORT/DB?stream=NAME`
     Stream { url: String, stream: String },
     /// `amqp://USER:PASS@HOST:PORT/VHOST?exchange=NAME&routing_key=KEY`
@@ -52,10 +55,8 @@ impl Target {
             });
         }
         let (base, query) = s.split_once('?').unwrap_or((s, ""));
-        let params: Vec<(&str, &str)> = query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .collect();
+        let params: Vec<(&str, &str)> =
+            query.split('&').filter_map(|p| p.split_once('=')).collect();
         let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         let rest = |skip: &[&str]| {
             let kept: Vec<String> = params
@@ -107,7 +108,11 @@ impl Target {
             SourceConfig::RedisStream(c) => Ok((
                 Target::Stream {
                     url: c.url.as_str().to_owned(),
-                    stream: c.streams.first().map(ToString::to_string).unwrap_or_default(),
+                    stream: c
+                        .streams
+                        .first()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 },
                 Default::default(),
             )),
@@ -197,7 +202,10 @@ impl Tap {
         if !self.wanted(message) {
             return Ok(false);
         }
-        let routes = self.router.as_ref().map(|(router, names)| route(router, names, message));
+        let routes = self
+            .router
+            .as_ref()
+            .map(|(router, names)| route(router, names, message));
         out.write_all(render(message, routes.as_deref()).as_bytes())?;
         out.flush()?;
         Ok(true)
@@ -211,7 +219,12 @@ impl Tap {
         let done = |shown: u64| self.count.is_some_and(|n| shown >= n);
         match target {
             Target::Kafka { brokers, topics } => {
-                let mut reader = KafkaReader::open(brokers, topics, options, self.begin, false).await?;
+                let mut reader =
+                    KafkaReader::open(brokers, topics, options, self.begin, false).await?;
+                tracing::info!(
+                    ?topics,
+                    "tapping kafka (partitions assigned, no group, no commits)"
+                );
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
                     shown += u64::from(self.show(&m, &mut stdout).map_err(|e| e.to_string())?);
@@ -219,7 +232,9 @@ impl Tap {
             }
             Target::Stream { url, stream } => {
                 let mut reader =
-                    StreamReader::open(url, std::slice::from_ref(stream), self.begin, false).await?;
+                    StreamReader::open(url, std::slice::from_ref(stream), self.begin, false)
+                        .await?;
+                tracing::info!(stream, "tapping redis stream (XREAD, no group)");
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
                     shown += u64::from(self.show(&m, &mut stdout).map_err(|e| e.to_string())?);
@@ -270,8 +285,11 @@ impl Tap {
                     .await
                     .map_err(|e| format!("amqp: consuming the tap's queue: {e}"))?;
                 let name: Arc<str> = Arc::from(queue.name().as_str());
+                tracing::info!(exchange, routing_key, queue = %name, "tapping amqp exchange through a temporary queue");
                 while !done(shown) {
-                    let Some(delivery) = consumer.next().await else { break };
+                    let Some(delivery) = consumer.next().await else {
+                        break;
+                    };
                     let delivery = delivery.map_err(|e| format!("amqp: {e}"))?;
                     let info = DeliveryInfo {
                         queue: Arc::clone(&name),
@@ -290,7 +308,12 @@ impl Tap {
 
 /// Where the router sends a message: `→ orders-db, emails`.
 fn route(router: &Router, names: &[String], message: &Message) -> String {
-    let name = |i: &usize| names.get(*i).cloned().unwrap_or_else(|| format!("sinks[{i}]"));
+    let name = |i: &usize| {
+        names
+            .get(*i)
+            .cloned()
+            .unwrap_or_else(|| format!("sinks[{i}]"))
+    };
     match router.plan(message) {
         Err(e) => format!("→ dead letter: {e}"),
         Ok(Plan::Dropped(why)) => format!("→ dropped: {why}"),
@@ -303,7 +326,10 @@ fn route(router: &Router, names: &[String], message: &Message) -> String {
             .iter()
             .map(|(_, sinks)| match sinks.is_empty() {
                 true => "→ no route matched".to_owned(),
-                false => format!("→ {}", sinks.iter().map(name).collect::<Vec<_>>().join(", ")),
+                false => format!(
+                    "→ {}",
+                    sinks.iter().map(name).collect::<Vec<_>>().join(", ")
+                ),
             })
             .collect::<Vec<_>>()
             .join("; "),

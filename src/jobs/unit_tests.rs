@@ -467,6 +467,9 @@ filter = '.type != "test"'
 [[pipeline.route]]
 when = '.type == "payment"'
 sinks = ["db"]
+[[pipeline.route]]
+when = '.type == "audit"'
+sinks = ["log"]
 [[pipeline.sink]]
 name = "db"
 type = "redis"
@@ -492,6 +495,7 @@ topic = "log"
     const INPUTS: &str = r#"
 [[test]]
 name = "t"
+dropped = DROPPED
 [[test.input]]
 key = "o1"
 json = { type = "payment", order_id = "o1", status = "paid" }
@@ -506,7 +510,7 @@ json = { type = "payment" }
     #[test]
     fn a_test_passes_when_sinks_dead_letters_and_drops_are_as_expected() {
         let t = case(&format!(
-            "{INPUTS}
+            "{}
 [[test.output]]
 sink = \"db\"
 key = \"order:o1\"
@@ -515,7 +519,8 @@ json = {{ type = \"payment\", order_id = \"o1\", status = \"paid\" }}
 reason = \"no route matched\"
 [[test.dead_letter]]
 reason = \"order_id\"
-"
+",
+            INPUTS.replace("DROPPED", "1")
         ));
         let fails = check(&config(), &t).unwrap();
         assert!(fails.is_empty(), "{fails:#?}");
@@ -526,8 +531,7 @@ reason = \"order_id\"
     #[test]
     fn a_changed_expectation_fails_with_the_field_and_both_values() {
         let t = case(&format!(
-            "{INPUTS}
-dropped = 2
+            "{}
 [[test.output]]
 sink = \"db\"
 key = \"order:o2\"
@@ -535,7 +539,8 @@ json = {{ type = \"payment\", order_id = \"o1\", status = \"refunded\" }}
 [[test.output]]
 sink = \"log\"
 payload = \"x\"
-"
+",
+            INPUTS.replace("DROPPED", "2")
         ));
         let fails = check(&config(), &t).unwrap().join("\n");
         assert!(
