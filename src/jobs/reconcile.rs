@@ -278,8 +278,9 @@ async fn collect(
             }
         }
     }
-    counts.spilled_runs = rows.spilled();
-    Ok((rows.finish()?, counts))
+    let sorted = rows.finish()?;
+    counts.spilled_runs = sorted.runs;
+    Ok((sorted, counts))
 }
 
 /// Compares both sides; repairs the right side if asked.

@@ -81,11 +81,6 @@ impl Collector {
         Ok(())
     }
 
-    /// How many run files were written.
-    pub fn spilled(&self) -> usize {
-        self.runs.len()
-    }
-
     fn spill(&mut self) -> Result<(), String> {
         sort(&mut self.rows);
         let path = self.dir.join(format!(
@@ -118,6 +113,7 @@ impl Collector {
                 source: Source::Memory(self.rows.into_iter()),
                 pending: None,
                 duplicates: 0,
+                runs: 0,
             });
         }
         if !self.rows.is_empty() {
@@ -134,7 +130,9 @@ impl Collector {
             }
             readers.push(lines);
         }
+        let runs = self.runs.len();
         Ok(Sorted {
+            runs,
             source: Source::Merge {
                 readers,
                 heap,
@@ -210,6 +208,8 @@ pub struct Sorted {
     pending: Option<Row>,
     /// Rows replaced by a later row of the same key, so far.
     pub duplicates: u64,
+    /// Run files written (0: everything fitted in memory).
+    pub runs: usize,
 }
 
 impl Sorted {
@@ -247,8 +247,8 @@ mod tests {
         for (k, v) in rows {
             c.push((*k).to_owned(), (*v).to_owned(), None).unwrap();
         }
-        let spilled = c.spilled();
         let mut sorted = c.finish().unwrap();
+        let spilled = sorted.runs;
         let mut out = Vec::new();
         while let Some(row) = sorted.next_row().unwrap() {
             out.push((row.key, row.value));
