@@ -278,7 +278,7 @@ fn main() -> ExitCode {
             for file in files {
                 match ferry::jobs::unit_tests::run(&file) {
                     Ok(report) => {
-                        print!("{}", report.text);
+                        out(&report.text);
                         passed += report.passed;
                         failed += report.failed;
                     }
@@ -288,7 +288,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            println!("{passed} passed, {failed} failed");
+            out(&format!("{passed} passed, {failed} failed\n"));
             if failed == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -326,9 +326,9 @@ fn main() -> ExitCode {
                 Ok(outcome) => {
                     let t = outcome.totals;
                     let secs = outcome.elapsed.as_secs_f64();
-                    println!(
+                    out(&format!(
                         "{} {} messages in {secs:.1}s ({:.0}/s): confirmed {}, dead-lettered {}, \
-                         dropped {}, failed {}",
+                         dropped {}, failed {}\n",
                         if outcome.interrupted {
                             "interrupted after"
                         } else {
@@ -340,9 +340,9 @@ fn main() -> ExitCode {
                         t.dead_lettered,
                         t.dropped,
                         t.failed
-                    );
+                    ));
                     if outcome.interrupted {
-                        println!("run the same command again to continue");
+                        out("run the same command again to continue\n");
                         ExitCode::from(130)
                     } else {
                         ExitCode::SUCCESS
@@ -431,7 +431,7 @@ async fn reconcile_command(a: ReconcileArgs) -> Result<bool, String> {
         repair,
     })
     .await?;
-    print!("{}", reconcile::summary(&report));
+    out(&reconcile::summary(&report));
     if let Some(path) = &a.output {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -477,6 +477,12 @@ async fn tap_command(
         r = tap.run(&target, &options) => r.map(|_| ()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 /// Loads a config (printing its problems) and starts the async runtime.

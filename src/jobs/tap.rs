@@ -197,18 +197,28 @@ impl Tap {
             .is_ok_and(|out| out.first().is_some_and(truthy))
     }
 
-    /// Shows `message` if it passes the filter; whether it was shown.
-    fn show(&self, message: &Message, out: &mut impl std::io::Write) -> std::io::Result<bool> {
+    /// Shows `message` if it passes the filter: 1 if shown, 0 if not,
+    /// `None` when the reader of the output went away (`| head`).
+    fn show(
+        &self,
+        message: &Message,
+        out: &mut impl std::io::Write,
+    ) -> Result<Option<u64>, String> {
         if !self.wanted(message) {
-            return Ok(false);
+            return Ok(Some(0));
         }
         let routes = self
             .router
             .as_ref()
             .map(|(router, names)| route(router, names, message));
-        out.write_all(render(message, routes.as_deref()).as_bytes())?;
-        out.flush()?;
-        Ok(true)
+        let written = out
+            .write_all(render(message, routes.as_deref()).as_bytes())
+            .and_then(|()| out.flush());
+        match written {
+            Ok(()) => Ok(Some(1)),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(None),
+            Err(e) => Err(format!("cannot write the output: {e}")),
+        }
     }
 
     /// Follows `target` until `count` messages were shown or the process
@@ -227,7 +237,10 @@ impl Tap {
                 );
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
-                    shown += u64::from(self.show(&m, &mut stdout).map_err(|e| e.to_string())?);
+                    let Some(n) = self.show(&m, &mut stdout)? else {
+                        break;
+                    };
+                    shown += n;
                 }
             }
             Target::Stream { url, stream } => {
@@ -237,7 +250,10 @@ impl Tap {
                 tracing::info!(stream, "tapping redis stream (XREAD, no group)");
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
-                    shown += u64::from(self.show(&m, &mut stdout).map_err(|e| e.to_string())?);
+                    let Some(n) = self.show(&m, &mut stdout)? else {
+                        break;
+                    };
+                    shown += n;
                 }
             }
             Target::Exchange {
@@ -298,7 +314,10 @@ impl Tap {
                         delivery_tag: delivery.delivery_tag,
                     };
                     let m = to_message(info, &delivery.properties, &delivery.data);
-                    shown += u64::from(self.show(&m, &mut stdout).map_err(|e| e.to_string())?);
+                    let Some(n) = self.show(&m, &mut stdout)? else {
+                        break;
+                    };
+                    shown += n;
                 }
             }
         }

@@ -282,7 +282,8 @@ fn payload_problems(
                 if !diffs.is_empty() {
                     problems.push(format!(
                         "payload differs:\n{}",
-                        diff::render(&diffs, "      ", "expected", "got").trim_end_matches('\n')
+                        diff::render(&diffs, "          ", "expected", "got")
+                            .trim_end_matches('\n')
                     ));
                 }
             }
@@ -339,7 +340,7 @@ pub fn check(config: &Config, test: &TestCase) -> Result<Vec<String>, String> {
             for (key, m) in got {
                 let _ = write!(
                     line,
-                    "\n      got{}: {}",
+                    "\n          got{}: {}",
                     key.as_ref()
                         .map(|k| format!(" key {k:?}"))
                         .unwrap_or_default(),
@@ -379,7 +380,11 @@ pub fn check(config: &Config, test: &TestCase) -> Result<Vec<String>, String> {
             seen.dead_letters.len()
         );
         for (reason, m, input) in &seen.dead_letters {
-            let _ = write!(line, "\n      input {input}: {reason}: {}", payload_text(m));
+            let _ = write!(
+                line,
+                "\n          input {input}: {reason}: {}",
+                payload_text(m)
+            );
         }
         fails.push(line);
     } else {
