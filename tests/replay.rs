@@ -240,3 +240,117 @@ key = "x:{order_id}"
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("keeps no history to replay"), "{err}");
 }
+
+fn write_config(dir: &std::path::Path, source: &str, redis: &RedisServer) -> String {
+    let path = dir.join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[pipeline]]
+name = "p"
+source = {source}
+
+[[pipeline.sink]]
+type = "redis"
+url = "{url}"
+write = "set"
+key = "order:{{order_id}}"
+"#,
+            url = redis.url()
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn run_replay(config: &str, args: &[&str]) -> String {
+    let out = Command::new(ferry_bin())
+        .arg("replay")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_between_two_offsets_writes_exactly_the_records_between_them() {
+    let kafka = Kafka::start();
+    let topic = unique("orders");
+    kafka.create_topic(&topic, 1).await;
+    kafka.produce_orders(&topic, 0..100).await;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"{{ type = "kafka", brokers = "{}", topics = ["{topic}"], group = "live" }}"#,
+        kafka.brokers
+    );
+    let config = write_config(dir.path(), &source, &redis);
+
+    let said = run_replay(
+        &config,
+        &["--from", "0=10", "--to", &format!("{topic}/0=60")],
+    );
+    assert!(said.starts_with("replayed 50 messages"), "{said}");
+    assert_eq!(keys(&redis, "order:*").len(), 50);
+    assert!(redis.get("order:10").is_some() && redis.get("order:59").is_some());
+    assert!(redis.get("order:9").is_none() && redis.get("order:60").is_none());
+    assert_eq!(
+        kafka.committed("live-replay", &topic, 1),
+        vec![60],
+        "never past the end"
+    );
+
+    // Run again: nothing left between the two offsets.
+    let said = run_replay(
+        &config,
+        &["--from", "0=10", "--to", &format!("{topic}/0=60")],
+    );
+    assert!(said.starts_with("replayed 0 messages"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_replay_starts_at_an_entry_id_under_its_own_group() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let id: String = redis::cmd("XADD")
+            .arg("orders")
+            .arg("*")
+            .arg("payload")
+            .arg(ferry::connectors::generate::order(n))
+            .query(&mut conn)
+            .unwrap();
+        ids.push(id);
+    }
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"{{ type = "redis-stream", url = "{}", streams = ["orders"], group = "live" }}"#,
+        redis.url()
+    );
+    let config = write_config(dir.path(), &source, &target);
+
+    let said = run_replay(&config, &["--from", &ids[5]]);
+    assert!(said.starts_with("replayed 15 messages"), "{said}");
+    assert!(target.get("order:5").is_some() && target.get("order:4").is_none());
+    assert_eq!(keys(&target, "order:*").len(), 15);
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg("orders")
+        .query(&mut conn)
+        .unwrap();
+    let names: Vec<String> = groups
+        .iter()
+        .map(|g| redis::from_redis_value(g["name"].clone()).unwrap())
+        .collect();
+    assert_eq!(names, ["live-replay"], "only the replay's own group");
+}

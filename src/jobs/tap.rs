@@ -32,8 +32,8 @@ pub enum Target {
         brokers: String,
         topics: Vec<String>,
     },
-    /// `redis://HOST:PORT/DB?stream=NAME`
-    Stream { url: String, stream: String },
+    /// `redis://HOST:PORT/DB?stream=NAME[,NAME...]`
+    Stream { url: String, streams: Vec<String> },
     /// `amqp://USER:PASS@HOST:PORT/VHOST?exchange=NAME&routing_key=KEY`
     Exchange {
         url: String,
@@ -76,7 +76,7 @@ impl Target {
             })?;
             return Ok(Target::Stream {
                 url: rest(&["stream"]),
-                stream: stream.to_owned(),
+                streams: stream.split(',').map(str::to_owned).collect(),
             });
         }
         if s.starts_with("amqp://") || s.starts_with("amqps://") {
@@ -108,11 +108,7 @@ impl Target {
             SourceConfig::RedisStream(c) => Ok((
                 Target::Stream {
                     url: c.url.as_str().to_owned(),
-                    stream: c
-                        .streams
-                        .first()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
+                    streams: c.streams.iter().map(ToString::to_string).collect(),
                 },
                 Default::default(),
             )),
@@ -243,11 +239,9 @@ impl Tap {
                     shown += n;
                 }
             }
-            Target::Stream { url, stream } => {
-                let mut reader =
-                    StreamReader::open(url, std::slice::from_ref(stream), self.begin, false)
-                        .await?;
-                tracing::info!(stream, "tapping redis stream (XREAD, no group)");
+            Target::Stream { url, streams } => {
+                let mut reader = StreamReader::open(url, streams, self.begin, false).await?;
+                tracing::info!(?streams, "tapping redis streams (XREAD, no group)");
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
                     let Some(n) = self.show(&m, &mut stdout)? else {
@@ -405,7 +399,7 @@ mod tests {
             Target::parse("redis://h:6379/1?stream=orders").unwrap(),
             Target::Stream {
                 url: "redis://h:6379/1".into(),
-                stream: "orders".into()
+                streams: vec!["orders".into()]
             }
         );
         assert_eq!(
