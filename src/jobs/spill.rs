@@ -282,10 +282,7 @@ mod tests {
     fn spilled_runs_merge_to_the_same_result() {
         let in_memory = collect(100, ROWS);
         let spilled = collect(2, ROWS);
-        assert_eq!(
-            spilled.2, 3,
-            "runs of 2 rows (the last row is spilled at the end)"
-        );
+        assert_eq!(spilled.2, 4, "three runs of 2 rows, and the last row");
         assert_eq!(in_memory.0, spilled.0);
         assert_eq!(in_memory.1, spilled.1);
     }
