@@ -22,6 +22,7 @@ use crate::connectors::redis::sink::connect;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
 use crate::connectors::{Envelope, Source};
 use crate::message::{Message, Origin};
+use crate::position::Mark;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -201,7 +202,7 @@ pub struct StreamReader {
     /// Per stream, the last id read.
     last: Vec<String>,
     /// With `to_end`: per stream, the last id at open (`None` once there).
-    ends: Option<Vec<Option<(u64, u64)>>>,
+    ends: Option<Vec<Option<Mark>>>,
     block: Duration,
     buffer: VecDeque<Message>,
 }
@@ -237,7 +238,7 @@ impl StreamReader {
                 // Entries before the time: the last id of the millisecond before.
                 Begin::At(t) => format!("{}-{}", (t.millis() - 1).max(0), u64::MAX),
             });
-            ends.push(newest.as_deref().and_then(parse_id));
+            ends.push(newest.as_deref().and_then(Mark::entry_id));
         }
         Ok(StreamReader {
             conn,
@@ -288,7 +289,7 @@ impl StreamReader {
                 };
                 answered.push(i);
                 for entry in entries {
-                    let id = parse_id(&entry.id);
+                    let id = Mark::entry_id(&entry.id);
                     if let Some(ends) = &mut self.ends {
                         if id > ends[i] {
                             ends[i] = None;
@@ -324,11 +325,6 @@ impl StreamReader {
             }
         }
     }
-}
-
-fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The current value of every key matching a pattern (the keyspace

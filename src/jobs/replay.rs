@@ -218,10 +218,7 @@ pub fn plan(pipeline: &PipelineConfig, options: &ReplayOptions) -> Result<Pipeli
             // Stable across runs (so a resumed replay skips what it wrote),
             // and not the live pipeline's (whose positions would hide
             // everything it already wrote).
-            let base = c.positions_key.as_ref().map_or_else(
-                || format!("ferry:positions:{}:{}", pipeline.name, c.key),
-                ToString::to_string,
-            );
+            let base = c.positions_base(pipeline.name.as_str());
             c.positions_key = Some(value(&format!("{base}:replay:{group_name}"))?);
         }
         if let Some(prefix) = &options.key_prefix {

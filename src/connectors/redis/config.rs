@@ -191,6 +191,15 @@ fn default_timeout() -> Span {
 }
 
 impl RedisSinkConfig {
+    /// With `exactly_once`: the name the position keys start with,
+    /// `positions_key` or `ferry:positions:<pipeline>:<key>`.
+    pub fn positions_base(&self, pipeline: &str) -> String {
+        self.positions_key.as_ref().map_or_else(
+            || format!("ferry:positions:{pipeline}:{}", self.key),
+            ToString::to_string,
+        )
+    }
+
     /// Options that do not fit `write`, and options it needs.
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         use WriteMode::*;
