@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
 
@@ -21,6 +22,7 @@ use crate::connectors::redis::mapping::{from_stream_fields, parse_read_reply, st
 use crate::connectors::redis::sink::connect;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
 use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::position::Mark;
 
@@ -65,7 +67,11 @@ impl KafkaReader {
             .set("group.id", "ferry-reader")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("queued.max.messages.kbytes", "8192");
+            .set("queued.max.messages.kbytes", "8192")
+            .set(
+                "enable.partition.eof",
+                if to_end { "true" } else { "false" },
+            );
         for (k, v) in options {
             config.set(k, v);
         }
@@ -110,11 +116,25 @@ impl KafkaReader {
             if self.ends.is_some() && self.remaining == 0 {
                 return Ok(None);
             }
-            let record = self
-                .consumer
-                .recv()
-                .await
-                .map_err(|e| format!("kafka: {e}"))?;
+            let record = match self.consumer.recv().await {
+                Ok(record) => record,
+                // The end of a partition: records up to an end can be
+                // missing (compaction, transaction markers), so the
+                // position, not the last offset seen, says it is done.
+                Err(KafkaError::PartitionEOF(_)) => {
+                    self.caught_up();
+                    continue;
+                }
+                Err(e) => {
+                    let e = ConnectorError::kafka("reading", e);
+                    if !e.is_retryable() {
+                        return Err(e.to_string());
+                    }
+                    tracing::warn!("{e}; librdkafka retries");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             let topic = self
                 .topics
                 .get(record.topic())
@@ -134,6 +154,24 @@ impl KafkaReader {
                 }
             }
             return Ok(Some(to_message(&record, topic)));
+        }
+    }
+}
+
+impl KafkaReader {
+    /// Marks partitions whose position reached their end as done.
+    fn caught_up(&mut self) {
+        let (Some(ends), Ok(positions)) = (&mut self.ends, self.consumer.position()) else {
+            return;
+        };
+        for ((topic, partition), end) in ends.iter_mut() {
+            let at = positions
+                .find_partition(topic, *partition)
+                .map(|e| e.offset());
+            if *end >= 0 && matches!(at, Some(Offset::Offset(o)) if o >= *end) {
+                *end = -1;
+                self.remaining -= 1;
+            }
         }
     }
 }
