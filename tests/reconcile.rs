@@ -123,7 +123,7 @@ async fn order_and_ordernew_differ_by_exactly_the_known_records_until_repaired()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_topic_and_the_cache_built_from_it_agree_once_the_missing_key_is_repaired() {
+async fn a_topic_the_cache_built_from_it_and_a_stream_are_compared_and_repaired() {
     let kafka = Kafka::start();
     let topic = unique("ORDER");
     kafka.create_topic(&topic, 2).await;
@@ -169,6 +169,35 @@ async fn a_topic_and_the_cache_built_from_it_agree_once_the_missing_key_is_repai
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(report["agree"], true);
     assert!(out.contains("the sides agree"), "{out}");
+
+    // A stream of the same orders (envelope fields), one of them changed.
+    for n in 0..300 {
+        let status = if n == 7 { "cancelled" } else { "paid" };
+        let _: String = redis::cmd("XADD")
+            .arg("orders")
+            .arg("*")
+            .arg("key")
+            .arg(format!("o{n}"))
+            .arg("payload")
+            .arg(order(n, status, n))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let stream = format!("{}?stream=orders", redis.url());
+    let (code, out, report) = reconcile(&[&stream, &left]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(report["left"]["records"], 300, "{out}");
+    assert_eq!(report["same"], 299, "{out}");
+    assert!(
+        out.contains("  o7\n    .status: left \"cancelled\", right \"paid\""),
+        "{out}"
+    );
+    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg("orders")
+        .query(&mut conn)
+        .unwrap();
+    assert!(groups.is_empty(), "the stream was read without a group");
 }
 
 /// Writes `n` records to a left file and the right file with 10 missing,
