@@ -117,6 +117,21 @@ async fn order_and_ordernew_differ_by_exactly_the_known_records_until_repaired()
     assert_eq!(report["missing_on_right"], 0, "{out}");
     assert_eq!(report["different"], 5, "the refunds are still wrong\n{out}");
 
+    // A queue dump (JSON lines) against the old topic, matched by a
+    // payload field: the dump lacks one order.
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("queue.jsonl");
+    let lines: Vec<String> = (0..1000)
+        .filter(|n| *n != 500)
+        .map(|n| String::from_utf8(order(n, "paid", 1000 + n)).unwrap())
+        .collect();
+    std::fs::write(&dump, lines.join("\n") + "\n").unwrap();
+    let dump = format!("file:{}", dump.display());
+    let (code, out, report) = reconcile(&[&dump, &left, "--key", ".order_id"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(report["same"], 999, "{out}");
+    assert_eq!(report["examples_missing_on_left"][0], "500", "{out}");
+
     // Both topics' records were read by assigned partitions: no group
     // offsets appear for the reader.
     assert_eq!(kafka.committed("ferry-reader", &old, 3), vec![-1, -1, -1]);
