@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod connectors;
 pub mod error;
+pub mod jobs;
 pub mod message;
 pub mod observe;
 pub mod position;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
 use ferry::config::values::{Span, Wait};
+use ferry::jobs::replay;
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
@@ -58,6 +59,123 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Compare two record sets by key: topic vs topic, topic vs Redis keys,
+    /// stream vs topic, a queue dump (JSON lines) vs a topic. Exits 0 when
+    /// they agree, 1 when they differ, 2 on an error.
+    Reconcile {
+        /// kafka://BROKERS/TOPIC, redis://HOST:PORT/DB?keys=PATTERN,
+        /// redis://HOST:PORT/DB?stream=NAME or file:PATH (JSON lines).
+        left: String,
+        /// The other side, in the same forms.
+        right: String,
+        /// jq expression giving each record's key; `$key` is the message
+        /// key (a Kafka key, a Redis key name).
+        #[arg(long, default_value = "$key")]
+        key: String,
+        /// The key expression for the left side only.
+        #[arg(long)]
+        left_key: Option<String>,
+        /// The key expression for the right side only.
+        #[arg(long)]
+        right_key: Option<String>,
+        /// jq applied to both sides' values before comparing, e.g.
+        /// `del(.updated_at)`.
+        #[arg(long)]
+        normalize: Option<String>,
+        /// jq applied to the left values only (instead of --normalize).
+        #[arg(long)]
+        left_normalize: Option<String>,
+        /// jq applied to the right values only (instead of --normalize).
+        #[arg(long)]
+        right_normalize: Option<String>,
+        /// How many keys of each kind to list.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Records held in memory per side; more are sorted and spilled
+        /// to disk (the temp directory) and merged.
+        #[arg(long, default_value_t = 200_000)]
+        memory_rows: usize,
+        /// Write the records missing on the right into the right side
+        /// (through the topic's or stream's sink, or keys by --repair-key).
+        #[arg(long)]
+        repair: bool,
+        /// With --repair into Redis keys: the key template, e.g.
+        /// `order:{order_id}`.
+        #[arg(long)]
+        repair_key: Option<String>,
+    },
+    /// Print messages as they flow, without acknowledging or disturbing
+    /// anything: a topic, a stream, an exchange, or a pipeline's source
+    /// (with where its routes send each message).
+    Tap {
+        /// kafka://BROKERS/TOPIC, redis://HOST:PORT/DB?stream=NAME or
+        /// amqp://HOST/VHOST?exchange=NAME[&routing_key=KEY]; or use
+        /// --config.
+        target: Option<String>,
+        /// Tap the source of a pipeline of this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The pipeline (needed when the config has several).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Show only messages for which this jq expression is true.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// `latest` (what arrives from now on), `earliest`, or a time.
+        #[arg(long, default_value = "latest", value_parser = ferry::jobs::tap::parse_begin)]
+        from: ferry::jobs::read::Begin,
+    },
+    /// Run the unit tests of a config's steps and routes, without brokers:
+    /// `ferry test retail.toml` reads `retail.tests.toml` beside it.
+    /// Exits 1 when a test fails.
+    Test {
+        /// Tests files (`*.tests.toml`) or configs with one beside them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one pipeline again from a chosen start to a chosen end, under a
+    /// consumer group of its own (the live pipeline's group is untouched).
+    /// Interrupt it at any time: the same command continues where it
+    /// stopped. Exits 0 when done, 130 when interrupted.
+    Replay {
+        /// The config file (TOML).
+        config: PathBuf,
+        /// The pipeline to replay (needed when the config has several).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Where to begin: `earliest`, a time (RFC 3339 or epoch ms), Kafka
+        /// offsets (`orders/0=120,orders/1=80`) or a stream entry id.
+        /// Only where the replay group has no position yet.
+        #[arg(long, default_value = "earliest", value_parser = replay::Start::parse)]
+        from: replay::Start,
+        /// Where to end: `now` (the end at start), a time, or Kafka offsets
+        /// (exclusive).
+        #[arg(long, default_value = "now", value_parser = replay::End::parse)]
+        to: replay::End,
+        /// The replay's consumer group (default `<group>-replay`); a new
+        /// name starts over.
+        #[arg(long)]
+        group: Option<String>,
+        /// Prefix every Redis sink key with this (`v2:`), to switch over later.
+        #[arg(long)]
+        key_prefix: Option<String>,
+        /// Write every Redis sink into this server/database instead
+        /// (`redis://127.0.0.1:6379/5`).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// After SIGINT/SIGTERM, how long to let in-flight messages finish.
+        #[arg(long, default_value = "30s", value_parser = parse_span)]
+        drain_timeout: Duration,
+        /// How often progress is logged when stderr is not a terminal.
+        #[arg(long, default_value = "10s", value_parser = parse_span)]
+        progress_every: Duration,
+    },
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
@@ -101,6 +219,151 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Reconcile {
+            left,
+            right,
+            key,
+            left_key,
+            right_key,
+            normalize,
+            left_normalize,
+            right_normalize,
+            show,
+            output,
+            memory_rows,
+            repair,
+            repair_key,
+        } => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(reconcile_command(ReconcileArgs {
+                        left,
+                        right,
+                        key,
+                        left_key,
+                        right_key,
+                        normalize,
+                        left_normalize,
+                        right_normalize,
+                        show,
+                        output,
+                        memory_rows,
+                        repair,
+                        repair_key,
+                    }))
+                });
+            match result {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Tap {
+            target,
+            config,
+            pipeline,
+            filter,
+            count,
+            from,
+        } => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|rt| {
+                    rt.block_on(tap_command(target, config, pipeline, filter, count, from))
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Test { files } => {
+            let (mut passed, mut failed) = (0, 0);
+            for file in files {
+                match ferry::jobs::unit_tests::run(&file) {
+                    Ok(report) => {
+                        out(&report.text);
+                        passed += report.passed;
+                        failed += report.failed;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            out(&format!("{passed} passed, {failed} failed\n"));
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Replay {
+            config,
+            pipeline,
+            from,
+            to,
+            group,
+            key_prefix,
+            redis_url,
+            drain_timeout,
+            progress_every,
+        } => {
+            let Some((config, runtime)) = load_with_runtime(&config) else {
+                return ExitCode::from(2);
+            };
+            let options = replay::ReplayOptions {
+                pipeline,
+                from,
+                to,
+                group,
+                key_prefix,
+                redis_url,
+            };
+            let run_options = RunOptions {
+                drain_timeout,
+                progress_every,
+                health: Health::new(),
+            };
+            match runtime.block_on(replay::run(&config, &options, run_options)) {
+                Ok(outcome) => {
+                    let t = outcome.totals;
+                    let secs = outcome.elapsed.as_secs_f64();
+                    out(&format!(
+                        "{} {} messages in {secs:.1}s ({:.0}/s): confirmed {}, dead-lettered {}, \
+                         dropped {}, failed {}\n",
+                        if outcome.interrupted {
+                            "interrupted after"
+                        } else {
+                            "replayed"
+                        },
+                        t.received,
+                        t.confirmed as f64 / secs.max(0.001),
+                        t.confirmed,
+                        t.dead_lettered,
+                        t.dropped,
+                        t.failed
+                    ));
+                    if outcome.interrupted {
+                        out("run the same command again to continue\n");
+                        ExitCode::from(130)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             drain_timeout,
@@ -151,6 +414,125 @@ fn check_connect(config: &Config) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+struct ReconcileArgs {
+    left: String,
+    right: String,
+    key: String,
+    left_key: Option<String>,
+    right_key: Option<String>,
+    normalize: Option<String>,
+    left_normalize: Option<String>,
+    right_normalize: Option<String>,
+    show: usize,
+    output: Option<PathBuf>,
+    memory_rows: usize,
+    repair: bool,
+    repair_key: Option<String>,
+}
+
+/// Runs `ferry reconcile`; whether the sides agree.
+async fn reconcile_command(a: ReconcileArgs) -> Result<bool, String> {
+    use ferry::jobs::reconcile::{self, Extract, Options, Repair, Side};
+    use ferry::steps::Jq;
+    let jq = |flag: &str, s: &str| Jq::compile(s).map_err(|e| format!("--{flag}: {e}"));
+    let extract =
+        |key: Option<String>, norm: Option<String>, side: &str| -> Result<Extract, String> {
+            Ok(Extract {
+                key: jq(&format!("{side}-key"), key.as_deref().unwrap_or(&a.key))?,
+                normalize: norm
+                    .or_else(|| a.normalize.clone())
+                    .map(|n| jq("normalize", &n))
+                    .transpose()?,
+            })
+        };
+    let (left, right) = (Side::parse(&a.left)?, Side::parse(&a.right)?);
+    let repair = if a.repair {
+        Some(Repair::open(&right, a.repair_key.as_deref()).await?)
+    } else {
+        None
+    };
+    let report = reconcile::run(Options {
+        left_extract: extract(a.left_key.clone(), a.left_normalize.clone(), "left")?,
+        right_extract: extract(a.right_key.clone(), a.right_normalize.clone(), "right")?,
+        left,
+        right,
+        show: a.show,
+        memory_rows: a.memory_rows,
+        repair,
+    })
+    .await?;
+    out(&reconcile::summary(&report));
+    if let Some(path) = &a.output {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(report.agree)
+}
+
+/// Runs `ferry tap` until `count` messages or a signal.
+async fn tap_command(
+    target: Option<String>,
+    config: Option<PathBuf>,
+    pipeline: Option<String>,
+    filter: Option<String>,
+    count: Option<u64>,
+    from: ferry::jobs::read::Begin,
+) -> Result<(), String> {
+    use ferry::jobs::tap::{Tap, Target};
+    let filter = filter
+        .map(|f| ferry::steps::Jq::compile(&f).map_err(|e| format!("--filter: {e}")))
+        .transpose()?;
+    let mut tap = Tap {
+        filter,
+        count,
+        begin: from,
+        router: None,
+    };
+    let (target, options) = match (target, config) {
+        (Some(t), None) => (Target::parse(&t)?, Default::default()),
+        (None, Some(path)) => {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            let p = ferry::jobs::pick_pipeline(&config, pipeline.as_deref())?;
+            tap.router = Some(Tap::for_pipeline(&config, p));
+            Target::of_pipeline(p)?
+        }
+        _ => {
+            return Err(
+                "tap a target (kafka://..., redis://..., amqp://...) or --config, one of them"
+                    .into(),
+            );
+        }
+    };
+    tokio::select! {
+        r = tap.run(&target, &options) => r.map(|_| ()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// Loads a config (printing its problems) and starts the async runtime.
+fn load_with_runtime(path: &std::path::Path) -> Option<(Config, tokio::runtime::Runtime)> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return None;
+        }
+    };
+    match tokio::runtime::Runtime::new() {
+        Ok(r) => Some((config, r)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
     }
 }
 

@@ -22,6 +22,13 @@ fn check_accepts_every_shipped_example() {
     for dir in ["examples", "examples/demo"] {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // Unit tests of a config (`ferry test`) sit beside it: they must pass.
+            if name.ends_with(".tests.toml") {
+                let (code, stdout, stderr) = ferry(&["test", path.to_str().unwrap()]);
+                assert_eq!(code, 0, "{}: {stdout}{stderr}", path.display());
+                continue;
+            }
             if path.extension().is_some_and(|e| e == "toml") {
                 let (code, stdout, stderr) = ferry(&["check", path.to_str().unwrap()]);
                 assert_eq!(code, 0, "{}: {stderr}", path.display());

@@ -12,6 +12,7 @@
 pub mod document;
 pub mod error;
 pub mod pipeline;
+pub mod time;
 pub mod topology;
 pub mod values;
 

@@ -58,7 +58,7 @@ pub struct PipelineConfig {
 }
 
 fn default_jq_budget() -> Count<JqBudget> {
-    Count::new(1_000_000)
+    Count::new(crate::steps::jq::DEFAULT_BUDGET as usize)
 }
 
 fn default_buffer() -> Count<Buffer> {

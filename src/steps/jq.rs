@@ -128,6 +128,17 @@ impl Jq {
         &self.source
     }
 
+    /// Every output for `input` within the default budget, for tools that
+    /// look at one message at a time outside a pipeline (`tap`,
+    /// `reconcile`); their own stop is Ctrl-C, which ends the process.
+    pub fn run_alone(&self, input: Val, vars: &Variables) -> Result<Vec<Val>, String> {
+        let budget = Budget::new(DEFAULT_BUDGET, &|| false);
+        self.run(input, vars, &budget).map_err(|f| match f {
+            Failure::Error(e) => e,
+            Failure::Interrupted => "interrupted".to_owned(),
+        })
+    }
+
     /// Every output of the expression for `input`, or why there is none:
     /// the expression failed, or it ran out of `budget`.
     pub fn run(&self, input: Val, vars: &Variables, budget: &Budget) -> Result<Vec<Val>, Failure> {
@@ -184,6 +195,10 @@ impl Jq {
         }
     }
 }
+
+/// Evaluation steps a message may take unless the pipeline says otherwise
+/// (`jq_budget`): about 0.1 s of work in a release build.
+pub const DEFAULT_BUDGET: u64 = 1_000_000;
 
 /// Why a jq expression gave no result.
 #[derive(Clone, Debug, PartialEq, Eq)]

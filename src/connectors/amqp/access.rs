@@ -54,6 +54,18 @@ pub struct AmqpAccess {
 }
 
 impl AmqpAccess {
+    /// Access by a URL alone (command-line tools): the login is in the URL.
+    pub fn from_url(url: &str) -> Result<AmqpAccess, String> {
+        Ok(AmqpAccess {
+            url: AmqpUrl::parse(url)?,
+            username: None,
+            password: None,
+            vhost: None,
+            mechanism: AuthMechanism::default(),
+            tls: None,
+        })
+    }
+
     /// The URL as it may be shown: its password masked.
     pub fn shown(&self) -> String {
         mask_url(self.url.as_str())

@@ -26,6 +26,13 @@ impl std::fmt::Debug for AmqpUrl {
 }
 
 impl AmqpUrl {
+    /// A URL given outside a config file (command-line arguments).
+    pub fn parse(s: &str) -> Result<AmqpUrl, String> {
+        lapin::uri::AMQPUri::from_str(s)
+            .map(|_| AmqpUrl(s.to_owned()))
+            .map_err(|e| format!("invalid amqp url: {}", e.replace(s, &mask_url(s))))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

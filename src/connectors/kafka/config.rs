@@ -7,6 +7,7 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use super::security::{self, SaslConfig};
+use crate::config::time::Time;
 pub use crate::config::values::Until;
 use crate::config::values::{
     Batch, CommitInterval, Count, Linger, NonEmpty, Partitions, PrefetchKbytes, Replicas, Span,
@@ -30,6 +31,22 @@ pub struct KafkaSourceConfig {
     /// Where to begin on a partition the group has no committed offset for.
     #[serde(default)]
     pub start: StartFrom,
+    /// Instead of `start`, for a partition the group has no committed
+    /// offset for: begin at the first record at or after this time (RFC
+    /// 3339 or epoch milliseconds; Kafka's offsets-for-times). The group's
+    /// offsets are set to it before joining, so a second run resumes.
+    pub start_time: Option<Time>,
+    /// Instead of `start`, per partition: `{ "orders/0" = 1200 }`, or
+    /// `{ "0" = 1200 }` with one topic. Partitions not named use `start`.
+    #[serde(default)]
+    pub start_offsets: PartitionOffsets,
+    /// With `until = "end"`: end before the first record at or after this
+    /// time rather than at the end offsets of the start.
+    pub end_time: Option<Time>,
+    /// With `until = "end"`: per partition, the offset to end before
+    /// (exclusive), like `start_offsets`.
+    #[serde(default)]
+    pub end_offsets: PartitionOffsets,
     /// How often confirmed offsets are committed.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: Span<CommitInterval>,
@@ -63,6 +80,66 @@ pub enum StartFrom {
     Latest,
     /// Refuse to start a partition without a committed offset.
     Committed,
+}
+
+/// Offsets per partition: keys `topic/partition`, or a bare partition
+/// number that applies to every topic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionOffsets(BTreeMap<(Option<String>, i32), i64>);
+
+impl PartitionOffsets {
+    /// Parses one `topic/partition` or `partition` key.
+    fn key(k: &str) -> Result<(Option<String>, i32), String> {
+        let (topic, partition) = match k.rsplit_once('/') {
+            Some((t, p)) => (Some(TopicName::parse(t)?.to_string()), p),
+            None => (None, k),
+        };
+        let partition = partition.parse::<i32>().ok().filter(|p| *p >= 0);
+        partition.map(|p| (topic, p)).ok_or_else(|| {
+            format!("invalid partition \"{k}\": write \"topic/partition\" or a partition number, e.g. \"orders/0\"")
+        })
+    }
+
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, i64)>,
+    ) -> Result<PartitionOffsets, String> {
+        let mut map = BTreeMap::new();
+        for (k, offset) in pairs {
+            if offset < 0 {
+                return Err(format!("offset of \"{k}\" must be 0 or more, not {offset}"));
+            }
+            map.insert(Self::key(&k)?, offset);
+        }
+        Ok(PartitionOffsets(map))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The offset given for a partition: by `topic/partition`, else by the
+    /// bare partition number.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.0
+            .get(&(Some(topic.to_owned()), partition))
+            .or_else(|| self.0.get(&(None, partition)))
+            .copied()
+    }
+
+    /// Topics named that are not in `topics`.
+    fn unknown_topics<'a>(&'a self, topics: &'a [TopicName]) -> impl Iterator<Item = &'a str> {
+        self.0
+            .keys()
+            .filter_map(|(t, _)| t.as_deref())
+            .filter(|t| !topics.iter().any(|known| known.as_str() == *t))
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionOffsets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, i64>::deserialize(d)?;
+        PartitionOffsets::from_pairs(raw).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_commit_interval() -> Span<CommitInterval> {
@@ -142,6 +219,58 @@ impl KafkaSourceConfig {
             path,
             problems,
         );
+        if self.start_time.is_some() && !self.start_offsets.is_empty() {
+            problems.push(
+                Problem::at_path(
+                    path.key("start_offsets"),
+                    "`start_time` and `start_offsets` both say where to begin",
+                )
+                .with_help("keep one of them"),
+            );
+        }
+        for (field, offsets) in [
+            ("start_offsets", &self.start_offsets),
+            ("end_offsets", &self.end_offsets),
+        ] {
+            for topic in offsets.unknown_topics(&self.topics) {
+                problems.push(
+                    Problem::at_path(
+                        path.key(field),
+                        format!("topic `{topic}` is not one of `topics`"),
+                    )
+                    .with_help("name partitions as \"topic/partition\" of a consumed topic"),
+                );
+            }
+        }
+        let ends = self.end_time.is_some() || !self.end_offsets.is_empty();
+        if ends && self.until != Until::End {
+            let field = if self.end_time.is_some() {
+                "end_time"
+            } else {
+                "end_offsets"
+            };
+            problems.push(
+                Problem::at_path(
+                    path.key(field),
+                    format!("`{field}` needs `until = \"end\"`"),
+                )
+                .with_help("a daemon never ends; add until = \"end\" for a job that does"),
+            );
+        }
+        if self.end_time.is_some() && !self.end_offsets.is_empty() {
+            problems.push(
+                Problem::at_path(
+                    path.key("end_offsets"),
+                    "`end_time` and `end_offsets` both say where to end",
+                )
+                .with_help("keep one of them"),
+            );
+        }
+    }
+
+    /// Whether the job ends before the end offsets it finds at start.
+    pub fn has_explicit_end(&self) -> bool {
+        self.end_time.is_some() || !self.end_offsets.is_empty()
     }
 
     /// The librdkafka consumer configuration.
@@ -383,5 +512,45 @@ mod tests {
             toml::from_str::<KafkaSinkConfig>("brokers = \"b\"\ntopic = \"t\"\nacks = \"all\"")
                 .is_err()
         );
+    }
+
+    fn problems(extra: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        source(extra).check(&ConfigPath::root(), &mut problems);
+        problems.into_iter().map(|p| p.message).collect()
+    }
+
+    #[test]
+    fn start_and_end_positions_are_checked_settings() {
+        let c = source(
+            "start_time = \"2024-05-01T10:00:00Z\"\nuntil = \"end\"\nend_offsets = { \"orders/1\" = 40, \"2\" = 7 }",
+        );
+        assert_eq!(c.start_time, Some(Time(1_714_557_600_000)));
+        assert_eq!(c.end_offsets.get("orders", 1), Some(40));
+        assert_eq!(c.end_offsets.get("orders", 2), Some(7), "a bare partition");
+        assert_eq!(c.end_offsets.get("orders", 0), None);
+        assert!(c.has_explicit_end());
+        assert!(problems("start_time = 1714557600000").is_empty());
+
+        let bad = toml::from_str::<KafkaSourceConfig>(
+            "brokers = \"b\"\ntopics = [\"t\"]\ngroup = \"g\"\nstart_offsets = { \"t/x\" = 1 }",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("\"orders/0\""), "{bad}");
+        let negative = toml::from_str::<KafkaSourceConfig>(
+            "brokers = \"b\"\ntopics = [\"t\"]\ngroup = \"g\"\nstart_offsets = { \"0\" = -1 }",
+        )
+        .unwrap_err();
+        assert!(negative.to_string().contains("0 or more"), "{negative}");
+    }
+
+    #[test]
+    fn contradicting_or_useless_positions_are_problems() {
+        assert!(
+            problems("start_time = 1\nstart_offsets = { \"0\" = 1 }")[0]
+                .contains("both say where to begin")
+        );
+        assert!(problems("end_time = 1")[0].contains("needs `until = \"end\"`"));
+        assert!(problems("start_offsets = { \"other/0\" = 1 }")[0].contains("`other`"));
     }
 }

@@ -24,6 +24,7 @@ use super::mapping::to_message;
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
+use crate::config::time::Time;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::{Probe, names};
@@ -198,6 +199,9 @@ pub struct KafkaSource {
     /// With `until = "end"`: how many records lay between the start
     /// positions and those ends.
     expected: Option<u64>,
+    /// With `end_time` or `end_offsets`: per partition, the first offset
+    /// not to deliver (records from there on are skipped, never committed).
+    limits: HashMap<Partition, i64>,
     start: StartFrom,
     group: String,
 }
@@ -225,21 +229,40 @@ impl KafkaSource {
         let topics: Vec<String> = config.topics.iter().map(|t| t.to_string()).collect();
 
         let until_end = config.until == Until::End;
-        // A daemon does not wait for the brokers here: librdkafka reports
-        // what it finds (a refused connection, a missing topic) through
-        // the consumer as soon as it is polled, and the probe says so.
+        let seeded = config.start_time.is_some() || !config.start_offsets.is_empty();
+        // A daemon does not wait for the brokers here (unless it must seed
+        // its start offsets first): librdkafka reports what it finds (a
+        // refused connection, a missing topic) through the consumer as soon
+        // as it is polled, and the probe says so.
         probe.unconfirmed();
-        let remaining = if !until_end {
-            Ok((HashMap::new(), 0))
+        let positions = if !until_end && !seeded {
+            Ok(Positions::default())
         } else {
             let consumer = Arc::clone(&consumer);
             let topics = topics.clone();
-            let start = config.start;
-            tokio::task::spawn_blocking(move || end_positions(&consumer, &topics, start))
-                .await
-                .map_err(|e| ConnectorError::Fatal(format!("kafka set-up task failed: {e}")))?
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let positions = positions(&consumer, &topics, &config)?;
+                seed_group(&consumer, &positions.seeds)?;
+                Ok(positions)
+            })
+            .await
+            .map_err(|e| ConnectorError::Fatal(format!("kafka set-up task failed: {e}")))?
         };
-        let (remaining, expected) = remaining?;
+        let positions = match positions {
+            Ok(p) => p,
+            // A start position ferry could not set would be silently lost.
+            Err(e) if until_end || seeded => return Err(e),
+            // A daemon waits for its topics and brokers; librdkafka retries.
+            Err(e) => {
+                warn!(pipeline, "{e}; consuming once it is available");
+                Positions::default()
+            }
+        };
+        if !positions.seeds.is_empty() {
+            info!(pipeline, group = %config.group, starts = ?positions.seeds,
+                "the group had no offsets for these partitions; it starts at the offsets asked for");
+        }
 
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -263,8 +286,9 @@ impl KafkaSource {
                 .map(|t| (t.clone(), Arc::from(t.as_str())))
                 .collect(),
             committer: Some((stop, committer)),
-            remaining: until_end.then_some(remaining),
-            expected: until_end.then_some(expected),
+            remaining: until_end.then_some(positions.remaining),
+            expected: until_end.then_some(positions.expected),
+            limits: positions.limits,
             start: config.start,
             group: config.group.to_string(),
         })
@@ -287,15 +311,27 @@ impl KafkaSource {
     }
 }
 
-/// For `until = "end"`: every partition of the topics with the end offset it
-/// has now, minus those whose starting position is already there; and how
-/// many records lie before those ends (exact unless the topic is compacted
-/// or holds transaction markers).
-fn end_positions(
+/// Where each partition of the topics starts and ends.
+#[derive(Debug, Default)]
+struct Positions {
+    /// For `until = "end"`: partitions whose start lies before their end,
+    /// with that end (the end offset now, or an explicit end).
+    remaining: HashMap<Partition, i64>,
+    /// How many records lie between the starts and the ends (exact unless
+    /// the topic is compacted or holds transaction markers).
+    expected: u64,
+    /// Partitions without a committed offset that start at a given offset
+    /// or time: committed for the group before it joins.
+    seeds: Vec<(Partition, i64)>,
+    /// Explicit ends (`end_time`, `end_offsets`).
+    limits: HashMap<Partition, i64>,
+}
+
+fn positions(
     consumer: &Consumer_,
     topics: &[String],
-    start: StartFrom,
-) -> Result<(HashMap<Partition, i64>, u64), ConnectorError> {
+    config: &KafkaSourceConfig,
+) -> Result<Positions, ConnectorError> {
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
@@ -326,25 +362,84 @@ fn end_positions(
     let committed = consumer
         .committed_offsets(tpl, METADATA_TIMEOUT)
         .map_err(|e| ConnectorError::kafka("reading committed offsets", e))?;
-    let mut remaining = HashMap::new();
-    let mut records = 0;
+    let partitions: Vec<Partition> = ends.keys().cloned().collect();
+    let starts_at = offsets_for_time(consumer, &partitions, config.start_time)?;
+    let ends_at = offsets_for_time(consumer, &partitions, config.end_time)?;
+    let mut out = Positions::default();
     for (partition, (low, high)) in ends {
-        let from = match committed
-            .find_partition(&partition.0, partition.1)
-            .map(|e| e.offset())
-        {
+        let (topic, p) = (&*partition.0, partition.1);
+        let given = |offsets: &super::config::PartitionOffsets, at: &HashMap<Partition, i64>| {
+            offsets
+                .get(topic, p)
+                .or_else(|| at.get(&partition).copied())
+                .map(|o| o.clamp(low, high))
+        };
+        let from = match committed.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o.max(low),
-            _ => match start {
-                StartFrom::Earliest | StartFrom::Committed => low,
-                StartFrom::Latest => high,
+            _ => match given(&config.start_offsets, &starts_at) {
+                Some(seed) => {
+                    out.seeds.push((partition.clone(), seed));
+                    seed
+                }
+                None => match config.start {
+                    StartFrom::Earliest | StartFrom::Committed => low,
+                    StartFrom::Latest => high,
+                },
             },
         };
-        if from < high {
-            remaining.insert(partition, high);
-            records += u64::try_from(high - from).unwrap_or(0);
+        let end = match given(&config.end_offsets, &ends_at) {
+            Some(end) => {
+                out.limits.insert(partition.clone(), end);
+                end
+            }
+            None => high,
+        };
+        if from < end {
+            out.remaining.insert(partition, end);
+            out.expected += u64::try_from(end - from).unwrap_or(0);
         }
     }
-    Ok((remaining, records))
+    out.seeds.sort();
+    Ok(out)
+}
+
+/// Per partition, the offset of the first record at or after `time`
+/// (Kafka's offsets-for-times); partitions with none are left out.
+fn offsets_for_time(
+    consumer: &Consumer_,
+    partitions: &[Partition],
+    time: Option<Time>,
+) -> Result<HashMap<Partition, i64>, ConnectorError> {
+    let Some(time) = time else {
+        return Ok(HashMap::new());
+    };
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in partitions {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(time.millis()));
+    }
+    let found = consumer
+        .offsets_for_times(tpl, METADATA_TIMEOUT)
+        .map_err(|e| ConnectorError::kafka(format!("finding the offsets at {time}"), e))?;
+    Ok(found
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((Arc::from(e.topic()), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Commits the start offsets of partitions the group has none for, before
+/// it joins: the group then begins there, and a later run resumes from
+/// what it committed since.
+fn seed_group(consumer: &Consumer_, seeds: &[(Partition, i64)]) -> Result<(), ConnectorError> {
+    if seeds.is_empty() {
+        return Ok(());
+    }
+    consumer
+        .commit(&commit_list(seeds), CommitMode::Sync)
+        .map_err(|e| ConnectorError::kafka("setting the group's start offsets", e))
 }
 
 /// One shared `Arc<str>` per topic name instead of a copy per message.
@@ -429,6 +524,14 @@ impl Source for KafkaSource {
             let topic = intern(&mut self.topics, record.topic());
             let offset = record.offset();
             let partition: Partition = (Arc::clone(&topic), record.partition());
+            if self
+                .limits
+                .get(&partition)
+                .is_some_and(|end| offset >= *end)
+            {
+                // Past an explicit end: not this job's, never committed.
+                continue;
+            }
             let message = to_message(&record, topic);
             drop(record);
 

@@ -37,6 +37,16 @@ pub struct RedisAccess {
 }
 
 impl RedisAccess {
+    /// Access by a URL alone (command-line tools): any login is in the URL.
+    pub fn from_url(url: &str) -> Result<RedisAccess, String> {
+        Ok(RedisAccess {
+            url: RedisUrl::parse(url)?,
+            username: None,
+            password: None,
+            tls: None,
+        })
+    }
+
     /// The URL as it may be shown: its password masked.
     pub fn shown(&self) -> String {
         mask_url(self.url.as_str())

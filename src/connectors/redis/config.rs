@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::config::time::Time;
 use crate::config::values::{
     Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
     Refusal, Span, Timeout, Until, checked,
@@ -26,6 +27,13 @@ impl std::fmt::Debug for RedisUrl {
 }
 
 impl RedisUrl {
+    /// A URL given outside a config file (command-line arguments).
+    pub fn parse(s: &str) -> Result<RedisUrl, String> {
+        redis::IntoConnectionInfo::into_connection_info(s)
+            .map(|_| RedisUrl(s.to_owned()))
+            .map_err(|e| format!("invalid redis url `{}`: {e}", mask_url(s)))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -213,6 +221,15 @@ fn default_timeout() -> Span<Timeout> {
 }
 
 impl RedisSinkConfig {
+    /// With `exactly_once`: the name the position keys start with,
+    /// `positions_key` or `ferry:positions:<pipeline>:<key>`.
+    pub fn positions_base(&self, pipeline: &str) -> String {
+        self.positions_key.as_ref().map_or_else(
+            || format!("ferry:positions:{pipeline}:{}", self.key),
+            ToString::to_string,
+        )
+    }
+
     /// Options that do not fit `write`, and options it needs.
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
@@ -380,6 +397,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_group_starts_after_the_entry_before_the_one_asked_for() {
+        let stream = |extra: &str| -> RedisStreamSourceConfig {
+            toml::from_str(&format!(
+                "url = \"redis://127.0.0.1\"\nstreams = [\"s\"]\ngroup = \"g\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(stream("").group_start(), "0");
+        assert_eq!(stream("start = \"new\"").group_start(), "$");
+        assert_eq!(stream("start_id = \"1700-5\"").group_start(), "1700-4");
+        assert_eq!(
+            stream("start_id = \"1700\"").group_start(),
+            "1699-18446744073709551615"
+        );
+        assert_eq!(stream("start_id = \"0-0\"").group_start(), "0");
+        assert_eq!(
+            stream("start_time = \"1970-01-01T00:00:01Z\"").group_start(),
+            "999-18446744073709551615"
+        );
+        let bad = toml::from_str::<RedisStreamSourceConfig>(
+            "url = \"redis://x\"\nstreams = [\"s\"]\ngroup = \"g\"\nstart_id = \"yesterday\"",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("1714557600000-0"), "{bad}");
+    }
+
+    #[test]
     fn options_must_fit_the_write_mode() {
         let (_, p) = sink("write = \"set\"\nscore = \"{a}\"\nmaxlen = 10");
         assert_eq!(p.len(), 2);
@@ -432,6 +476,13 @@ pub struct RedisStreamSourceConfig {
     /// Where the group starts when ferry creates it.
     #[serde(default)]
     pub start: StreamStart,
+    /// Instead of `start`: a group ferry creates begins at this entry id
+    /// (`1714557600000-0`, or `1714557600000` for its first entry),
+    /// inclusive. An existing group keeps its place.
+    pub start_id: Option<EntryId>,
+    /// Instead of `start`: a group ferry creates begins at the first entry
+    /// added at or after this time (RFC 3339 or epoch milliseconds).
+    pub start_time: Option<Time>,
     /// Create the group (and the stream) when missing.
     #[serde(default = "yes")]
     pub create_group: bool,
@@ -643,6 +694,45 @@ impl RedisKeyspaceSourceConfig {
     }
 }
 
+/// A Redis stream entry id: `<milliseconds>-<sequence>`, or
+/// `<milliseconds>` for the first entry of that millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryId(pub u64, pub u64);
+
+impl EntryId {
+    pub fn parse(s: &str) -> Result<EntryId, String> {
+        let bad = || format!("invalid stream entry id \"{s}\": write e.g. \"1714557600000-0\"");
+        let (ms, seq) = s.trim().split_once('-').unwrap_or((s.trim(), "0"));
+        Ok(EntryId(
+            ms.parse().map_err(|_| bad())?,
+            seq.parse().map_err(|_| bad())?,
+        ))
+    }
+
+    /// The last id before this one: what `XGROUP CREATE` takes, since a
+    /// group delivers the entries after the id it is given.
+    pub fn before(self) -> String {
+        match self {
+            EntryId(0, 0) => "0".to_owned(),
+            EntryId(ms, 0) => format!("{}-{}", ms - 1, u64::MAX),
+            EntryId(ms, seq) => format!("{ms}-{}", seq - 1),
+        }
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EntryId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl RedisListSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
@@ -650,8 +740,32 @@ impl RedisListSourceConfig {
 }
 
 impl RedisStreamSourceConfig {
+    /// The id a group ferry creates starts after (`XGROUP CREATE`).
+    pub fn group_start(&self) -> String {
+        let first = match (self.start_id, self.start_time) {
+            (Some(id), _) => id,
+            (None, Some(t)) => EntryId(u64::try_from(t.millis()).unwrap_or(0), 0),
+            (None, None) => {
+                return match self.start {
+                    StreamStart::New => "$".to_owned(),
+                    StreamStart::Earliest => "0".to_owned(),
+                };
+            }
+        };
+        first.before()
+    }
+
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        if self.start_id.is_some() && self.start_time.is_some() {
+            problems.push(
+                Problem::at_path(
+                    path.key("start_time"),
+                    "`start_id` and `start_time` both say where the group begins",
+                )
+                .with_help("keep one of them"),
+            );
+        }
         if self.streams.is_empty() {
             problems.push(
                 Problem::at_path(path.key("streams"), "no streams to read")

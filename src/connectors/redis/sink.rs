@@ -126,10 +126,7 @@ impl RedisSink {
             }
         }
         let scripted = if config.exactly_once {
-            let base = config.positions_key.as_ref().map_or_else(
-                || format!("ferry:positions:{pipeline}:{}", config.key),
-                ToString::to_string,
-            );
+            let base = config.positions_base(pipeline);
             info!(pipeline, positions = %base, "redis sink writes each message once");
             settled.want();
             Scripted::ExactlyOnce(ExactlyOnce {

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{Acker, default_consumer};
 use crate::ack::{Ack, Outcome};
 use crate::config::values::Until;
-use crate::connectors::redis::config::{RedisStreamSourceConfig, StreamStart};
+use crate::connectors::redis::config::RedisStreamSourceConfig;
 use crate::connectors::redis::mapping::{
     StreamEntry, from_stream_fields, parse_autoclaim_reply, parse_pending, parse_read_reply,
     stream_id_millis, text,
@@ -86,7 +86,7 @@ impl RedisStreamSource {
             .map_or_else(|| default_consumer(pipeline), ToString::to_string);
         if config.create_group {
             for s in &streams {
-                create_group(&mut cmd, s, &group, config.start).await?;
+                create_group(&mut cmd, s, &group, &config.group_start()).await?;
             }
         }
         let acker = {
@@ -229,7 +229,8 @@ impl RedisStreamSource {
                 warn!(pipeline = %self.pipeline, "the consumer group is gone (stream deleted, or Redis \
                     restarted without persistence); creating it again");
                 for s in self.streams.clone() {
-                    create_group(&mut self.cmd, &s, &self.group, self.config.start).await?;
+                    create_group(&mut self.cmd, &s, &self.group, &self.config.group_start())
+                        .await?;
                 }
                 return Ok(());
             }
@@ -560,12 +561,8 @@ async fn create_group(
     conn: &mut ConnectionManager,
     stream: &str,
     group: &str,
-    start: StreamStart,
+    from: &str,
 ) -> Result<(), ConnectorError> {
-    let from = match start {
-        StreamStart::New => "$",
-        StreamStart::Earliest => "0",
-    };
     let result: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
