@@ -16,15 +16,24 @@ pub mod spill;
 pub mod tap;
 pub mod unit_tests;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::de::value::{Error as ValueError, StrDeserializer};
 
 use crate::config::{Config, PipelineConfig};
 
 /// A checked config value (`NonEmpty`, `RedisUrl`, `Template`, ...) made
 /// from a command-line string, through the same checks a config file gets.
 pub fn value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    T::deserialize(StrDeserializer::<ValueError>::new(s)).map_err(|e| e.to_string())
+    // Through TOML, as a config file's value, so that values which keep
+    // their position in the file (see `config::values::checked`) parse too.
+    #[derive(Deserialize)]
+    struct Value<T> {
+        v: T,
+    }
+    let text = format!("v = {}", toml::Value::from(s));
+    toml::from_str::<Value<T>>(&text)
+        .map(|w| w.v)
+        .map_err(|e| e.message().to_owned())
 }
 
 /// The pipeline of `config` named `name`, or its only pipeline.
