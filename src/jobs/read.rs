@@ -18,9 +18,10 @@ use redis::aio::ConnectionManager;
 
 use crate::config::time::Time;
 use crate::connectors::kafka::mapping::to_message;
-use crate::connectors::redis::mapping::{from_stream_fields, parse_read_reply, stream_id_millis};
-use crate::connectors::redis::sink::connect;
+use crate::connectors::redis::access::connect;
+use crate::connectors::redis::replies::parse_read_reply;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
+use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
@@ -267,7 +268,7 @@ impl StreamReader {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| format!("redis: reading the end of stream `{s}`: {e}"))?;
-            let newest = crate::connectors::redis::mapping::parse_entries(&newest)
+            let newest = crate::connectors::redis::replies::parse_entries(&newest)
                 .map_err(|e| format!("redis: unexpected XREVRANGE reply: {e}"))?
                 .pop()
                 .map(|e| e.id);

@@ -11,7 +11,10 @@
 //! | `username` + `password` | `AUTH username password` (ACL user) |
 //! | `password` alone | `AUTH password` (legacy `requirepass`) |
 
+use std::time::Duration;
+
 use redis::IntoConnectionInfo;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::config::RedisUrl;
 use crate::config::{ConfigPath, Problem};
@@ -129,6 +132,23 @@ impl RedisAccess {
             ))
         })
     }
+}
+
+/// A connection manager that reconnects by itself, with a response timeout
+/// so that a hung server fails a batch (which is retried) instead of
+/// blocking the pipeline forever.
+pub fn connect(
+    access: &RedisAccess,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, ConnectorError> {
+    let client = access.client()?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| ConnectorError::redis("creating the connection", e))
 }
 
 #[cfg(test)]

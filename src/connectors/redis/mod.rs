@@ -2,12 +2,15 @@
 //! and a sink for every data type.
 
 pub mod access;
+pub mod commands;
 pub mod config;
 pub mod exactly_once;
-pub mod mapping;
+pub mod key_value;
+pub mod replies;
 pub mod script;
 pub mod sink;
 pub mod source;
+pub mod stream_entry;
 pub mod sync;
 
 pub use config::{

@@ -8,14 +8,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
-use super::access::RedisAccess;
+use super::access::connect;
+use super::commands::Write;
 use super::config::{RedisSinkConfig, WritePlan};
-use super::mapping::Write;
 use super::{exactly_once, script, sync};
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -197,23 +196,6 @@ impl RedisSink {
         }
         Ok(result)
     }
-}
-
-/// A connection manager that reconnects by itself, with a response timeout
-/// so that a hung server fails a batch (which is retried) instead of
-/// blocking the pipeline forever.
-pub fn connect(
-    access: &RedisAccess,
-    response_timeout: Duration,
-) -> Result<ConnectionManager, ConnectorError> {
-    let client = access.client()?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| ConnectorError::redis("creating the connection", e))
 }
 
 impl Sink for RedisSink {

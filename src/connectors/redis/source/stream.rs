@@ -21,12 +21,12 @@ use tracing::{info, warn};
 use super::{Acker, default_consumer};
 use crate::ack::{Ack, Outcome};
 use crate::config::values::Until;
+use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisStreamSourceConfig;
-use crate::connectors::redis::mapping::{
-    StreamEntry, from_stream_fields, parse_autoclaim_reply, parse_pending, parse_read_reply,
-    stream_id_millis, text,
+use crate::connectors::redis::replies::{
+    StreamEntry, parse_autoclaim_reply, parse_pending, parse_read_reply, text,
 };
-use crate::connectors::redis::sink::connect;
+use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};

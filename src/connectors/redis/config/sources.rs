@@ -1,0 +1,346 @@
+//! The Redis sources' settings: streams, lists, pub/sub and keyspace.
+
+use super::*;
+
+/// Where a newly created consumer group starts reading a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamStart {
+    /// Only entries added after the group was created (`$`).
+    New,
+    /// Every entry already in the stream (`0`).
+    #[default]
+    Earliest,
+}
+
+/// `type = "redis-stream"`: a consumer in a Redis consumer group.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisStreamSourceConfig {
+    pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
+    /// Streams to read (one group name for all).
+    pub streams: Vec<NonEmpty>,
+    /// Consumer group. Several ferry processes in the same group share the
+    /// entries: this is how a stream source scales out.
+    pub group: NonEmpty,
+    /// This consumer's name in the group; must stay the same across
+    /// restarts so that ferry re-reads what it had not confirmed. Defaults
+    /// to `ferry-<pipeline>-<hostname>`.
+    pub consumer: Option<NonEmpty>,
+    /// Where the group starts when ferry creates it.
+    #[serde(default)]
+    pub start: StreamStart,
+    /// Instead of `start`: a group ferry creates begins at this entry id
+    /// (`1714557600000-0`, or `1714557600000` for its first entry),
+    /// inclusive. An existing group keeps its place.
+    pub start_id: Option<EntryId>,
+    /// Instead of `start`: a group ferry creates begins at the first entry
+    /// added at or after this time (RFC 3339 or epoch milliseconds).
+    pub start_time: Option<Time>,
+    /// Create the group (and the stream) when missing.
+    #[serde(default = "yes")]
+    pub create_group: bool,
+    /// Entries per read.
+    #[serde(default = "default_read_batch")]
+    pub batch_size: Count<Batch>,
+    /// How long one read waits for new entries.
+    #[serde(default = "default_block")]
+    pub block: Span<Block>,
+    /// Entries pending this long with another consumer are claimed
+    /// (`XAUTOCLAIM`): that consumer is presumed dead.
+    #[serde(default = "default_claim_idle")]
+    pub claim_idle: Span<ClaimIdle>,
+    /// An entry delivered this many times without being confirmed goes to
+    /// the dead-letter sink instead of being tried again.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: Count<Attempts>,
+    /// Delete entries every group has acknowledged (`XTRIM MINID`).
+    #[serde(default)]
+    pub trim: bool,
+    /// `forever` (a daemon) or `end`: stop once the group has been given
+    /// every entry the streams held when ferry started (a one-off copy).
+    #[serde(default)]
+    pub until: Until,
+}
+
+/// Which end of a list is popped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListEnd {
+    Left,
+    /// The oldest element when producers `LPUSH` (a FIFO queue).
+    #[default]
+    Right,
+}
+
+impl ListEnd {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListEnd::Left => "LEFT",
+            ListEnd::Right => "RIGHT",
+        }
+    }
+}
+
+/// `type = "redis-list"`: reliable queue consumption through a processing
+/// list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisListSourceConfig {
+    pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
+    pub list: NonEmpty,
+    /// Which end to pop.
+    #[serde(default)]
+    pub pop: ListEnd,
+    /// Where popped elements wait until every sink confirmed them. Defaults
+    /// to `<list>:processing:<consumer>`.
+    pub processing_list: Option<NonEmpty>,
+    /// Names the default processing list; must stay the same across
+    /// restarts. Defaults to `ferry-<pipeline>-<hostname>`.
+    pub consumer: Option<NonEmpty>,
+    #[serde(default = "default_read_batch")]
+    pub batch_size: Count<Batch>,
+    #[serde(default = "default_block")]
+    pub block: Span<Block>,
+    /// `forever` (a daemon) or `end`: stop once the list is empty (a
+    /// one-off drain).
+    #[serde(default)]
+    pub until: Until,
+}
+
+/// `type = "redis-pubsub"`: at-most-once, as Redis pub/sub itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisPubSubSourceConfig {
+    pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub channels: Vec<NonEmpty>,
+    #[serde(default)]
+    pub patterns: Vec<NonEmpty>,
+    /// Messages held while the pipeline is busy; beyond that new messages
+    /// are dropped (and counted in the log), as Redis itself would drop a
+    /// slow subscriber.
+    #[serde(default = "default_pubsub_buffer")]
+    pub buffer: Count<Buffer>,
+}
+
+/// `type = "redis-keyspace"`: the current value of keys that change.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisKeyspaceSourceConfig {
+    pub url: RedisUrl,
+    /// ACL user (`AUTH username password`); needs `password`.
+    pub username: Option<String>,
+    /// The password of `username`, or the legacy `requirepass` password
+    /// alone. Write `"${VAR}"` or `"${file:/path}"`; never shown.
+    pub password: Option<Secret>,
+    /// TLS settings for a `rediss://` url: private CA, client certificate.
+    pub tls: Option<TlsConfig>,
+    /// Keys to watch, a Redis glob: `user:*`.
+    pub pattern: NonEmpty,
+    /// Only these events (`set`, `hset`, `del`, `expired`, ...); all when absent.
+    pub events: Option<Vec<NonEmpty>>,
+    /// Emit every matching key once at start (and after a reconnect, when
+    /// notifications may have been missed).
+    #[serde(default = "yes")]
+    pub snapshot: bool,
+    /// Turn on `notify-keyspace-events` if Redis has it off (`CONFIG SET`);
+    /// otherwise ferry refuses to start and says what to set.
+    #[serde(default)]
+    pub configure_notifications: bool,
+    /// Changed keys remembered while the pipeline is busy (a key that
+    /// changes twice is read once). Beyond that ferry forgets them and
+    /// scans the keyspace again instead, so memory stays bounded.
+    #[serde(default = "default_pending_keys")]
+    pub max_pending_keys: Count<PendingKeys>,
+    /// `snapshot`: a one-off copy. Emit every matching key once and stop,
+    /// without subscribing (keyspace notifications are not needed).
+    #[serde(default)]
+    pub until: KeyspaceUntil,
+    /// Two-way sync: read string and hash keys with their companion, so
+    /// that writes of a Redis sink with `sync` are not sent back, and mark
+    /// each change sent so that the sink holds off older records meanwhile.
+    /// Needs an `origin`.
+    #[serde(default)]
+    pub sync: bool,
+}
+
+/// When a keyspace source ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyspaceUntil {
+    /// Never: follow changes after the snapshot.
+    #[default]
+    Forever,
+    /// Once the snapshot has been emitted.
+    Snapshot,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_read_batch() -> Count<Batch> {
+    Count::new(200)
+}
+
+fn default_block() -> Span<Block> {
+    Span::new(Duration::from_secs(2))
+}
+
+fn default_claim_idle() -> Span<ClaimIdle> {
+    Span::new(Duration::from_secs(60))
+}
+
+fn default_max_deliveries() -> Count<Attempts> {
+    Count::new(10)
+}
+
+fn default_pubsub_buffer() -> Count<Buffer> {
+    Count::new(10_000)
+}
+
+fn default_pending_keys() -> Count<PendingKeys> {
+    Count::new(100_000)
+}
+
+impl RedisPubSubSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+        if self.channels.is_empty() && self.patterns.is_empty() {
+            problems.push(
+                Problem::at_path(
+                    path.clone(),
+                    "no `channels` and no `patterns` to subscribe to",
+                )
+                .with_help("e.g. channels = [\"orders\"] or patterns = [\"orders.*\"]"),
+            );
+        }
+    }
+}
+
+impl RedisKeyspaceSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+        if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
+            problems.push(
+                Problem::at_path(
+                    path.key("until"),
+                    "`until = \"snapshot\"` with `snapshot = false` would emit nothing",
+                )
+                .with_help("remove `snapshot = false`, or remove `until` to follow changes"),
+            );
+        }
+    }
+}
+
+/// A Redis stream entry id: `<milliseconds>-<sequence>`, or
+/// `<milliseconds>` for the first entry of that millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryId(pub u64, pub u64);
+
+impl EntryId {
+    pub fn parse(s: &str) -> Result<EntryId, String> {
+        let bad = || format!("invalid stream entry id \"{s}\": write e.g. \"1714557600000-0\"");
+        let (ms, seq) = s.trim().split_once('-').unwrap_or((s.trim(), "0"));
+        Ok(EntryId(
+            ms.parse().map_err(|_| bad())?,
+            seq.parse().map_err(|_| bad())?,
+        ))
+    }
+
+    /// The last id before this one: what `XGROUP CREATE` takes, since a
+    /// group delivers the entries after the id it is given.
+    pub fn before(self) -> String {
+        match self {
+            EntryId(0, 0) => "0".to_owned(),
+            EntryId(ms, 0) => format!("{}-{}", ms - 1, u64::MAX),
+            EntryId(ms, seq) => format!("{ms}-{}", seq - 1),
+        }
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EntryId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl RedisListSourceConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+    }
+}
+
+impl RedisStreamSourceConfig {
+    /// The id a group ferry creates starts after (`XGROUP CREATE`).
+    pub fn group_start(&self) -> String {
+        let first = match (self.start_id, self.start_time) {
+            (Some(id), _) => id,
+            (None, Some(t)) => EntryId(u64::try_from(t.millis()).unwrap_or(0), 0),
+            (None, None) => {
+                return match self.start {
+                    StreamStart::New => "$".to_owned(),
+                    StreamStart::Earliest => "0".to_owned(),
+                };
+            }
+        };
+        first.before()
+    }
+
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        self.access().check(path, problems);
+        if self.start_id.is_some() && self.start_time.is_some() {
+            problems.push(
+                Problem::at_path(
+                    path.key("start_time"),
+                    "`start_id` and `start_time` both say where the group begins",
+                )
+                .with_help("keep one of them"),
+            );
+        }
+        if self.streams.is_empty() {
+            problems.push(
+                Problem::at_path(path.key("streams"), "no streams to read")
+                    .with_help("e.g. streams = [\"orders\"]"),
+            );
+        }
+        if self.block.0 >= self.claim_idle.0 {
+            problems.push(
+                Problem::at_path(
+                    path.key("claim_idle"),
+                    "`claim_idle` must be longer than `block`",
+                )
+                .with_help("otherwise entries being read could be claimed from a live consumer"),
+            );
+        }
+    }
+}

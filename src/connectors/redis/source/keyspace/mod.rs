@@ -1,0 +1,374 @@
+//! Redis keyspace source: the current value of every key that changes.
+//!
+//! ferry subscribes to `__keyspace@<db>__:<pattern>` and, for each changed
+//! key, reads its current value by its type and emits it (a deleted or
+//! expired key is a tombstone). Notifications only say *that* a key
+//! changed, so a burst of changes to one key is read once: changed keys wait
+//! in a set that remembers the latest event.
+//!
+//! Notifications are fire-and-forget: anything that happened while ferry
+//! was disconnected is lost. So ferry first subscribes, then (with
+//! `snapshot`) scans every matching key, and scans again after each
+//! reconnect; the result is that every key's latest value is emitted at
+//! least once, even though single events can be missed. When more changed
+//! keys pile up than `max_pending_keys`, ferry forgets them and scans again
+//! instead, which bounds memory.
+//!
+//! Message: key = the Redis key; payload = the value (a string as is; hash
+//! as a JSON object; list and set as JSON arrays; sorted set as a JSON
+//! object of member -> score; stream as `{"length", "last_id", "last_entry"}`);
+//! headers `redis.event` and `redis.type`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::ack::Ack;
+use crate::connectors::redis::access::connect;
+use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
+use crate::connectors::redis::key_value::{Observed, encode_value, observed};
+use crate::connectors::redis::sync;
+use crate::connectors::{Envelope, Source};
+use crate::error::ConnectorError;
+use crate::message::{Headers, Message, Origin};
+use crate::observe::Probe;
+
+mod changes;
+
+pub use changes::notifications_enabled;
+use changes::{Shared, ensure_notifications, listen};
+
+/// Header naming the keyspace event (`set`, `hset`, `del`, `expired`,
+/// `snapshot` for keys found by a scan).
+pub const EVENT_HEADER: &str = "redis.event";
+/// Header naming the key's type (`string`, `hash`, ..., `none` if deleted).
+pub const TYPE_HEADER: &str = "redis.type";
+
+const READ_BATCH: usize = 100;
+const SCAN_COUNT: usize = 500;
+
+pub struct RedisKeyspaceSource {
+    pipeline: String,
+    cmd: ConnectionManager,
+    /// With `sync`: the script that reads a key with its companion.
+    sync: Option<redis::Script>,
+    shared: Arc<Shared>,
+    /// The subscription task; none for a one-off snapshot.
+    listener: Option<JoinHandle<()>>,
+    pattern: String,
+    events: Option<HashSet<String>>,
+    snapshot: bool,
+    /// `until = "snapshot"`: end once the scan's keys are emitted.
+    once: bool,
+    /// With `once` and the pattern `*`: the keys in the database at start.
+    expected: Option<u64>,
+    /// The SCAN cursor while a scan is under way.
+    scan: Option<u64>,
+    scanned: VecDeque<String>,
+    ready: VecDeque<Envelope>,
+}
+
+impl RedisKeyspaceSource {
+    pub async fn open(
+        pipeline: &str,
+        config: &RedisKeyspaceSourceConfig,
+        probe: &Probe,
+    ) -> Result<Self, ConnectorError> {
+        let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
+        let once = config.until == KeyspaceUntil::Snapshot;
+        if !once {
+            ensure_notifications(&mut cmd, config.configure_notifications).await?;
+        }
+        let client = config.access().client()?;
+        let channel = format!("__keyspace@{}__:{}", config.url.db(), config.pattern);
+        let shared = Arc::new(Shared::new(config.max_pending_keys.get(), pipeline, probe));
+        let listener = if once {
+            None
+        } else {
+            let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+            let listener = tokio::spawn(listen(
+                client,
+                cmd.clone(),
+                config.configure_notifications,
+                channel.clone(),
+                Arc::clone(&shared),
+                config.snapshot,
+                subscribed_tx,
+            ));
+            // Subscribe before scanning, so no change falls between the two.
+            let _ = tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await;
+            Some(listener)
+        };
+        // Every key of the database: its size is the job's size.
+        let expected = if once && config.pattern.as_str() == "*" {
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut cmd)
+                .await
+                .map_err(|e| ConnectorError::redis("counting keys", e))?;
+            Some(n)
+        } else {
+            None
+        };
+        info!(
+            pipeline,
+            channel,
+            snapshot = config.snapshot,
+            once,
+            "redis keyspace source ready"
+        );
+        Ok(Self {
+            pipeline: pipeline.to_owned(),
+            cmd,
+            sync: config
+                .sync
+                .then(|| redis::Script::new(sync::OBSERVE_SCRIPT)),
+            shared,
+            listener,
+            pattern: config.pattern.to_string(),
+            events: config
+                .events
+                .as_ref()
+                .map(|es| es.iter().map(ToString::to_string).collect()),
+            snapshot: config.snapshot,
+            once,
+            expected,
+            scan: config.snapshot.then_some(0),
+            scanned: VecDeque::new(),
+            ready: VecDeque::new(),
+        })
+    }
+
+    fn err(&self, what: &str, e: redis::RedisError) -> ConnectorError {
+        ConnectorError::redis(format!("{what} ({})", self.pattern), e)
+    }
+
+    async fn scan_page(&mut self, cursor: u64) -> Result<(), ConnectorError> {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("scanning keys", e))?;
+        self.scanned.extend(keys);
+        self.scan = (next != 0).then_some(next);
+        if next == 0 {
+            info!(pipeline = %self.pipeline, pattern = %self.pattern, "keyspace scan finished");
+        }
+        Ok(())
+    }
+
+    /// Reads the current values of `keys` and queues them to be emitted.
+    async fn read(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
+        let keys = keys
+            .into_iter()
+            .filter(|(key, _)| !key.starts_with(sync::RESERVED_PREFIX))
+            .collect();
+        let plain = match self.sync.clone() {
+            Some(script) => self.read_synced(&script, keys).await?,
+            None => keys,
+        };
+        self.read_plain(plain).await
+    }
+
+    /// With `sync`: reads keys with their companions (one pipelined round
+    /// trip); returns the keys of types sync does not handle.
+    async fn read_synced(
+        &mut self,
+        script: &redis::Script,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        let changes: Vec<String> = keys.iter().map(|_| sync::change_id()).collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for ((key, _), change) in keys.iter().zip(&changes) {
+            pipe.add_command(sync::observe_call(script.get_hash(), key, change));
+        }
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading keys with their companions", e))?;
+        if replies
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.code() == Some("NOSCRIPT")))
+        {
+            // A restarted or flushed server forgot the script: load it and
+            // read these keys again.
+            script
+                .load_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("loading the sync script", e))?;
+            for (key, event) in keys {
+                self.shared.changed(key, event);
+            }
+            return Ok(Vec::new());
+        }
+        let mut plain = Vec::new();
+        for (((key, event), change), reply) in keys.into_iter().zip(changes).zip(replies) {
+            match observed(reply) {
+                Observed::Other => plain.push((key, event)),
+                Observed::Unchanged => {
+                    debug!(pipeline = %self.pipeline, key, event, "ferry's own write, or no change; not emitted");
+                }
+                Observed::Changed(kind, value) => {
+                    let payload = encode_value(&kind, &value);
+                    self.emit(key, event, kind, payload, Some(change));
+                }
+            }
+        }
+        Ok(plain)
+    }
+
+    /// Reads the current values of `keys` (two pipelined round trips).
+    async fn read_plain(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut types = redis::pipe();
+        for (key, _) in &keys {
+            types.cmd("TYPE").arg(key);
+        }
+        let types: Vec<String> = types
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading key types", e))?;
+        let mut reads = redis::pipe();
+        reads.ignore_errors();
+        for ((key, _), kind) in keys.iter().zip(&types) {
+            match kind.as_str() {
+                "string" => reads.cmd("GET").arg(key),
+                "hash" => reads.cmd("HGETALL").arg(key),
+                "list" => reads.cmd("LRANGE").arg(key).arg(0).arg(-1),
+                "set" => reads.cmd("SMEMBERS").arg(key),
+                "zset" => reads
+                    .cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES"),
+                "stream" => reads.cmd("XINFO").arg("STREAM").arg(key),
+                _ => reads.cmd("EXISTS").arg(key),
+            };
+        }
+        let values: Vec<redis::RedisResult<redis::Value>> = reads
+            .query_async(&mut self.cmd)
+            .await
+            .map_err(|e| self.err("reading values", e))?;
+        for (((key, event), kind), value) in keys.into_iter().zip(types).zip(values) {
+            let value = match value {
+                Ok(v) => v,
+                // The key changed type in between: read it again later.
+                Err(_) => {
+                    self.shared.changed(key, event);
+                    continue;
+                }
+            };
+            let payload = encode_value(&kind, &value);
+            self.emit(key, event, kind, payload, None);
+        }
+        Ok(())
+    }
+
+    /// Queues the message for a key's value (`None`: it is gone), with the
+    /// id of the change when it is sent for a two-way sync.
+    fn emit(
+        &mut self,
+        key: String,
+        event: String,
+        kind: String,
+        payload: Option<Bytes>,
+        change: Option<String>,
+    ) {
+        let mut headers = Headers::new();
+        headers.push(EVENT_HEADER, event.clone());
+        headers.push(TYPE_HEADER, kind);
+        if let Some(change) = change {
+            headers.push(sync::CHANGE_HEADER, change);
+        }
+        let message = Message {
+            key: Some(Bytes::from(key.clone())),
+            payload,
+            headers,
+            timestamp: Some(crate::clock::now_ms()),
+            origin: Origin::RedisKeyspace { key, event },
+            ..Message::default()
+        };
+        self.ready.push_back(Envelope::new(message, Ack::none()));
+    }
+
+    fn wanted(&self, event: &str) -> bool {
+        event == "snapshot" || self.events.as_ref().is_none_or(|es| es.contains(event))
+    }
+}
+
+/// Keeps the keyspace subscription alive; marks a rescan after every
+/// reconnect, since notifications sent meanwhile are lost.
+impl Source for RedisKeyspaceSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
+        loop {
+            if let Some(envelope) = self.ready.pop_front() {
+                return Ok(Some(envelope));
+            }
+            if let Some(e) = self
+                .shared
+                .fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return Err(ConnectorError::Fatal(e));
+            }
+            if self.snapshot
+                && self.shared.rescan.swap(false, Ordering::Relaxed)
+                && self.scan.is_none()
+            {
+                self.scan = Some(0);
+            }
+            // Changes first, then the scan, so fresh events are not stuck
+            // behind a large keyspace.
+            let mut keys: Vec<(String, String)> = self
+                .shared
+                .take(READ_BATCH)
+                .into_iter()
+                .filter(|(_, e)| self.wanted(e))
+                .collect();
+            while keys.len() < READ_BATCH {
+                let Some(key) = self.scanned.pop_front() else {
+                    break;
+                };
+                keys.push((key, "snapshot".into()));
+            }
+            if !keys.is_empty() {
+                self.read(keys).await?;
+                continue;
+            }
+            if let Some(cursor) = self.scan {
+                self.scan_page(cursor).await?;
+                continue;
+            }
+            if self.once {
+                return Ok(None);
+            }
+            self.shared.notify.notified().await;
+        }
+    }
+
+    fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
+    async fn close(self) -> Result<(), ConnectorError> {
+        if let Some(listener) = self.listener {
+            listener.abort();
+        }
+        Ok(())
+    }
+}
