@@ -550,3 +550,72 @@ fn a_list_drain_until_the_end_takes_leftovers_and_the_list_then_stops() {
         .unwrap();
     assert_eq!(lens, (0, 0), "popped and confirmed: removed");
 }
+
+/// Recovering after a dropped connection re-reads this consumer's pending
+/// entries, but one still in flight (its sink is down) is not taken again,
+/// so its delivery count stays what it was: reconnects alone never push an
+/// entry past `max_deliveries` into the dead-letter sink.
+#[test]
+fn reconnects_do_not_count_as_deliveries_of_an_entry_in_flight() {
+    let source = RedisServer::start_persistent();
+    let verify = RedisServer::start();
+    let cuts = Proxy::start(&format!("127.0.0.1:{}", source.port));
+    let sink_down = Proxy::start(&format!("127.0.0.1:{}", verify.port));
+    sink_down.refuse_for(Duration::from_secs(600));
+    xadd_orders(&source, 1);
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "t"
+source = {{ type = "redis-stream", url = "redis://{src}", streams = ["orders"], group = "g", consumer = "c", block = "200ms", max_deliveries = 3 }}
+[pipeline.dead_letter]
+type = "redis"
+url = "{v}"
+write = "xadd"
+key = "dead"
+[[pipeline.sink]]
+{sink}"#,
+        src = cuts.addr(),
+        v = verify.url(),
+        sink = set_orders(&format!("redis://{}", sink_down.addr())),
+    );
+    let mut ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(30), "the source", || {
+        ferry.log().contains("pipeline running")
+    });
+    wait_until(Duration::from_secs(30), "the entry in flight", || {
+        pending(&source) == 1
+    });
+    let recoveries = |f: &Ferry| f.log().matches("own pending entries re-read").count();
+    for n in 1..=5 {
+        cuts.cut();
+        wait_until(Duration::from_secs(30), "the source to recover", || {
+            recoveries(&ferry) > n
+        });
+    }
+    // The entry fails with its process; the next one takes it again.
+    ferry.signal(Signal::SIGKILL);
+    ferry.wait_timeout(Duration::from_secs(10)).unwrap();
+    sink_down.refuse_for(Duration::ZERO);
+    let mut ferry = Ferry::start(&config);
+    let dead = || -> u64 {
+        redis::cmd("XLEN")
+            .arg("dead")
+            .query(&mut verify.conn())
+            .unwrap()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the order or a dead letter",
+        || verify.get("order:1").is_some() || dead() > 0,
+    );
+    ferry.signal(Signal::SIGTERM);
+    ferry.wait_success(Duration::from_secs(10));
+    assert_eq!(
+        dead(),
+        0,
+        "dead-lettered after 2 deliveries\n{}",
+        ferry.log()
+    );
+    assert!(verify.get("order:1").is_some());
+}

@@ -405,3 +405,34 @@ sync = true
     ferry.wait_success(Duration::from_secs(30));
     assert!(differ.is_empty(), "keys that differ: {differ:#?}");
 }
+
+/// A keyspace read whose reply is lost on a cut connection has already
+/// recorded the change in the companion; read again under the same change
+/// id it must still be reported (else the change never leaves Redis),
+/// while a fresh read finds nothing new.
+#[test]
+fn a_change_read_again_after_a_lost_reply_is_still_reported() {
+    use ferry::connectors::redis::sync;
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let script = redis::Script::new(sync::OBSERVE_SCRIPT);
+    let sha = script.prepare_invoke().load(&mut conn).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("order:1")
+        .arg("v1")
+        .query(&mut conn)
+        .unwrap();
+    let read = |conn: &mut redis::Connection, change: &str| -> i64 {
+        let reply: Vec<redis::Value> = sync::observe_call(&sha, "order:1", change)
+            .query(conn)
+            .unwrap();
+        redis::from_redis_value(reply[1].clone()).unwrap()
+    };
+    assert_eq!(read(&mut conn, "c1"), 1, "a change made in Redis");
+    assert_eq!(
+        read(&mut conn, "c1"),
+        1,
+        "the same read again (its reply was lost)"
+    );
+    assert_eq!(read(&mut conn, "c2"), 0, "a new read: nothing new");
+}

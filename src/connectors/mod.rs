@@ -348,11 +348,11 @@ impl AnySource {
             SourceConfig::Kafka(c) => {
                 AnySource::Kafka(kafka::KafkaSource::open(pipeline, c, probe, settled).await?)
             }
-            SourceConfig::RedisStream(c) => {
-                AnySource::RedisStream(stream::RedisStreamSource::open(pipeline, c, settled).await?)
-            }
+            SourceConfig::RedisStream(c) => AnySource::RedisStream(
+                stream::RedisStreamSource::open(pipeline, c, probe, settled).await?,
+            ),
             SourceConfig::RedisList(c) => {
-                AnySource::RedisList(list::RedisListSource::open(pipeline, c).await?)
+                AnySource::RedisList(list::RedisListSource::open(pipeline, c, probe).await?)
             }
             SourceConfig::RedisPubSub(c) => {
                 AnySource::RedisPubSub(pubsub::RedisPubSubSource::open(pipeline, c, probe).await?)

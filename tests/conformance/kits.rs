@@ -1,24 +1,19 @@
 //! One kit per connector: how to set up its system, put messages in or
 //! read them back, count what is still unacknowledged, and restart the
-//! broker. The suite (suite.rs) does the rest, identically for every kit.
+//! broker. The suite (suite.rs) does the rest, identically for every kit;
+//! main.rs lists the scenarios each kit opts into.
+//!
+//! ferry always reaches the kit's system through a fault-injection proxy
+//! (`support::faults`), which passes traffic through untouched until a
+//! scenario cuts connections or loses a reply. The test's own clients
+//! connect to the system directly (except Kafka's, which follow the
+//! broker's advertised address, the proxy's).
 
 use std::time::Duration;
 
 use crate::support::*;
 
-/// What a source promises when ferry stops or crashes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Guarantee {
-    /// Every message is delivered at least once, across restarts and crashes.
-    AtLeastOnce,
-    /// The latest value of every key is delivered (keyspace with snapshot).
-    LatestState,
-    /// Messages sent while ferry is down are lost (pub/sub).
-    AtMostOnce,
-}
-
 pub trait SourceKit: Sized {
-    const GUARANTEE: Guarantee;
     /// Messages only reach a running subscriber (pub/sub).
     const LIVE_ONLY: bool = false;
     /// A log line saying the source is ready to receive.
@@ -36,6 +31,22 @@ pub trait SourceKit: Sized {
     async fn outstanding(&self) -> u64;
     /// Kills and restarts the broker (or cuts every connection).
     async fn restart_broker(&mut self);
+    /// The proxy between ferry and the system.
+    fn proxy(&self) -> &Proxy;
+    /// The request the source reads with, whose reply a scenario loses
+    /// (`None`: the source sends nothing while it reads).
+    fn read_request() -> Option<Trigger>;
+}
+
+/// A source whose system shares the messages among the members of a group
+/// (Kafka consumer groups, Redis Stream consumer groups, RabbitMQ competing
+/// consumers).
+pub trait GroupKit: SourceKit {
+    /// Whether the source gives messages a position, so that a Redis sink
+    /// can write them with `exactly_once`.
+    const EXACTLY_ONCE: bool;
+    /// The `source = { ... }` table of group member `n`.
+    fn member(&self, n: usize) -> String;
 }
 
 pub trait SinkKit: Sized {
@@ -47,25 +58,77 @@ pub trait SinkKit: Sized {
     /// Payloads that arrived (duplicates may be folded).
     async fn received(&self) -> Vec<String>;
     async fn restart_broker(&mut self);
+    /// The proxy between ferry and the system.
+    fn proxy(&self) -> &Proxy;
+    /// The request the sink writes with, whose reply a scenario loses.
+    fn write_request() -> Trigger;
+}
+
+/// A Redis server, and a proxy in front of it for ferry.
+pub struct ProxiedRedis {
+    pub redis: RedisServer,
+    pub proxy: Proxy,
+}
+
+impl ProxiedRedis {
+    pub fn start(persistent: bool) -> Self {
+        let redis = if persistent {
+            RedisServer::start_persistent()
+        } else {
+            RedisServer::start()
+        };
+        let proxy = Proxy::start(&format!("127.0.0.1:{}", redis.port));
+        Self { redis, proxy }
+    }
+
+    /// The url ferry uses: through the proxy.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.proxy.addr())
+    }
+}
+
+/// A RabbitMQ vhost of the test, and a proxy in front of the shared broker.
+pub struct ProxiedRabbit {
+    pub vhost: RabbitVhost,
+    pub proxy: Proxy,
+}
+
+impl ProxiedRabbit {
+    pub fn start() -> Self {
+        Self {
+            vhost: RabbitVhost::create(),
+            proxy: Proxy::start("127.0.0.1:5672"),
+        }
+    }
+
+    /// The url ferry uses: through the proxy.
+    pub fn url(&self) -> String {
+        format!(
+            "amqp://guest:guest@{}/{}",
+            self.proxy.addr(),
+            self.vhost.name
+        )
+    }
 }
 
 // ---------------------------------------------------------------- sources
 
 pub struct KafkaSourceKit {
     tansu: TansuServer,
+    proxy: Proxy,
     group: String,
 }
 
 impl SourceKit for KafkaSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::AtLeastOnce;
     const READY: &'static str = "kafka partitions assigned";
     const RESTART_DELAY: Duration = Duration::from_secs(7);
 
     async fn start() -> Self {
-        let tansu = TansuServer::start();
+        let (tansu, proxy) = TansuServer::start_behind_proxy();
         create_topic_at(&tansu.brokers(), "orders", 3).await;
         Self {
             tansu,
+            proxy,
             group: unique("group"),
         }
     }
@@ -73,7 +136,7 @@ impl SourceKit for KafkaSourceKit {
     fn source(&self) -> String {
         format!(
             r#"{{ type = "kafka", brokers = "{}", topics = ["orders"], group = "{}", commit_interval = "200ms", options = {{ "session.timeout.ms" = "6000" }} }}"#,
-            self.tansu.brokers(),
+            self.proxy.addr(),
             self.group
         )
     }
@@ -99,30 +162,53 @@ impl SourceKit for KafkaSourceKit {
     async fn restart_broker(&mut self) {
         self.tansu.restart();
     }
+
+    fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    fn read_request() -> Option<Trigger> {
+        Some(Trigger::kafka(1)) // Fetch
+    }
+}
+
+impl GroupKit for KafkaSourceKit {
+    const EXACTLY_ONCE: bool = true;
+
+    fn member(&self, _n: usize) -> String {
+        self.source()
+    }
 }
 
 pub struct RedisStreamSourceKit {
-    redis: RedisServer,
+    redis: ProxiedRedis,
+}
+
+impl RedisStreamSourceKit {
+    /// `claim_idle` far longer than any scenario: an entry this consumer
+    /// lost track of must come back through its own pending entries, not
+    /// through a claim a minute later.
+    fn consumer(&self, consumer: &str) -> String {
+        format!(
+            r#"{{ type = "redis-stream", url = "{}", streams = ["orders"], group = "ferry", consumer = "{consumer}", block = "200ms", claim_idle = "10m" }}"#,
+            self.redis.url()
+        )
+    }
 }
 
 impl SourceKit for RedisStreamSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::AtLeastOnce;
-
     async fn start() -> Self {
         Self {
-            redis: RedisServer::start_persistent(),
+            redis: ProxiedRedis::start(true),
         }
     }
 
     fn source(&self) -> String {
-        format!(
-            r#"{{ type = "redis-stream", url = "{}", streams = ["orders"], group = "ferry", consumer = "c1", block = "200ms" }}"#,
-            self.redis.url()
-        )
+        self.consumer("c1")
     }
 
     async fn put(&self, payloads: &[String]) {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         for chunk in payloads.chunks(1000) {
             let mut pipe = redis::pipe();
             for p in chunk {
@@ -141,7 +227,7 @@ impl SourceKit for RedisStreamSourceKit {
         let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg("orders")
-            .query(&mut self.redis.conn())
+            .query(&mut self.redis.redis.conn())
             .unwrap_or_default();
         let num = |g: &std::collections::HashMap<String, redis::Value>, k: &str| match g.get(k) {
             Some(redis::Value::Int(n)) => *n as u64,
@@ -154,20 +240,34 @@ impl SourceKit for RedisStreamSourceKit {
     }
 
     async fn restart_broker(&mut self) {
-        self.redis.restart();
+        self.redis.redis.restart();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.redis.proxy
+    }
+
+    fn read_request() -> Option<Trigger> {
+        Some(Trigger::redis("XREADGROUP"))
+    }
+}
+
+impl GroupKit for RedisStreamSourceKit {
+    const EXACTLY_ONCE: bool = true;
+
+    fn member(&self, n: usize) -> String {
+        self.consumer(&format!("m{n}"))
     }
 }
 
 pub struct RedisListSourceKit {
-    redis: RedisServer,
+    redis: ProxiedRedis,
 }
 
 impl SourceKit for RedisListSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::AtLeastOnce;
-
     async fn start() -> Self {
         Self {
-            redis: RedisServer::start_persistent(),
+            redis: ProxiedRedis::start(true),
         }
     }
 
@@ -179,7 +279,7 @@ impl SourceKit for RedisListSourceKit {
     }
 
     async fn put(&self, payloads: &[String]) {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         for chunk in payloads.chunks(1000) {
             let _: () = redis::cmd("LPUSH")
                 .arg("orders")
@@ -190,7 +290,7 @@ impl SourceKit for RedisListSourceKit {
     }
 
     async fn outstanding(&self) -> u64 {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         let waiting: u64 = redis::cmd("LLEN").arg("orders").query(&mut conn).unwrap();
         let processing: u64 = redis::cmd("LLEN")
             .arg("orders:processing:c1")
@@ -200,22 +300,29 @@ impl SourceKit for RedisListSourceKit {
     }
 
     async fn restart_broker(&mut self) {
-        self.redis.restart();
+        self.redis.redis.restart();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.redis.proxy
+    }
+
+    fn read_request() -> Option<Trigger> {
+        Some(Trigger::redis("LMOVE"))
     }
 }
 
 pub struct RedisPubSubSourceKit {
-    redis: RedisServer,
+    redis: ProxiedRedis,
 }
 
 impl SourceKit for RedisPubSubSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::AtMostOnce;
     const LIVE_ONLY: bool = true;
     const READY: &'static str = "redis pub/sub subscribed";
 
     async fn start() -> Self {
         Self {
-            redis: RedisServer::start(),
+            redis: ProxiedRedis::start(false),
         }
     }
 
@@ -227,7 +334,7 @@ impl SourceKit for RedisPubSubSourceKit {
     }
 
     async fn put(&self, payloads: &[String]) {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         for chunk in payloads.chunks(1000) {
             let mut pipe = redis::pipe();
             for p in chunk {
@@ -242,20 +349,27 @@ impl SourceKit for RedisPubSubSourceKit {
     }
 
     async fn restart_broker(&mut self) {
-        self.redis.restart();
+        self.redis.redis.restart();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.redis.proxy
+    }
+
+    /// A subscriber sends nothing while it receives.
+    fn read_request() -> Option<Trigger> {
+        None
     }
 }
 
 pub struct RedisKeyspaceSourceKit {
-    redis: RedisServer,
+    redis: ProxiedRedis,
 }
 
 impl SourceKit for RedisKeyspaceSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::LatestState;
-
     async fn start() -> Self {
         Self {
-            redis: RedisServer::start_persistent(),
+            redis: ProxiedRedis::start(true),
         }
     }
 
@@ -268,7 +382,7 @@ impl SourceKit for RedisKeyspaceSourceKit {
 
     /// Each payload becomes the value of its own key.
     async fn put(&self, payloads: &[String]) {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         let start: u64 = redis::cmd("INCRBY")
             .arg("put-counter")
             .arg(payloads.len())
@@ -290,56 +404,84 @@ impl SourceKit for RedisKeyspaceSourceKit {
     }
 
     async fn restart_broker(&mut self) {
-        self.redis.restart();
+        self.redis.redis.restart();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.redis.proxy
+    }
+
+    /// The pipeline that reads the values of changed keys starts with
+    /// their types.
+    fn read_request() -> Option<Trigger> {
+        Some(Trigger::redis("TYPE"))
     }
 }
 
 pub struct AmqpSourceKit {
-    vhost: RabbitVhost,
+    rabbit: ProxiedRabbit,
 }
 
 impl SourceKit for AmqpSourceKit {
-    const GUARANTEE: Guarantee = Guarantee::AtLeastOnce;
     const READY: &'static str = "amqp source consuming";
 
     async fn start() -> Self {
-        let vhost = RabbitVhost::create();
-        vhost.declare_queue("orders").await;
-        Self { vhost }
+        let rabbit = ProxiedRabbit::start();
+        rabbit.vhost.declare_queue("orders").await;
+        Self { rabbit }
     }
 
     fn source(&self) -> String {
         format!(
             r#"{{ type = "amqp", url = "{}", queue = "orders", prefetch = 100 }}"#,
-            self.vhost.url()
+            self.rabbit.url()
         )
     }
 
     async fn put(&self, payloads: &[String]) {
         for chunk in payloads.chunks(2000) {
-            self.vhost.publish("orders", chunk).await;
+            self.rabbit.vhost.publish("orders", chunk).await;
         }
     }
 
     async fn outstanding(&self) -> u64 {
-        u64::from(self.vhost.queue_len("orders").await)
+        u64::from(self.rabbit.vhost.queue_len("orders").await)
     }
 
     async fn restart_broker(&mut self) {
-        self.vhost.close_connections();
+        self.rabbit.vhost.close_connections();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.rabbit.proxy
+    }
+
+    /// The broker pushes deliveries; what ferry sends meanwhile are its
+    /// acks, so the deliveries that follow one are lost with the cut.
+    fn read_request() -> Option<Trigger> {
+        Some(Trigger::amqp(60, 80)) // basic.ack
+    }
+}
+
+impl GroupKit for AmqpSourceKit {
+    /// RabbitMQ gives deliveries no position.
+    const EXACTLY_ONCE: bool = false;
+
+    fn member(&self, _n: usize) -> String {
+        self.source()
     }
 }
 
 // ------------------------------------------------------------------ sinks
 
 pub struct RedisSinkKit {
-    redis: RedisServer,
+    redis: ProxiedRedis,
 }
 
 impl SinkKit for RedisSinkKit {
     async fn start() -> Self {
         Self {
-            redis: RedisServer::start_persistent(),
+            redis: ProxiedRedis::start(true),
         }
     }
 
@@ -356,7 +498,7 @@ impl SinkKit for RedisSinkKit {
     }
 
     async fn received(&self) -> Vec<String> {
-        let mut conn = self.redis.conn();
+        let mut conn = self.redis.redis.conn();
         let keys: Vec<String> = redis::cmd("KEYS").arg("order:*").query(&mut conn).unwrap();
         if keys.is_empty() {
             return Vec::new();
@@ -366,26 +508,35 @@ impl SinkKit for RedisSinkKit {
     }
 
     async fn restart_broker(&mut self) {
-        self.redis.restart();
+        self.redis.redis.restart();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.redis.proxy
+    }
+
+    fn write_request() -> Trigger {
+        Trigger::redis("SET")
     }
 }
 
 pub struct KafkaSinkKit {
     tansu: TansuServer,
+    proxy: Proxy,
 }
 
 impl SinkKit for KafkaSinkKit {
     async fn start() -> Self {
-        let tansu = TansuServer::start();
+        let (tansu, proxy) = TansuServer::start_behind_proxy();
         create_topic_at(&tansu.brokers(), "received", 3).await;
-        Self { tansu }
+        Self { tansu, proxy }
     }
 
     fn sink(&self, strict: bool) -> String {
         let key = if strict { "key = \"{order_id}\"\n" } else { "" };
         format!(
             "type = \"kafka\"\nbrokers = \"{}\"\ntopic = \"received\"\ncompression = \"lz4\"\n{key}",
-            self.tansu.brokers()
+            self.proxy.addr()
         )
     }
 
@@ -400,21 +551,29 @@ impl SinkKit for KafkaSinkKit {
     async fn restart_broker(&mut self) {
         self.tansu.restart();
     }
+
+    fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    fn write_request() -> Trigger {
+        Trigger::kafka(0) // Produce
+    }
 }
 
 pub struct AmqpSinkKit {
-    vhost: RabbitVhost,
+    rabbit: ProxiedRabbit,
     /// Reading a queue takes the messages out: keep what was read.
     taken: std::sync::Mutex<Vec<String>>,
 }
 
 impl SinkKit for AmqpSinkKit {
     async fn start() -> Self {
-        let vhost = RabbitVhost::create();
+        let rabbit = ProxiedRabbit::start();
         // The same declaration the sink makes, so the test can read first.
-        vhost.declare_queue("received").await;
+        rabbit.vhost.declare_queue("received").await;
         Self {
-            vhost,
+            rabbit,
             taken: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -434,18 +593,26 @@ exchange = "shop"
 routing_key = "{routing_key}"
 declare = {{ exchanges = [{{ name = "shop", kind = "topic" }}], queues = [{{ name = "received" }}], bindings = [{{ queue = "received", exchange = "shop", routing_key = "order.#" }}] }}
 "#,
-            self.vhost.url()
+            self.rabbit.url()
         )
     }
 
     async fn received(&self) -> Vec<String> {
-        let new = self.vhost.drain("received").await;
+        let new = self.rabbit.vhost.drain("received").await;
         let mut taken = self.taken.lock().unwrap();
         taken.extend(new.into_iter().map(|v| String::from_utf8(v).unwrap()));
         taken.clone()
     }
 
     async fn restart_broker(&mut self) {
-        self.vhost.close_connections();
+        self.rabbit.vhost.close_connections();
+    }
+
+    fn proxy(&self) -> &Proxy {
+        &self.rabbit.proxy
+    }
+
+    fn write_request() -> Trigger {
+        Trigger::amqp(60, 40) // basic.publish
     }
 }

@@ -6,7 +6,14 @@
 //!   pause or kill it and count the commands it executed.
 //! - ferry: the binary cargo built, run as a child process with a config
 //!   file, so that tests can signal it, kill it and measure its memory.
+//! - faults: a TCP proxy between ferry and a server that cuts connections,
+//!   refuses them, delays traffic and loses replies (faults.rs).
 #![allow(dead_code)]
+
+pub mod faults;
+
+#[allow(unused_imports)]
+pub use faults::{Proxy, Trigger};
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -262,14 +269,38 @@ pub async fn read_topic(
 /// that the test can stop and restart it.
 pub struct TansuServer {
     pub port: u16,
+    /// The address clients are told to connect to, when not `port`.
+    advertised: Option<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
 impl TansuServer {
     pub fn start() -> Self {
+        Self::start_advertising(None)
+    }
+
+    /// A broker behind a [`Proxy`]: Kafka clients connect to the address a
+    /// broker advertises, not to the one they bootstrapped from, so the
+    /// broker advertises the proxy and every client's traffic goes through
+    /// it. [`TansuServer::brokers`] is still the broker's own address.
+    pub fn start_behind_proxy() -> (Self, Proxy) {
+        let port = free_port();
+        let proxy = Proxy::start(&format!("127.0.0.1:{port}"));
+        let mut server = Self {
+            port,
+            advertised: Some(proxy.addr()),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.spawn();
+        (server, proxy)
+    }
+
+    fn start_advertising(advertised: Option<String>) -> Self {
         let mut server = Self {
             port: free_port(),
+            advertised,
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -295,9 +326,18 @@ impl TansuServer {
         .expect("tansu must be installed (scripts/setup.sh builds it)")
         .to_owned();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self
+            .advertised
+            .as_ref()
+            .map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
         let child = Command::new(tansu)
             .args(["broker", "--storage-engine", "sqlite://tansu.db"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("tansu.log")).unwrap())
@@ -587,6 +627,100 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `GET path` on 127.0.0.1:port: (status, body), or `None` while nothing
+/// listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// What a run delivered of the orders it sent: every order id is counted
+/// once as delivered, every further copy as a duplicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tally {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+impl Tally {
+    /// `received`: the order id of every copy that arrived, for orders
+    /// `1..=sent`.
+    pub fn of(sent: u64, received: impl IntoIterator<Item = u64>) -> Tally {
+        let mut seen = vec![0u32; sent as usize + 1];
+        let mut duplicated = 0;
+        let mut foreign = 0;
+        for id in received {
+            match seen.get_mut(id as usize).filter(|_| id > 0) {
+                Some(n) => {
+                    *n += 1;
+                    if *n > 1 {
+                        duplicated += 1;
+                    }
+                }
+                None => foreign += 1,
+            }
+        }
+        assert_eq!(foreign, 0, "order ids outside 1..={sent} arrived");
+        let delivered = seen[1..].iter().filter(|n| **n > 0).count() as u64;
+        Tally {
+            sent,
+            delivered,
+            lost: sent - delivered,
+            duplicated,
+        }
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent {}, delivered {}, lost {}, duplicated {}",
+            self.sent, self.delivered, self.lost, self.duplicated
+        )
+    }
+}
+
+/// The order id in a payload (`{"order_id": N, ...}`).
+pub fn order_id(payload: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get("order_id")?
+        .as_u64()
+}
+
+/// The order ids of every element of a Redis list (read in chunks, so a
+/// million elements do not make one huge reply).
+pub fn order_ids_in_list(conn: &mut redis::Connection, list: &str) -> Vec<u64> {
+    let len: usize = redis::cmd("LLEN").arg(list).query(conn).unwrap();
+    let mut ids = Vec::with_capacity(len);
+    for start in (0..len).step_by(10_000) {
+        let chunk: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(list)
+            .arg(start)
+            .arg(start + 9_999)
+            .query(conn)
+            .unwrap();
+        ids.extend(chunk.iter().map(|p| {
+            order_id(p).unwrap_or_else(|| panic!("not an order: {}", String::from_utf8_lossy(p)))
+        }));
+    }
+    ids
 }
 
 /// Polls `check` until it is true, or panics after `timeout`.

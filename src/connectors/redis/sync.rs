@@ -127,11 +127,12 @@ end
 
 /// The keyspace source's read of a changed key.
 ///
-/// KEYS[1]: the key; KEYS[2]: its companion. ARGV[1]: a new change id.
-/// Returns `{type, -1}` for a type sync does not handle (the source reads
-/// it the usual way), `{type, 0}` when the value is the one ferry last
-/// wrote or sent (not a change to send), `{type, 1, value}` for a change
-/// made in Redis, now pending under the change id.
+/// KEYS[1]: the key; KEYS[2]: its companion. ARGV[1]: a new change id, or
+/// the one of a read whose reply was lost. Returns `{type, -1}` for a type
+/// sync does not handle (the source reads it the usual way), `{type, 0}`
+/// when the value is the one ferry last wrote or sent (not a change to
+/// send), `{type, 1, value}` for a change made in Redis, now pending under
+/// the change id (again, when the same id reads the same value).
 pub const OBSERVE_SCRIPT: &str = concat!(
     fingerprint_lua!(),
     r#"
@@ -139,7 +140,12 @@ local t, value, fp = fingerprint(KEYS[1])
 if not fp then
   return {t, -1}
 end
-if redis.call('HGET', KEYS[2], 'fp') == fp then
+local seen = redis.call('HMGET', KEYS[2], 'fp', 'pend')
+if seen[1] == fp then
+  -- Read again after a lost reply: the change is still this read's.
+  if seen[2] == ARGV[1] then
+    return {t, 1, value}
+  end
   return {t, 0}
 end
 redis.call('HSET', KEYS[2], 'fp', fp, 'pend', ARGV[1], 'pend_at', now_ms())

@@ -2,8 +2,13 @@
 //!
 //! Elements are moved atomically from the list to a processing list
 //! (`LMOVE`/`BLMOVE`) and removed from there (`LREM`) only once every sink
-//! confirmed them. After a crash, whatever is still in the processing list
-//! was popped but not confirmed: it is delivered again first.
+//! confirmed them.
+//!
+//! The processing list is this source's in-flight state in Redis. Before
+//! popping anything, and again after any error (a lost reply to `LMOVE`
+//! means elements were moved that the source never saw) or a failed
+//! delivery, the source reads it back and delivers again every element it
+//! does not hold in flight: after a crash, all of them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,13 +19,13 @@ use redis::aio::ConnectionManager;
 use tracing::info;
 
 use super::{Acker, default_consumer};
-use crate::ack::{Ack, Outcome};
 use crate::config::values::Until;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisListSourceConfig;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
+use crate::observe::Probe;
 
 pub struct RedisListSource {
     pipeline: String,
@@ -29,6 +34,8 @@ pub struct RedisListSource {
     list: Arc<str>,
     processing: String,
     config: RedisListSourceConfig,
+    /// The processing list was read back since the last error: elements
+    /// in it that are not in flight have been delivered again.
     recovered: bool,
     /// With `until = "end"`: the list was found empty.
     drained: bool,
@@ -37,12 +44,14 @@ pub struct RedisListSource {
     expected: Option<u64>,
     buffer: VecDeque<Envelope>,
     acker: Acker<Bytes>,
+    probe: Probe,
 }
 
 impl RedisListSource {
     pub async fn open(
         pipeline: &str,
         config: &RedisListSourceConfig,
+        probe: &Probe,
     ) -> Result<Self, ConnectorError> {
         let reader = connect(&config.access(), config.block.0 + Duration::from_secs(10))?;
         let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
@@ -99,17 +108,12 @@ impl RedisListSource {
             expected,
             buffer: VecDeque::new(),
             acker,
+            probe: probe.clone(),
         })
     }
 
     fn envelope(&self, element: Bytes) -> Envelope {
-        let tx = self.acker.sender();
-        let ack_element = element.clone();
-        let ack = Ack::new(move |outcome| {
-            if outcome != Outcome::Failed {
-                let _ = tx.send(ack_element);
-            }
-        });
+        let ack = self.acker.ack(element.clone());
         let message = Message {
             payload: Some(element),
             origin: Origin::RedisList {
@@ -124,8 +128,11 @@ impl RedisListSource {
         ConnectorError::redis(format!("{what} ({})", self.list), e)
     }
 
-    /// Elements left in the processing list by an earlier run.
+    /// Delivers again the elements of the processing list that are not in
+    /// flight: left by an earlier run, moved by an `LMOVE` whose reply was
+    /// lost, or whose delivery failed.
     async fn recover(&mut self) -> Result<(), ConnectorError> {
+        let paused = self.acker.pause().await;
         let left: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&self.processing)
             .arg(0)
@@ -133,13 +140,20 @@ impl RedisListSource {
             .query_async(&mut self.cmd)
             .await
             .map_err(|e| self.err("reading the processing list", e))?;
+        let left = self.acker.not_in_flight(
+            &paused,
+            left.into_iter().map(Bytes::from).collect(),
+            Bytes::clone,
+        );
+        drop(paused);
+        self.probe.up();
         if !left.is_empty() {
             info!(pipeline = %self.pipeline, count = left.len(), processing = %self.processing,
                 "delivering again elements popped but not confirmed before");
         }
         // LMOVE pushes to the head, so the oldest element is last.
         for element in left.into_iter().rev() {
-            let envelope = self.envelope(Bytes::from(element));
+            let envelope = self.envelope(element);
             self.buffer.push_back(envelope);
         }
         self.recovered = true;
@@ -161,6 +175,7 @@ impl RedisListSource {
             .query_async(&mut self.cmd)
             .await
             .map_err(|e| self.err("popping", e))?;
+        self.probe.up();
         let mut any = false;
         for element in popped.into_iter().flatten() {
             any = true;
@@ -186,6 +201,7 @@ impl RedisListSource {
             .query_async(&mut self.reader)
             .await
             .map_err(|e| self.err("waiting for elements", e))?;
+        self.probe.up();
         if let Some(element) = element {
             let envelope = self.envelope(Bytes::from(element));
             self.buffer.push_back(envelope);
@@ -204,12 +220,20 @@ impl Source for RedisListSource {
             if let Some(envelope) = self.buffer.pop_front() {
                 return Ok(Some(envelope));
             }
-            if !self.recovered {
-                self.recover().await?;
+            if self.acker.take_lost() {
+                self.recovered = false;
+            }
+            let read = if !self.recovered {
+                self.recover().await
             } else if self.drained {
                 return Ok(None);
             } else {
-                self.pop().await?;
+                self.pop().await
+            };
+            if let Err(e) = read {
+                // The command may have run without its reply arriving.
+                self.recovered = false;
+                return Err(e);
             }
         }
     }

@@ -1,8 +1,12 @@
 //! Redis Streams source: one consumer of a consumer group.
 //!
 //! - At start, the group is created if asked (`XGROUP CREATE ... MKSTREAM`).
-//! - First this consumer's own pending entries are read again (`XREADGROUP`
-//!   from id `0`): what it had received but not acknowledged before a crash.
+//! - First this consumer's own pending entries are delivered again: what it
+//!   had received but not acknowledged before a crash. The same happens
+//!   after any error (the reply to a read may have been lost after Redis
+//!   had delivered entries to this consumer) and after a failed delivery.
+//!   They are listed (`XPENDING`), those still in flight are left alone,
+//!   and the others are taken again (`XCLAIM` to itself).
 //! - Then new entries (`XREADGROUP ... >`, blocking).
 //! - Every `claim_idle / 2`, entries another consumer left pending for
 //!   `claim_idle` are claimed (`XAUTOCLAIM`): that consumer is presumed dead.
@@ -19,17 +23,18 @@ use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
-use crate::ack::{Ack, Outcome};
+use crate::ack::Outcome;
 use crate::config::values::Until;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisStreamSourceConfig;
 use crate::connectors::redis::replies::{
-    StreamEntry, parse_autoclaim_reply, parse_pending, parse_read_reply, text,
+    StreamEntry, parse_autoclaim_reply, parse_entries, parse_pending, parse_read_reply, text,
 };
 use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
+use crate::observe::Probe;
 use crate::position::{Mark, Scope, Settled};
 
 const TRIM_EVERY: Duration = Duration::from_secs(5);
@@ -47,8 +52,9 @@ pub struct RedisStreamSource {
     group: String,
     consumer: String,
     config: RedisStreamSourceConfig,
-    /// While re-reading own pending entries: the last id seen per stream
-    /// (`None` once that stream's pending entries are exhausted).
+    /// While re-reading own pending entries (at start, and after an error or
+    /// a failed delivery): per stream, the last id listed (`0` before the
+    /// first page, `None` once that stream's pending entries are listed).
     pending_from: Option<Vec<Option<String>>>,
     buffer: VecDeque<Envelope>,
     claim_cursors: Vec<String>,
@@ -63,12 +69,14 @@ pub struct RedisStreamSource {
     ends: Option<Vec<Option<(u64, u64)>>>,
     /// With `until = "end"`: entries to deliver, when Redis could say.
     expected: Option<u64>,
+    probe: Probe,
 }
 
 impl RedisStreamSource {
     pub async fn open(
         pipeline: &str,
         config: &RedisStreamSourceConfig,
+        probe: &Probe,
         settled: &Arc<Settled>,
     ) -> Result<Self, ConnectorError> {
         let block = config.block.0;
@@ -132,7 +140,7 @@ impl RedisStreamSource {
             "redis stream source ready"
         );
         let n = streams.len();
-        Ok(Self {
+        let mut source = Self {
             pipeline: pipeline.to_owned(),
             reader,
             cmd,
@@ -140,7 +148,7 @@ impl RedisStreamSource {
             group,
             consumer,
             config: config.clone(),
-            pending_from: Some(vec![Some("0".to_owned()); n]),
+            pending_from: None,
             buffer: VecDeque::new(),
             claim_cursors: vec!["0-0".to_owned(); n],
             next_claim: Instant::now() + config.claim_idle.0 / 2,
@@ -150,19 +158,32 @@ impl RedisStreamSource {
             acker,
             ends,
             expected,
-        })
+            probe: probe.clone(),
+        };
+        source.reread_own_pending();
+        Ok(source)
+    }
+
+    /// Reads this consumer's pending entries again before anything new.
+    fn reread_own_pending(&mut self) {
+        self.pending_from = Some(vec![Some("0".to_owned()); self.streams.len()]);
     }
 
     fn err(&self, what: &str, e: redis::RedisError) -> ConnectorError {
         ConnectorError::redis(format!("{what} (group {})", self.group), e)
     }
 
-    /// Re-reads this consumer's pending entries, one stream at a time.
+    /// Re-reads this consumer's pending entries, one stream at a time, a
+    /// page at a time: lists them (`XPENDING`, which changes nothing),
+    /// leaves out those in flight, and takes the others again (`XCLAIM` to
+    /// itself, which counts a delivery). Entries in flight are not touched,
+    /// so however often the connection drops, an entry's delivery count
+    /// counts only the times it was handed out (for `max_deliveries`).
     async fn read_own_pending(&mut self) -> Result<(), ConnectorError> {
         let Some(from) = &mut self.pending_from else {
             return Ok(());
         };
-        let Some((i, last)) = from
+        let Some((i, after)) = from
             .iter()
             .enumerate()
             .find_map(|(i, id)| id.clone().map(|id| (i, id)))
@@ -171,31 +192,74 @@ impl RedisStreamSource {
             info!(pipeline = %self.pipeline, "own pending entries re-read; reading new entries");
             return Ok(());
         };
-        let reply: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let stream = Arc::clone(&self.streams[i]);
+        let paused = self.acker.pause().await;
+        let reply: redis::Value = redis::cmd("XPENDING")
+            .arg(&*stream)
             .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
+            .arg(if after == "0" {
+                "-".to_owned()
+            } else {
+                format!("({after}")
+            })
+            .arg("+")
             .arg(self.config.batch_size.get())
-            .arg("STREAMS")
-            .arg(&*self.streams[i])
-            .arg(&last)
-            .query_async(&mut self.reader)
+            .arg(&self.consumer)
+            .query_async(&mut self.cmd)
             .await
-            .map_err(|e| self.err("re-reading pending entries", e))?;
-        let entries: Vec<StreamEntry> = parse_read_reply(&reply)
-            .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?
-            .into_iter()
-            .flat_map(|(_, entries)| entries)
-            .collect();
-        if let Some(from) = &mut self.pending_from {
-            from[i] = entries.last().map(|e| e.id.clone());
-        }
-        if !entries.is_empty() {
-            info!(pipeline = %self.pipeline, stream = %self.streams[i], count = entries.len(),
+            .map_err(|e| self.err("listing own pending entries", e))?;
+        let rows = parse_pending(&reply)
+            .map_err(|e| ConnectorError::Fatal(format!("unexpected XPENDING reply: {e}")))?;
+        let next = rows.last().map(|(id, ..)| id.clone());
+        let rows = self
+            .acker
+            .not_in_flight(&paused, rows, |(id, ..)| (i, id.clone()));
+        drop(paused);
+        self.probe.up();
+        if !rows.is_empty() {
+            // Taking them again is one more delivery each.
+            let counts: HashMap<String, u64> = rows
+                .iter()
+                .map(|(id, _, _, n)| (id.clone(), n + 1))
+                .collect();
+            // An entry another consumer claimed since it was listed has
+            // been idle for less than that: it stays with that consumer.
+            let idle = rows.iter().map(|(_, _, idle, _)| *idle).min().unwrap_or(0);
+            let mut claim = redis::cmd("XCLAIM");
+            claim
+                .arg(&*stream)
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(idle);
+            for (id, ..) in &rows {
+                claim.arg(id);
+            }
+            let reply: redis::Value = claim
+                .query_async(&mut self.cmd)
+                .await
+                .map_err(|e| self.err("taking own pending entries again", e))?;
+            // Entries deleted while pending: Redis 7 drops them from the
+            // pending list and leaves them out; 6.2 answers nil for them.
+            let reply = match reply {
+                redis::Value::Array(entries) => redis::Value::Array(
+                    entries
+                        .into_iter()
+                        .filter(|e| !matches!(e, redis::Value::Nil))
+                        .collect(),
+                ),
+                other => other,
+            };
+            let entries = parse_entries(&reply)
+                .map_err(|e| ConnectorError::Fatal(format!("unexpected XCLAIM reply: {e}")))?;
+            info!(pipeline = %self.pipeline, %stream, count = entries.len(),
                 "re-reading entries received but not acknowledged before");
+            self.deliver(i, entries, &counts);
         }
-        self.deliver(i, entries, true).await
+        if let Some(from) = &mut self.pending_from {
+            // After the last page (`None`), this stream is done.
+            from[i] = next;
+        }
+        Ok(())
     }
 
     async fn read_new(&mut self) -> Result<(), ConnectorError> {
@@ -236,6 +300,7 @@ impl RedisStreamSource {
             }
             Err(e) => return Err(self.err("reading new entries", e)),
         };
+        self.probe.up();
         let per_stream = parse_read_reply(&reply)
             .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?;
         let mut answered = Vec::new();
@@ -247,7 +312,7 @@ impl RedisStreamSource {
                         answered.push(i);
                     }
                 }
-                self.deliver(i, entries, false).await?;
+                self.deliver(i, entries, &HashMap::new());
             }
         }
         // Every entry up to a stream's end existed at start, so a stream
@@ -273,6 +338,7 @@ impl RedisStreamSource {
     /// Claims entries other consumers left pending for `claim_idle`.
     async fn claim(&mut self) -> Result<(), ConnectorError> {
         for i in 0..self.streams.len() {
+            let paused = self.acker.pause().await;
             let reply: redis::Value = redis::cmd("XAUTOCLAIM")
                 .arg(&*self.streams[i])
                 .arg(&self.group)
@@ -287,37 +353,39 @@ impl RedisStreamSource {
             let (cursor, entries, _deleted) = parse_autoclaim_reply(&reply)
                 .map_err(|e| ConnectorError::Fatal(format!("unexpected XAUTOCLAIM reply: {e}")))?;
             self.claim_cursors[i] = cursor;
+            // Own entries can be idle that long too, when sinks are slow:
+            // those in flight are not delivered twice.
+            let entries = self
+                .acker
+                .not_in_flight(&paused, entries, |e| (i, e.id.clone()));
+            drop(paused);
+            self.probe.up();
             if !entries.is_empty() {
                 warn!(pipeline = %self.pipeline, stream = %self.streams[i], count = entries.len(),
                     "claimed entries another consumer left unacknowledged");
-                self.deliver(i, entries, true).await?;
+                let deliveries = self.delivery_counts(i, &entries).await?;
+                self.deliver(i, entries, &deliveries);
             }
         }
         Ok(())
     }
 
-    /// Turns entries into envelopes. For entries delivered before
-    /// (`check_deliveries`), looks up how often: too often sends them to
-    /// the dead-letter sink.
-    async fn deliver(
+    /// Turns entries into envelopes. `deliveries`: for entries delivered
+    /// before, how often, this time included; too often sends them to the
+    /// dead-letter sink.
+    fn deliver(
         &mut self,
         stream: usize,
         entries: Vec<StreamEntry>,
-        check_deliveries: bool,
-    ) -> Result<(), ConnectorError> {
-        let counts = match (check_deliveries, entries.first(), entries.last()) {
-            (true, Some(first), Some(last)) => {
-                self.delivery_counts(stream, &first.id, &last.id, entries.len())
-                    .await?
-            }
-            _ => HashMap::new(),
-        };
+        deliveries: &HashMap<String, u64>,
+    ) {
         let max = self.config.max_deliveries.get() as u64;
-        let acks = self.acker.sender();
         for entry in entries {
             let Some(fields) = entry.fields else {
                 // Deleted while pending: nothing to deliver, just forget it.
-                let _ = acks.send((stream, entry.id));
+                self.acker
+                    .ack((stream, entry.id))
+                    .complete(Outcome::Delivered);
                 continue;
             };
             let m = from_stream_fields(&fields);
@@ -332,15 +400,9 @@ impl RedisStreamSource {
                 },
                 ..Message::default()
             };
-            let tx = acks.clone();
-            let id = entry.id.clone();
-            let ack = Ack::new(move |outcome| {
-                if outcome != Outcome::Failed {
-                    let _ = tx.send((stream, id));
-                }
-            });
+            let ack = self.acker.ack((stream, entry.id.clone()));
             let mut envelope = Envelope::new(message, ack);
-            if let Some(&n) = counts.get(&entry.id)
+            if let Some(&n) = deliveries.get(&entry.id)
                 && n >= max
             {
                 envelope.dead_letter = Some(format!(
@@ -349,16 +411,18 @@ impl RedisStreamSource {
             }
             self.buffer.push_back(envelope);
         }
-        Ok(())
     }
 
+    /// How often each of `entries` (just claimed) has been delivered.
     async fn delivery_counts(
         &mut self,
         stream: usize,
-        first: &str,
-        last: &str,
-        count: usize,
+        entries: &[StreamEntry],
     ) -> Result<HashMap<String, u64>, ConnectorError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let (first, last, count) = (&first.id, &last.id, entries.len());
         let reply: redis::Value = redis::cmd("XPENDING")
             .arg(&*self.streams[stream])
             .arg(&self.group)
@@ -604,15 +668,24 @@ impl Source for RedisStreamSource {
                     warn!(pipeline = %self.pipeline, "{e}");
                 }
             }
-            if self.pending_from.is_some() {
-                self.read_own_pending().await?;
+            if self.acker.take_lost() {
+                self.reread_own_pending();
+            }
+            let read = if self.pending_from.is_some() {
+                self.read_own_pending().await
             } else if self.read_to_the_end() {
                 return Ok(None);
             } else if now >= self.next_claim {
                 self.next_claim = now + (self.config.claim_idle.0 / 2).max(Duration::from_secs(1));
-                self.claim().await?;
+                self.claim().await
             } else {
-                self.read_new().await?;
+                self.read_new().await
+            };
+            if let Err(e) = read {
+                // Redis may have delivered entries to this consumer (or
+                // claimed them for it) without the reply arriving.
+                self.reread_own_pending();
+                return Err(e);
             }
         }
     }

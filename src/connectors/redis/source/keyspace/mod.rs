@@ -19,7 +19,7 @@
 //! object of member -> score; stream as `{"length", "last_id", "last_entry"}`);
 //! headers `redis.event` and `redis.type`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -72,6 +72,9 @@ pub struct RedisKeyspaceSource {
     scan: Option<u64>,
     scanned: VecDeque<String>,
     ready: VecDeque<Envelope>,
+    /// With `sync`: the change ids of keys whose read with the script may
+    /// have run without its reply arriving (at most one batch).
+    unsettled: HashMap<String, String>,
 }
 
 impl RedisKeyspaceSource {
@@ -141,6 +144,7 @@ impl RedisKeyspaceSource {
             scan: config.snapshot.then_some(0),
             scanned: VecDeque::new(),
             ready: VecDeque::new(),
+            unsettled: HashMap::new(),
         })
     }
 
@@ -167,26 +171,54 @@ impl RedisKeyspaceSource {
     }
 
     /// Reads the current values of `keys` and queues them to be emitted.
+    /// Keys whose read failed wait to be read again: a reply lost on a cut
+    /// connection loses no key.
     async fn read(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
-        let keys = keys
+        let keys: Vec<_> = keys
             .into_iter()
             .filter(|(key, _)| !key.starts_with(sync::RESERVED_PREFIX))
             .collect();
         let plain = match self.sync.clone() {
-            Some(script) => self.read_synced(&script, keys).await?,
+            Some(script) => match self.read_synced(&script, &keys).await {
+                Ok(plain) => plain,
+                Err(e) => {
+                    self.put_back(keys);
+                    return Err(e);
+                }
+            },
             None => keys,
         };
-        self.read_plain(plain).await
+        if let Err(e) = self.read_plain(&plain).await {
+            self.put_back(plain);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn put_back(&self, keys: Vec<(String, String)>) {
+        for (key, event) in keys {
+            self.shared.changed(key, event);
+        }
     }
 
     /// With `sync`: reads keys with their companions (one pipelined round
     /// trip); returns the keys of types sync does not handle.
+    ///
+    /// The script records what it saw, so a read whose reply was lost would
+    /// find nothing new the next time: a key read again after a failure
+    /// keeps its change id, which makes the script report the change again.
     async fn read_synced(
         &mut self,
         script: &redis::Script,
-        keys: Vec<(String, String)>,
+        keys: &[(String, String)],
     ) -> Result<Vec<(String, String)>, ConnectorError> {
-        let changes: Vec<String> = keys.iter().map(|_| sync::change_id()).collect();
+        let changes: Vec<String> = keys
+            .iter()
+            .map(|(key, _)| self.unsettled.remove(key).unwrap_or_else(sync::change_id))
+            .collect();
+        for ((key, _), change) in keys.iter().zip(&changes) {
+            self.unsettled.insert(key.clone(), change.clone());
+        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for ((key, _), change) in keys.iter().zip(&changes) {
@@ -206,21 +238,20 @@ impl RedisKeyspaceSource {
                 .load_async(&mut self.cmd)
                 .await
                 .map_err(|e| self.err("loading the sync script", e))?;
-            for (key, event) in keys {
-                self.shared.changed(key, event);
-            }
+            self.put_back(keys.to_vec());
             return Ok(Vec::new());
         }
         let mut plain = Vec::new();
-        for (((key, event), change), reply) in keys.into_iter().zip(changes).zip(replies) {
+        for (((key, event), change), reply) in keys.iter().zip(changes).zip(replies) {
+            self.unsettled.remove(key);
             match observed(reply) {
-                Observed::Other => plain.push((key, event)),
+                Observed::Other => plain.push((key.clone(), event.clone())),
                 Observed::Unchanged => {
                     debug!(pipeline = %self.pipeline, key, event, "ferry's own write, or no change; not emitted");
                 }
                 Observed::Changed(kind, value) => {
                     let payload = encode_value(&kind, &value);
-                    self.emit(key, event, kind, payload, Some(change));
+                    self.emit(key.clone(), event.clone(), kind, payload, Some(change));
                 }
             }
         }
@@ -228,12 +259,12 @@ impl RedisKeyspaceSource {
     }
 
     /// Reads the current values of `keys` (two pipelined round trips).
-    async fn read_plain(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
+    async fn read_plain(&mut self, keys: &[(String, String)]) -> Result<(), ConnectorError> {
         if keys.is_empty() {
             return Ok(());
         }
         let mut types = redis::pipe();
-        for (key, _) in &keys {
+        for (key, _) in keys {
             types.cmd("TYPE").arg(key);
         }
         let types: Vec<String> = types
@@ -262,17 +293,17 @@ impl RedisKeyspaceSource {
             .query_async(&mut self.cmd)
             .await
             .map_err(|e| self.err("reading values", e))?;
-        for (((key, event), kind), value) in keys.into_iter().zip(types).zip(values) {
+        for (((key, event), kind), value) in keys.iter().zip(types).zip(values) {
             let value = match value {
                 Ok(v) => v,
                 // The key changed type in between: read it again later.
                 Err(_) => {
-                    self.shared.changed(key, event);
+                    self.shared.changed(key.clone(), event.clone());
                     continue;
                 }
             };
             let payload = encode_value(&kind, &value);
-            self.emit(key, event, kind, payload, None);
+            self.emit(key.clone(), event.clone(), kind, payload, None);
         }
         Ok(())
     }
@@ -326,9 +357,11 @@ impl Source for RedisKeyspaceSource {
             {
                 return Err(ConnectorError::Fatal(e));
             }
+            // A rescan asked for while a scan runs waits for it to end: the
+            // running scan's cursor may be past keys whose changes were lost.
             if self.snapshot
-                && self.shared.rescan.swap(false, Ordering::Relaxed)
                 && self.scan.is_none()
+                && self.shared.rescan.swap(false, Ordering::Relaxed)
             {
                 self.scan = Some(0);
             }
