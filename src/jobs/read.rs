@@ -14,7 +14,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 
 use crate::config::time::Time;
 use crate::connectors::kafka::mapping::to_message;
@@ -236,7 +236,7 @@ fn assignment(
 /// Redis streams read with `XREAD` (no group: nothing pending, nothing
 /// acknowledged, no group created).
 pub struct StreamReader {
-    conn: ConnectionManager,
+    conn: RedisConn,
     streams: Vec<Arc<str>>,
     /// Per stream, the last id read.
     last: Vec<String>,

@@ -16,7 +16,8 @@ use std::time::Duration;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::config::RedisUrl;
+use super::config::{RedisUrl, SentinelConfig};
+use super::connection::{Cluster, RedisConn, Sentinel};
 use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
@@ -37,6 +38,19 @@ pub struct RedisAccess {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub tls: Option<TlsConfig>,
+    pub mode: Mode,
+}
+
+/// What Redis runs as.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// One server (or a managed endpoint that hides its failover).
+    #[default]
+    Single,
+    /// Redis Cluster: `url` is one node; redis-rs finds the others.
+    Cluster,
+    /// A primary found through sentinels; `url` gives the database and TLS.
+    Sentinel(SentinelConfig),
 }
 
 impl RedisAccess {
@@ -47,6 +61,7 @@ impl RedisAccess {
             username: None,
             password: None,
             tls: None,
+            mode: Mode::Single,
         })
     }
 
@@ -78,6 +93,18 @@ impl RedisAccess {
                     "an ACL user logs in with both: add password = \"${REDIS_PASSWORD}\"",
                 ),
             );
+        }
+        match &self.mode {
+            Mode::Single => {}
+            Mode::Cluster => {
+                if self.url.db() != 0 {
+                    problems.push(
+                        Problem::at_path(path.key("url"), "a Redis Cluster has only database 0")
+                            .with_help("remove the /db from the url"),
+                    );
+                }
+            }
+            Mode::Sentinel(sentinel) => sentinel.check(&path.key("sentinel"), problems),
         }
         if let Some(tls) = &self.tls {
             if !self.is_tls() {
@@ -134,21 +161,53 @@ impl RedisAccess {
     }
 }
 
-/// A connection manager that reconnects by itself, with a response timeout
-/// so that a hung server fails a batch (which is retried) instead of
-/// blocking the pipeline forever.
+/// A connection that reconnects by itself (to a single server, a cluster
+/// or the primary the sentinels name), with a response timeout so that a
+/// hung server fails a batch (which is retried) instead of blocking the
+/// pipeline forever.
 pub fn connect(
     access: &RedisAccess,
     response_timeout: Duration,
-) -> Result<ConnectionManager, ConnectorError> {
+) -> Result<RedisConn, ConnectorError> {
     let client = access.client()?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| ConnectorError::redis("creating the connection", e))
+    let opening = |e| ConnectorError::redis(format!("opening {}", access.shown()), e);
+    match &access.mode {
+        Mode::Single => ConnectionManager::new_lazy_with_config(client, config)
+            .map(RedisConn::Single)
+            .map_err(|e| ConnectorError::redis("creating the connection", e)),
+        Mode::Cluster => {
+            let info = client.get_connection_info().clone();
+            let mut builder = redis::cluster::ClusterClientBuilder::new(vec![info])
+                .response_timeout(response_timeout)
+                .connection_timeout(Duration::from_secs(5))
+                // A failover takes a few seconds (cluster-node-timeout plus
+                // the election): ride it out within one batch when possible.
+                .retries(8)
+                .min_retry_wait(100)
+                .max_retry_wait(2_000);
+            if let Some(tls) = access.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
+                        client_cert: id.cert,
+                        client_key: id.key,
+                    }),
+                    root_cert: tls.read_ca()?,
+                });
+            }
+            let cluster = builder.build().map_err(opening)?;
+            Ok(RedisConn::Cluster(Cluster::new(cluster)))
+        }
+        Mode::Sentinel(sentinel) => {
+            let info = client.get_connection_info().clone();
+            let sentinels = sentinel.client(&info, access.tls.as_ref())?;
+            Ok(RedisConn::Sentinel(Sentinel::new(sentinels, config)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +228,7 @@ mod tests {
             username: t.username,
             password: t.password,
             tls: t.tls,
+            mode: Mode::Single,
         };
         let mut p = Vec::new();
         a.check(&ConfigPath::root(), &mut p);

@@ -4,10 +4,12 @@
 pub mod access;
 pub mod commands;
 pub mod config;
+pub mod connection;
 pub mod exactly_once;
 pub mod key_value;
 pub mod replies;
 pub mod script;
+pub mod slots;
 pub mod sink;
 pub mod source;
 pub mod stream_entry;

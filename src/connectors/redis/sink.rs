@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tracing::{info, warn};
 
 use super::access::connect;
@@ -24,7 +24,7 @@ use crate::position::{Mark, Position, Scope, Settled};
 use crate::template::Template;
 
 pub struct RedisSink {
-    conn: ConnectionManager,
+    conn: RedisConn,
     plan: WritePlan,
     key: Template,
     /// `replace` needs `DEL` and the write to land together: the batch
@@ -216,6 +216,7 @@ impl Sink for RedisSink {
                 let call = exactly_once::call(
                     once.script.get_hash(),
                     &exactly_once::scope_key(&once.base, &position.scope),
+                    &write.key,
                     &exactly_once::member(&position),
                     &write.commands,
                 );
@@ -242,25 +243,15 @@ impl Sink for RedisSink {
         &mut self,
         batch: &[Write],
     ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        if self.atomic {
-            pipe.atomic();
-        }
-        for w in batch {
-            for c in &w.commands {
-                pipe.add_command(c.clone());
-            }
-        }
+        let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
         // After the writes, whose replies come first. Their own replies are
         // not read: a failed one is sent again with the next mark.
         if let Scripted::ExactlyOnce(once) = &mut self.scripted {
-            for c in once.forget(batch) {
-                pipe.add_command(c);
-            }
+            commands.extend(once.forget(batch));
         }
-        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
-            .query_async(&mut self.conn)
+        let replies = self
+            .conn
+            .run(&commands, self.atomic)
             .await
             .map_err(|e| ConnectorError::redis("writing a batch", e))?;
         let mut replies = replies.into_iter();

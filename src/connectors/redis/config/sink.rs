@@ -14,6 +14,14 @@ pub struct RedisSinkConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     /// Which command writes a message.
     pub write: WriteMode,
     /// Key template, e.g. `order:{order_id}` (the channel for `publish`).
@@ -156,15 +164,66 @@ impl RedisSinkConfig {
     /// With `exactly_once`: the name the position keys start with,
     /// `positions_key` or `ferry:positions:<pipeline>:<key>`.
     pub fn positions_base(&self, pipeline: &str) -> String {
-        self.positions_key.as_ref().map_or_else(
-            || format!("ferry:positions:{pipeline}:{}", self.key),
-            ToString::to_string,
-        )
+        match (&self.positions_key, self.cluster.then(|| self.key_tag()).flatten()) {
+            (Some(k), _) => k.to_string(),
+            // The data's hash tag first, so positions share its slot.
+            (None, Some(tag)) => format!("ferry:positions:{{{tag}}}:{pipeline}:{}", self.key),
+            (None, None) => format!("ferry:positions:{pipeline}:{}", self.key),
+        }
+    }
+
+    /// The hash tag every key `key` renders starts with, when its literal
+    /// beginning has one: `{{orders}}:{id}` renders `{orders}:...`.
+    pub fn key_tag(&self) -> Option<&str> {
+        crate::connectors::redis::slots::hash_tag(self.key.literal_prefix())
+    }
+
+    /// What a Redis Cluster asks of the keys: a script's keys share a slot.
+    fn check_cluster(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if !self.cluster {
+            return;
+        }
+        if self.sync {
+            problems.push(
+                Problem::at_path(path.key("sync"), "two-way `sync` does not run on a Redis Cluster yet")
+                    .with_help("its scripts touch companion keys in other slots; use one server or Sentinel"),
+            );
+        }
+        if !self.exactly_once {
+            return;
+        }
+        let Some(tag) = self.key_tag() else {
+            problems.push(
+                Problem::at_path(
+                    path.key("key"),
+                    "on a Redis Cluster, `exactly_once` needs every key in the slot of its positions",
+                )
+                .with_help(
+                    "the position and the data are written by one script, which a cluster runs only \
+                     on keys of one slot: begin `key` with a hash tag written as literal text, \
+                     e.g. key = \"{{orders}}:{order_id}\" (keys `{orders}:...`, all in one slot)",
+                ),
+            );
+            return;
+        };
+        if let Some(k) = &self.positions_key
+            && crate::connectors::redis::slots::hash_tag(&k.to_string()) != Some(tag)
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("positions_key"),
+                    format!("on a Redis Cluster, `positions_key` must carry the hash tag of `key` ({{{tag}}})"),
+                )
+                .with_help(format!("e.g. positions_key = \"ferry:positions:{{{tag}}}\"")),
+            );
+        }
     }
 
     /// Options that do not fit `write`, and options it needs.
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        check_mode(self.cluster, &self.sentinel, path, problems);
+        self.check_cluster(path, problems);
         use WriteMode::*;
         let mode = self.write;
         let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
@@ -353,6 +412,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("1714557600000-0"), "{bad}");
+    }
+
+    #[test]
+    fn exactly_once_on_a_cluster_needs_a_hash_tag_shared_with_the_positions() {
+        let (_, p) = sink("write = \"set\"\ncluster = true\nexactly_once = true");
+        assert!(p[0].message.contains("needs every key in the slot"), "{p:?}");
+        let (c, p) = sink("write = \"set\"\ncluster = true\nexactly_once = true");
+        drop((c, p));
+        let c: RedisSinkConfig = toml::from_str(
+            "url = \"redis://127.0.0.1\"\nkey = \"{{orders}}:{id}\"\nwrite = \"set\"\ncluster = true\nexactly_once = true",
+        )
+        .unwrap();
+        let mut p = Vec::new();
+        c.check(&ConfigPath::root(), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let base = c.positions_base("p");
+        assert!(base.starts_with("ferry:positions:{orders}:p:"), "{base}");
+        assert!(crate::connectors::redis::slots::same_slot(&base, "{orders}:42"));
+        let c: RedisSinkConfig = toml::from_str(
+            "url = \"redis://127.0.0.1\"\nkey = \"{{orders}}:{id}\"\nwrite = \"set\"\ncluster = true\nexactly_once = true\npositions_key = \"pos\"",
+        )
+        .unwrap();
+        let mut p = Vec::new();
+        c.check(&ConfigPath::root(), &mut p);
+        assert!(p[0].message.contains("must carry the hash tag"), "{p:?}");
     }
 
     #[test]

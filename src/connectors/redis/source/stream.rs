@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
@@ -46,8 +46,8 @@ pub struct RedisStreamSource {
     pipeline: String,
     /// Blocking reads only: a blocked `XREADGROUP` would hold up anything
     /// else sent on the same connection.
-    reader: ConnectionManager,
-    cmd: ConnectionManager,
+    reader: RedisConn,
+    cmd: RedisConn,
     streams: Vec<Arc<str>>,
     group: String,
     consumer: String,
@@ -472,7 +472,7 @@ impl RedisStreamSource {
 /// Deletes, from each of `streams`, the entries every group has
 /// acknowledged (`group` names ferry's group in errors).
 async fn trim_acknowledged(
-    cmd: &mut ConnectionManager,
+    cmd: &mut RedisConn,
     streams: &[Arc<str>],
     group: &str,
 ) -> Result<(), ConnectorError> {
@@ -516,7 +516,7 @@ async fn trim_acknowledged(
 /// those lie above every earlier one, so its lowest pending id is still a
 /// floor.
 async fn keep_from(
-    cmd: &mut ConnectionManager,
+    cmd: &mut RedisConn,
     stream: &str,
     group: &HashMap<String, String>,
 ) -> Result<Option<(u64, u64)>, ConnectorError> {
@@ -578,7 +578,7 @@ fn map_of(v: &redis::Value) -> HashMap<String, String> {
 /// those not yet given to the group (`lag`, Redis 7+) plus this consumer's
 /// own pending ones, which it reads again first.
 async fn job_of(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -622,7 +622,7 @@ async fn job_of(
 }
 
 async fn create_group(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     stream: &str,
     group: &str,
     from: &str,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -94,7 +94,7 @@ impl Shared {
 
 pub(super) async fn listen(
     client: redis::Client,
-    mut cmd: ConnectionManager,
+    mut cmd: RedisConn,
     configure: bool,
     channel: String,
     shared: Arc<Shared>,
@@ -169,7 +169,7 @@ pub(super) async fn listen(
 /// Checks that Redis publishes keyspace notifications for every event
 /// class; turns them on when allowed to.
 pub(super) async fn ensure_notifications(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     configure: bool,
 ) -> Result<(), ConnectorError> {
     let reply: redis::Value = redis::cmd("CONFIG")

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -55,7 +55,7 @@ const SCAN_COUNT: usize = 500;
 
 pub struct RedisKeyspaceSource {
     pipeline: String,
-    cmd: ConnectionManager,
+    cmd: RedisConn,
     /// With `sync`: the script that reads a key with its companion.
     sync: Option<redis::Script>,
     shared: Arc<Shared>,

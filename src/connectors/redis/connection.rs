@@ -1,0 +1,308 @@
+//! One connection, whatever Redis runs as: a single server, a Redis
+//! Cluster, or a primary watched by Sentinel. Every source and sink talks
+//! through [`RedisConn`]; the cluster and Sentinel clients are redis-rs's
+//! own, and this file only adds what they leave to the caller:
+//!
+//! - **Cluster**: redis-rs follows `MOVED`/`ASK` and refreshes its slot
+//!   map for single commands, but sends a pipeline to one slot only. So a
+//!   batch is split by slot ([`super::slots`]), the slot pipelines run
+//!   concurrently (redis-rs multiplexes them over one connection per node,
+//!   which pipelines them per node), and a command a pipeline got
+//!   redirected is sent again alone, which lets redis-rs follow the
+//!   redirect. A key's writes share a slot, so their order is kept.
+//! - **Sentinel**: the primary is asked of the sentinels, reached, and
+//!   asked again after any connection error, any `READONLY` reply (a
+//!   demoted primary) and every [`RECHECK`]: writes never go on to a
+//!   primary the sentinels have replaced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::sentinel::SentinelClient;
+use redis::{Cmd, RedisFuture, RedisResult, Value};
+use tokio::sync::Mutex;
+
+use super::slots::routing_key;
+
+/// How often a Sentinel-discovered primary is confirmed with the sentinels
+/// even when nothing failed: bounds how long writes could go to a primary
+/// that was replaced while it stayed reachable (a network split).
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// A connection to Redis that reconnects by itself; cheap to clone (clones
+/// share the connection).
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(Cluster),
+    Sentinel(Sentinel),
+}
+
+/// A Redis Cluster, connected on first use.
+#[derive(Clone)]
+pub struct Cluster {
+    client: redis::cluster::ClusterClient,
+    conn: Arc<Mutex<Option<ClusterConnection>>>,
+}
+
+impl Cluster {
+    pub fn new(client: redis::cluster::ClusterClient) -> Cluster {
+        Cluster {
+            client,
+            conn: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn get(&self) -> RedisResult<ClusterConnection> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.client.get_async_connection().await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The primaries' addresses (`host:port`), from `CLUSTER SLOTS`.
+    pub async fn primaries(&self) -> RedisResult<Vec<String>> {
+        let mut conn = self.get().await?;
+        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
+        Ok(super::slots::primaries_of(&slots))
+    }
+}
+
+/// A primary found through sentinels.
+#[derive(Clone)]
+pub struct Sentinel {
+    sentinels: Arc<Mutex<SentinelClient>>,
+    config: ConnectionManagerConfig,
+    current: Arc<Mutex<Option<Primary>>>,
+}
+
+#[derive(Clone)]
+struct Primary {
+    conn: ConnectionManager,
+    client: redis::Client,
+    checked: Instant,
+}
+
+impl Sentinel {
+    pub fn new(sentinels: SentinelClient, config: ConnectionManagerConfig) -> Sentinel {
+        Sentinel {
+            sentinels: Arc::new(Mutex::new(sentinels)),
+            config,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The client of the primary the sentinels name now.
+    pub async fn primary_client(&self) -> RedisResult<redis::Client> {
+        self.get().await.map(|p| p.client)
+    }
+
+    async fn get(&self) -> RedisResult<Primary> {
+        let mut current = self.current.lock().await;
+        if let Some(p) = current.as_ref()
+            && p.checked.elapsed() < RECHECK
+        {
+            return Ok(p.clone());
+        }
+        // redis-rs asks the sentinels and checks with `ROLE` that the
+        // server it names is a primary.
+        let client = self.sentinels.lock().await.async_get_client().await?;
+        if let Some(p) = current.as_mut()
+            && p.client.get_connection_info().addr() == client.get_connection_info().addr()
+        {
+            p.checked = Instant::now();
+            return Ok(p.clone());
+        }
+        if let Some(old) = current.as_ref() {
+            tracing::warn!(
+                from = %old.client.get_connection_info().addr(),
+                to = %client.get_connection_info().addr(),
+                "redis sentinel: the primary changed; writing to the new one"
+            );
+        }
+        let conn = ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?;
+        let p = Primary {
+            conn,
+            client,
+            checked: Instant::now(),
+        };
+        *current = Some(p.clone());
+        Ok(p)
+    }
+
+    /// After a failure that may mean the primary moved: ask again next time.
+    async fn forget(&self) {
+        *self.current.lock().await = None;
+    }
+}
+
+/// Whether a reply says this server may no longer be the primary.
+fn demoted(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN"))
+}
+
+fn demoted_value(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => matches!(e.code(), "READONLY" | "MASTERDOWN"),
+        Value::Array(vs) => vs.iter().any(demoted_value),
+        _ => false,
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => async move { c.get().await?.req_packed_command(cmd).await }.boxed(),
+            RedisConn::Sentinel(s) => async move {
+                let mut p = s.get().await?;
+                let r = p.conn.req_packed_command(cmd).await;
+                if r.as_ref().map_or_else(demoted, demoted_value) {
+                    s.forget().await;
+                }
+                r
+            }
+            .boxed(),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => async move {
+                c.get()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await
+            }
+            .boxed(),
+            RedisConn::Sentinel(s) => async move {
+                let mut p = s.get().await?;
+                let r = p.conn.req_packed_commands(pipeline, offset, count).await;
+                let stale = match &r {
+                    Err(e) => demoted(e),
+                    Ok(vs) => vs.iter().any(demoted_value),
+                };
+                if stale {
+                    s.forget().await;
+                }
+                r
+            }
+            .boxed(),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(c) => c.get_db(),
+            RedisConn::Cluster(_) => 0,
+            RedisConn::Sentinel(_) => 0,
+        }
+    }
+}
+
+/// Replies that mean "not here, or not now" on a cluster: the command was
+/// not run, and sent again alone redis-rs finds where it belongs.
+fn redirected(reply: &RedisResult<Value>) -> bool {
+    reply
+        .as_ref()
+        .is_err_and(|e| matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")))
+}
+
+impl RedisConn {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+
+    /// Runs `commands` pipelined and returns one reply per command, in
+    /// order; `Err` when the connection failed (nothing is known of what
+    /// ran). `atomic`: in `MULTI` (on a cluster, one `MULTI` per slot,
+    /// enough for writes that must land together on one key).
+    pub async fn run(
+        &mut self,
+        commands: &[Cmd],
+        atomic: bool,
+    ) -> RedisResult<Vec<RedisResult<Value>>> {
+        let pipe = |cmds: &mut dyn Iterator<Item = &Cmd>| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            if atomic {
+                pipe.atomic();
+            }
+            for c in cmds {
+                pipe.add_command(c.clone());
+            }
+            pipe
+        };
+        let RedisConn::Cluster(cluster) = self else {
+            return pipe(&mut commands.iter()).query_async(self).await;
+        };
+        let conn = cluster.get().await?;
+        // Group by slot, in the order slots first appear.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_slot: HashMap<Option<Slot>, usize> = HashMap::new();
+        for (i, c) in commands.iter().enumerate() {
+            let slot = routing_key(c).map(Slot::for_key);
+            let g = *by_slot.entry(slot).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(i);
+        }
+        let sends = groups.iter().map(|group| {
+            let mut conn = conn.clone();
+            let p = pipe(&mut group.iter().map(|&i| &commands[i]));
+            async move { p.query_async::<Vec<RedisResult<Value>>>(&mut conn).await }
+        });
+        let results = join_all(sends).await;
+        let mut out: Vec<Option<RedisResult<Value>>> = (0..commands.len()).map(|_| None).collect();
+        for (group, result) in groups.iter().zip(results) {
+            let mut replies = result?;
+            if replies.iter().any(redirected) {
+                let mut conn = conn.clone();
+                if atomic {
+                    // `MULTI` was refused whole: send the slot's pipeline
+                    // again once redis-rs learnt where the slot lives.
+                    let _: RedisResult<Value> = redis::cmd("EXISTS")
+                        .arg(routing_key(&commands[group[0]]).unwrap_or_default())
+                        .query_async(&mut conn)
+                        .await;
+                    replies = pipe(&mut group.iter().map(|&i| &commands[i]))
+                        .query_async(&mut conn)
+                        .await?;
+                } else {
+                    for (reply, &i) in replies.iter_mut().zip(group) {
+                        if redirected(reply) {
+                            *reply = commands[i].query_async(&mut conn).await;
+                        }
+                    }
+                }
+            }
+            for (reply, &i) in replies.into_iter().zip(group) {
+                out[i] = Some(reply);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Client, "no reply")))))
+            .collect())
+    }
+}
