@@ -161,6 +161,34 @@ impl RedisAccess {
     }
 }
 
+impl RedisAccess {
+    /// A client for one node of a cluster (`host:port`), with this access's
+    /// login and TLS settings.
+    pub fn node_client(&self, node: &str) -> Result<redis::Client, ConnectorError> {
+        let client = self.client()?;
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| ConnectorError::Retry(format!("redis cluster node `{node}` is not host:port")))?;
+        let info = client.get_connection_info().clone();
+        let addr = match info.addr().clone() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => redis::ConnectionAddr::Tcp(host, port),
+        };
+        redis::Client::open(info.set_addr(addr))
+            .map_err(|e| ConnectorError::redis(format!("opening cluster node {node}"), e))
+    }
+}
+
 /// A connection that reconnects by itself (to a single server, a cluster
 /// or the primary the sentinels name), with a response timeout so that a
 /// hung server fails a batch (which is retried) instead of blocking the
@@ -170,11 +198,7 @@ pub fn connect(
     response_timeout: Duration,
 ) -> Result<RedisConn, ConnectorError> {
     let client = access.client()?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
+    let config = manager_config(response_timeout);
     let opening = |e| ConnectorError::redis(format!("opening {}", access.shown()), e);
     match &access.mode {
         Mode::Single => ConnectionManager::new_lazy_with_config(client, config)
@@ -208,6 +232,25 @@ pub fn connect(
             Ok(RedisConn::Sentinel(Sentinel::new(sentinels, config)))
         }
     }
+}
+
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2))
+}
+
+/// A reconnecting connection to one node of a cluster (`host:port`).
+pub fn connect_node(
+    access: &RedisAccess,
+    node: &str,
+    response_timeout: Duration,
+) -> Result<RedisConn, ConnectorError> {
+    ConnectionManager::new_lazy_with_config(access.node_client(node)?, manager_config(response_timeout))
+        .map(RedisConn::Single)
+        .map_err(|e| ConnectorError::redis("creating the connection", e))
 }
 
 #[cfg(test)]

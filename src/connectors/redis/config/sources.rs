@@ -295,6 +295,12 @@ impl RedisKeyspaceSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
         check_mode(self.cluster, &self.sentinel, path, problems);
+        if self.cluster && self.sync {
+            problems.push(
+                Problem::at_path(path.key("sync"), "two-way `sync` does not run on a Redis Cluster yet")
+                    .with_help("its scripts touch companion keys in other slots; use one server or Sentinel"),
+            );
+        }
         if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
             problems.push(
                 Problem::at_path(

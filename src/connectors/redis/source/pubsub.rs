@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::ack::Ack;
+use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::config::RedisPubSubSourceConfig;
+use crate::connectors::redis::connection::RedisConn;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
@@ -37,11 +39,13 @@ impl RedisPubSubSource {
         config: &RedisPubSubSourceConfig,
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
-        let client = config.access().client()?;
+        let access = config.access();
+        let conn = connect(&access, Duration::from_secs(10))?;
         let (tx, rx) = mpsc::channel(config.buffer.get());
         let dropped = Arc::new(AtomicU64::new(0));
         let subscription = Subscription {
-            client,
+            access,
+            conn,
             channels: config.channels.iter().map(ToString::to_string).collect(),
             patterns: config.patterns.iter().map(ToString::to_string).collect(),
         };
@@ -67,14 +71,46 @@ impl RedisPubSubSource {
 
 /// What to subscribe to, and where.
 struct Subscription {
-    client: redis::Client,
+    access: RedisAccess,
+    /// Finds the servers: the primary the sentinels name, a cluster's nodes.
+    conn: RedisConn,
     channels: Vec<String>,
     patterns: Vec<String>,
 }
 
 impl Subscription {
+    /// Where a subscription hears every message: the server; the current
+    /// primary under Sentinel; any node of a cluster (a cluster passes every
+    /// `PUBLISH` to all its nodes), tried in turn.
+    async fn servers(&self) -> Result<Vec<redis::Client>, redis::RedisError> {
+        let refused = |e: ConnectorError| {
+            redis::RedisError::from((redis::ErrorKind::Client, "opening a node", e.to_string()))
+        };
+        match &self.conn {
+            RedisConn::Single(_) => Ok(vec![self.access.client().map_err(refused)?]),
+            RedisConn::Sentinel(s) => Ok(vec![s.primary_client().await?]),
+            RedisConn::Cluster(c) => c
+                .primaries()
+                .await?
+                .iter()
+                .map(|node| self.access.node_client(node).map_err(refused))
+                .collect(),
+        }
+    }
+
     async fn subscribe(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut last = None;
+        for client in self.servers().await? {
+            match self.subscribe_at(&client).await {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no server to subscribe to"))))
+    }
+
+    async fn subscribe_at(&self, client: &redis::Client) -> Result<redis::aio::PubSub, redis::RedisError> {
+        let mut pubsub = client.get_async_pubsub().await?;
         if !self.channels.is_empty() {
             pubsub.subscribe(&self.channels).await?;
         }

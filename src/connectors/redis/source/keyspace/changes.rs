@@ -35,8 +35,8 @@ pub(super) struct Shared {
     /// and ferry may not turn them on).
     pub(super) fatal: Mutex<Option<String>>,
     max_pending: usize,
-    pipeline: String,
-    probe: Probe,
+    pub(super) pipeline: String,
+    pub(super) probe: Probe,
 }
 
 impl Shared {
