@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod exactly_once;
+pub mod guards;
 pub mod key_value;
 pub mod replies;
 pub mod script;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::access::connect;
 use super::commands::Write;
 use super::config::{RedisSinkConfig, WritePlan};
-use super::{exactly_once, script, sync};
+use super::{exactly_once, guards, script, sync};
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
@@ -31,6 +31,8 @@ pub struct RedisSink {
     /// runs in `MULTI`.
     atomic: bool,
     scripted: Scripted,
+    replicas: Option<guards::Replicas>,
+    memory: Option<guards::Memory>,
 }
 
 /// Writes that go through one of ferry's scripts, with their bookkeeping.
@@ -151,6 +153,8 @@ impl RedisSink {
         };
         Ok(Self {
             conn,
+            replicas: guards::Replicas::new(config, pipeline, probe.sink_id()),
+            memory: guards::Memory::new(config, pipeline, probe.sink_id()),
             plan: config.plan(),
             key: config.key.clone(),
             atomic: config.replace,
@@ -243,6 +247,9 @@ impl Sink for RedisSink {
         &mut self,
         batch: &[Write],
     ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        if let Some(memory) = &mut self.memory {
+            memory.check(&mut self.conn).await?;
+        }
         let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
         // After the writes, whose replies come first. Their own replies are
         // not read: a failed one is sent again with the next mark.
@@ -261,6 +268,9 @@ impl Sink for RedisSink {
                 .result_of(replies.by_ref().take(w.commands.len()))
                 .await?;
             results.push(result);
+        }
+        if let Some(replicas) = &self.replicas {
+            replicas.confirm(&mut self.conn, &mut results).await?;
         }
         Ok(results)
     }

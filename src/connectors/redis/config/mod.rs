@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::time::Time;
 use crate::config::values::{
+    Limit,
     Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
     Refusal, Span, Timeout, Until, checked,
 };

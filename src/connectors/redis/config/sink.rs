@@ -67,6 +67,53 @@ pub struct RedisSinkConfig {
     /// `ferry:positions:<pipeline>:<key>`; keep it stable across restarts
     /// and the same in every ferry process of the consumer group.
     pub positions_key: Option<NonEmpty>,
+    /// Confirm a batch only once this many replicas have it (`WAIT`), so
+    /// that a failover right after the write cannot lose it.
+    pub wait_replicas: Option<Count<Replicas>>,
+    /// How long `WAIT` waits for `wait_replicas`.
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout: Span<Timeout>,
+    /// When fewer replicas confirm in time: `retry` the batch (the
+    /// default), or `fail` its messages (to the dead-letter sink).
+    #[serde(default)]
+    pub replicas_missing: ReplicasMissing,
+    /// Pause writing while Redis's `used_memory` is at or above this
+    /// percentage of its `maxmemory` (checked at most every 500 ms, when
+    /// `maxmemory` is set); resume when memory frees up.
+    pub max_memory_percent: Option<Count<Percent>>,
+}
+
+/// Replicas a write may wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas;
+impl Limit for Replicas {
+    const MIN: u64 = 1;
+    const MAX: u64 = 64;
+    const WHY: &'static str = "WAIT counts replicas of the one primary that took the write";
+}
+
+/// A share of `maxmemory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent;
+impl Limit for Percent {
+    const MIN: u64 = 1;
+    const MAX: u64 = 100;
+    const WHY: &'static str = "a percentage of maxmemory";
+}
+
+/// What `wait_replicas` does when fewer replicas confirm in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicasMissing {
+    /// Write the batch again (with the sink's retry backoff).
+    #[default]
+    Retry,
+    /// Count its messages as failed: they go to the dead-letter sink.
+    Fail,
+}
+
+fn default_wait_timeout() -> Span<Timeout> {
+    Span::new(Duration::from_secs(1))
 }
 
 /// How a message becomes a Redis write.
@@ -224,6 +271,12 @@ impl RedisSinkConfig {
         self.access().check(path, problems);
         check_mode(self.cluster, &self.sentinel, path, problems);
         self.check_cluster(path, problems);
+        if self.wait_replicas.is_some() && self.wait_timeout.0 >= self.timeout.0 {
+            problems.push(
+                Problem::at_path(path.key("wait_timeout"), "`wait_timeout` must be shorter than `timeout`")
+                    .with_help("WAIT's reply would otherwise arrive after the sink gave up on it"),
+            );
+        }
         use WriteMode::*;
         let mode = self.write;
         let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
