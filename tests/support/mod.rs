@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod topology;
 
 #[allow(unused_imports)]
 pub use faults::{Proxy, Trigger};
@@ -512,6 +513,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Appends every write to disk (fsync always), so a restart keeps data.
     persistent: bool,
+    /// More `redis-server` arguments (cluster mode, replication, memory).
+    args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -532,12 +535,26 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// A server started with more `redis-server` arguments.
+    pub fn start_args(args: &[&str]) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            persistent: false,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
     fn start_with(persistent: bool) -> Self {
         let mut server = Self {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
             persistent,
+            args: Vec::new(),
         };
         server.spawn();
         server
@@ -559,6 +576,7 @@ impl RedisServer {
                 "",
             ])
             .args(aof)
+            .args(&self.args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
