@@ -70,7 +70,13 @@ impl RedisCluster {
             self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
                 n.try_conn().is_some_and(|mut c| {
                     let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap_or_default();
-                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                    let replica_synced = info_field(&mut c, "replication", "role").as_deref()
+                        != Some("slave")
+                        || info_field(&mut c, "replication", "master_link_status").as_deref()
+                            == Some("up");
+                    info.contains("cluster_state:ok")
+                        && info.contains("cluster_slots_ok:16384")
+                        && replica_synced
                 })
             }) && self.primaries().len() == 3
         });

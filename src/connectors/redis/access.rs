@@ -11,6 +11,7 @@
 //! | `username` + `password` | `AUTH username password` (ACL user) |
 //! | `password` alone | `AUTH password` (legacy `requirepass`) |
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -205,26 +206,35 @@ pub fn connect(
             .map(RedisConn::Single)
             .map_err(|e| ConnectorError::redis("creating the connection", e)),
         Mode::Cluster => {
-            let info = client.get_connection_info().clone();
-            let mut builder = redis::cluster::ClusterClientBuilder::new(vec![info])
-                .response_timeout(response_timeout)
-                .connection_timeout(Duration::from_secs(5))
-                // A failover takes a few seconds (cluster-node-timeout plus
-                // the election): ride it out within one batch when possible.
-                .retries(8)
-                .min_retry_wait(100)
-                .max_retry_wait(2_000);
-            if let Some(tls) = access.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
-                builder = builder.certs(redis::TlsCertificates {
+            let certificates = match access.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
+                Some(tls) => Some(redis::TlsCertificates {
                     client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
                         client_cert: id.cert,
                         client_key: id.key,
                     }),
                     root_cert: tls.read_ca()?,
-                });
-            }
-            let cluster = builder.build().map_err(opening)?;
-            Ok(RedisConn::Cluster(Cluster::new(cluster)))
+                }),
+                None => None,
+            };
+            let open = move |seeds: Vec<redis::ConnectionInfo>| {
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+                    .response_timeout(response_timeout)
+                    .connection_timeout(Duration::from_secs(5))
+                    // A failover takes a few seconds (cluster-node-timeout
+                    // plus the election): ride it out within one batch
+                    // when possible.
+                    .retries(8)
+                    .min_retry_wait(100)
+                    .max_retry_wait(2_000);
+                if let Some(c) = &certificates {
+                    builder = builder.certs(c.clone());
+                }
+                builder.build()
+            };
+            // Checked here, so that a bad setting fails at start.
+            let seed = client.get_connection_info().clone();
+            open(vec![seed.clone()]).map_err(opening)?;
+            Ok(RedisConn::Cluster(Cluster::new(Arc::new(open), seed)))
         }
         Mode::Sentinel(sentinel) => {
             let info = client.get_connection_info().clone();

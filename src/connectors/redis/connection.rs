@@ -44,17 +44,26 @@ pub enum RedisConn {
     Sentinel(Sentinel),
 }
 
-/// A Redis Cluster, connected on first use.
+/// Makes a cluster client from seed nodes.
+pub type ClusterOpener =
+    Arc<dyn Fn(Vec<redis::ConnectionInfo>) -> RedisResult<redis::cluster::ClusterClient> + Send + Sync>;
+
+/// A Redis Cluster, connected on first use. Once connected, every node of
+/// the cluster (primaries and replicas) becomes a seed: redis-rs reconnects
+/// "from the initial nodes" after losing a node, and the one node in `url`
+/// may be the one that died.
 #[derive(Clone)]
 pub struct Cluster {
-    client: redis::cluster::ClusterClient,
+    open: ClusterOpener,
+    seeds: Arc<std::sync::Mutex<Vec<redis::ConnectionInfo>>>,
     conn: Arc<Mutex<Option<ClusterConnection>>>,
 }
 
 impl Cluster {
-    pub fn new(client: redis::cluster::ClusterClient) -> Cluster {
+    pub fn new(open: ClusterOpener, seed: redis::ConnectionInfo) -> Cluster {
         Cluster {
-            client,
+            open,
+            seeds: Arc::new(std::sync::Mutex::new(vec![seed])),
             conn: Arc::new(Mutex::new(None)),
         }
     }
@@ -64,17 +73,76 @@ impl Cluster {
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let c = self.client.get_async_connection().await?;
+        let seeds = crate::sync::lock(&self.seeds).clone();
+        let mut c = (self.open)(seeds.clone())?.get_async_connection().await?;
+        let slots: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await;
+        if let Ok(slots) = slots {
+            let template = seeds[0].clone();
+            let nodes: Vec<redis::ConnectionInfo> = super::slots::nodes_of(&slots)
+                .into_iter()
+                .map(|(host, port)| with_node(&template, host, port))
+                .collect();
+            if !nodes.is_empty() {
+                *crate::sync::lock(&self.seeds) = nodes;
+            }
+        }
         *conn = Some(c.clone());
         Ok(c)
+    }
+
+    /// After a connection failure: connect again from every known node.
+    async fn forget(&self) {
+        *self.conn.lock().await = None;
     }
 
     /// The primaries' addresses (`host:port`), from `CLUSTER SLOTS`.
     pub async fn primaries(&self) -> RedisResult<Vec<String>> {
         let mut conn = self.get().await?;
-        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
-        Ok(super::slots::primaries_of(&slots))
+        let slots: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await;
+        if slots.as_ref().is_err_and(lost) {
+            self.forget().await;
+        }
+        Ok(super::slots::primaries_of(&slots?))
     }
+
+    async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let r = self.get().await?.req_packed_command(cmd).await;
+        if r.as_ref().is_err_and(lost) {
+            self.forget().await;
+        }
+        r
+    }
+
+    async fn query_pipeline(&self, pipeline: &redis::Pipeline, offset: usize, count: usize) -> RedisResult<Vec<Value>> {
+        let r = self.get().await?.req_packed_commands(pipeline, offset, count).await;
+        if r.as_ref().is_err_and(lost) {
+            self.forget().await;
+        }
+        r
+    }
+}
+
+/// `template` (its login, TLS) for another node.
+fn with_node(template: &redis::ConnectionInfo, host: String, port: u16) -> redis::ConnectionInfo {
+    let addr = match template.addr().clone() {
+        redis::ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params,
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
+    };
+    template.clone().set_addr(addr)
+}
+
+/// An error after which the cluster connection is rebuilt.
+fn lost(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error()
 }
 
 /// A primary found through sentinels.
@@ -166,7 +234,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => async move { c.get().await?.req_packed_command(cmd).await }.boxed(),
+            RedisConn::Cluster(c) => async move { c.query(cmd).await }.boxed(),
             RedisConn::Sentinel(s) => async move {
                 let mut p = s.get().await?;
                 let r = p.conn.req_packed_command(cmd).await;
@@ -187,13 +255,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => async move {
-                c.get()
-                    .await?
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-            }
-            .boxed(),
+            RedisConn::Cluster(c) => async move { c.query_pipeline(pipeline, offset, count).await }.boxed(),
             RedisConn::Sentinel(s) => async move {
                 let mut p = s.get().await?;
                 let r = p.conn.req_packed_commands(pipeline, offset, count).await;
@@ -274,6 +336,9 @@ impl RedisConn {
         });
         let results = join_all(sends).await;
         let mut out: Vec<Option<RedisResult<Value>>> = (0..commands.len()).map(|_| None).collect();
+        if results.iter().any(|r| r.as_ref().is_err_and(lost)) {
+            cluster.forget().await;
+        }
         for (group, result) in groups.iter().zip(results) {
             let mut replies = result?;
             if replies.iter().any(redirected) {

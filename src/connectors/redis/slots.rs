@@ -81,6 +81,31 @@ pub fn primaries_of(reply: &Value) -> Vec<String> {
     out
 }
 
+/// Every node (primaries and replicas) in a `CLUSTER SLOTS` reply, once each.
+pub fn nodes_of(reply: &Value) -> Vec<(String, u16)> {
+    let mut out: Vec<(String, u16)> = Vec::new();
+    let Value::Array(ranges) = reply else {
+        return out;
+    };
+    for range in ranges {
+        let Value::Array(parts) = range else { continue };
+        for node in parts.iter().skip(2) {
+            let Value::Array(node) = node else { continue };
+            let host = node.first().and_then(text);
+            let port = match node.get(1) {
+                Some(Value::Int(p)) => u16::try_from(*p).ok(),
+                _ => None,
+            };
+            if let (Some(host), Some(port)) = (host, port)
+                && !out.iter().any(|(h, p)| *h == host && *p == port)
+            {
+                out.push((host, port));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +154,6 @@ mod tests {
             range(10001, 16383, node("10.0.0.1", 7000), node("10.0.0.6", 7005)),
         ]);
         assert_eq!(primaries_of(&reply), ["10.0.0.1:7000", "10.0.0.2:7001"]);
+        assert_eq!(nodes_of(&reply).len(), 5);
     }
 }
