@@ -158,6 +158,8 @@ struct Primary {
     conn: ConnectionManager,
     client: redis::Client,
     checked: Instant,
+    /// Something failed: ask the sentinels before the next command.
+    suspect: bool,
 }
 
 impl Sentinel {
@@ -177,6 +179,7 @@ impl Sentinel {
     async fn get(&self) -> RedisResult<Primary> {
         let mut current = self.current.lock().await;
         if let Some(p) = current.as_ref()
+            && !p.suspect
             && p.checked.elapsed() < RECHECK
         {
             return Ok(p.clone());
@@ -188,6 +191,7 @@ impl Sentinel {
             && p.client.get_connection_info().addr() == client.get_connection_info().addr()
         {
             p.checked = Instant::now();
+            p.suspect = false;
             return Ok(p.clone());
         }
         if let Some(old) = current.as_ref() {
@@ -202,6 +206,7 @@ impl Sentinel {
             conn,
             client,
             checked: Instant::now(),
+            suspect: false,
         };
         *current = Some(p.clone());
         Ok(p)
@@ -209,7 +214,9 @@ impl Sentinel {
 
     /// After a failure that may mean the primary moved: ask again next time.
     async fn forget(&self) {
-        *self.current.lock().await = None;
+        if let Some(p) = self.current.lock().await.as_mut() {
+            p.suspect = true;
+        }
     }
 }
 
@@ -292,6 +299,15 @@ fn redirected(reply: &RedisResult<Value>) -> bool {
 impl RedisConn {
     pub fn is_cluster(&self) -> bool {
         matches!(self, RedisConn::Cluster(_))
+    }
+
+    /// Something suggests the server may no longer be the primary (its
+    /// replicas left it): under Sentinel, ask the sentinels again before
+    /// the next command.
+    pub async fn suspect(&self) {
+        if let RedisConn::Sentinel(s) = self {
+            s.forget().await;
+        }
     }
 
     /// Runs `commands` pipelined and returns one reply per command, in

@@ -61,6 +61,8 @@ impl Replicas {
             return Ok(());
         }
         self.short.increment(1);
+        // A primary whose replicas left may have been replaced.
+        conn.suspect().await;
         let why = format!(
             "only {got} of the {} replicas asked for (`wait_replicas`) confirmed the batch within {:?}",
             self.want, self.timeout
