@@ -2,7 +2,8 @@
 //! against services of the test's own (a throwaway Redis, a tansu broker, a
 //! RabbitMQ vhost), checking that the data arrives as the example's comments
 //! promise. Only the addresses change, through the `${KAFKA_BROKERS}`,
-//! `${REDIS_URL}` and `${AMQP_URL}` variables the examples read.
+//! `${REDIS_URL}`, `${REDIS_CLUSTER_URL}`, `${REDIS_SENTINEL_URL}` and
+//! `${AMQP_URL}` variables the examples read.
 //!
 //! Also: a message keeps its key, payload and headers on a round trip
 //! Kafka -> RabbitMQ -> Redis Stream -> Kafka.
@@ -32,6 +33,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 struct Addresses {
     kafka: Option<String>,
     redis: Option<String>,
+    redis_cluster: Option<String>,
+    redis_sentinel: Option<String>,
     amqp: Option<String>,
 }
 
@@ -63,6 +66,18 @@ impl Example {
                 "REDIS_URL",
                 addresses
                     .redis
+                    .unwrap_or_else(|| "redis://127.0.0.1:1".into()),
+            )
+            .env(
+                "REDIS_CLUSTER_URL",
+                addresses
+                    .redis_cluster
+                    .unwrap_or_else(|| "redis://127.0.0.1:1".into()),
+            )
+            .env(
+                "REDIS_SENTINEL_URL",
+                addresses
+                    .redis_sentinel
                     .unwrap_or_else(|| "redis://127.0.0.1:1".into()),
             )
             .env(
@@ -1288,4 +1303,79 @@ async fn repeated_header_names_keep_every_value_in_order_through_the_round_trip(
     assert_eq!(received[0].key, record.key);
     assert_eq!(received[0].value, record.value);
     assert_eq!(sorted(&received[0].headers), sorted(&record.headers));
+}
+
+// ------------------------------------------------ Redis Cluster and Sentinel
+
+/// Adds `orders` to `stream` as the order service does.
+fn add_orders(redis: &RedisServer, stream: &str, field: &str, ids: std::ops::RangeInclusive<u64>) {
+    let mut conn = redis.conn();
+    for id in ids {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("payload")
+            .arg(format!(r#"{{"{field}": "{id}", "user": "u-{id}", "status": "paid"}}"#))
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_orders_spreads_hashes_over_the_shards_and_audits_each_order_once() {
+    let cluster = support::topology::RedisCluster::start();
+    let redis = RedisServer::start();
+    add_orders(&redis, "orders", "order_id", 1..=300);
+    let mut example = Example::run(
+        "redis-cluster-orders.toml",
+        Addresses {
+            redis: Some(redis.url()),
+            redis_cluster: Some(cluster.url()),
+            ..Addresses::default()
+        },
+    );
+    let mut conn = cluster.conn();
+    let start = Instant::now();
+    while redis::cmd("XLEN").arg("{audit}:orders").query::<u64>(&mut conn).unwrap_or(0) < 300
+        || cluster.dbsize() < 302
+    {
+        assert!(start.elapsed() < TIMEOUT, "not all written:\n{}", example.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    example.stop();
+    let status: String = redis::cmd("HGET").arg("order:17").arg("status").query(&mut conn).unwrap();
+    assert_eq!(status, "paid");
+    // 300 hashes, the audit stream and its positions: spread over every primary.
+    assert_eq!(cluster.dbsize(), 302);
+    for port in cluster.primaries() {
+        let node = cluster.nodes.iter().find(|n| n.port == port).unwrap();
+        assert!(node.dbsize() > 50, "a shard holds too few orders");
+    }
+    let audit: u64 = redis::cmd("XLEN").arg("{audit}:orders").query(&mut conn).unwrap();
+    assert_eq!(audit, 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sentinel_sessions_writes_to_the_primary_the_sentinels_name() {
+    let sentinels = support::topology::RedisSentinels::start();
+    let redis = RedisServer::start();
+    add_orders(&redis, "sessions", "session_id", 1..=100);
+    let mut example = Example::run(
+        "redis-sentinel-sessions.toml",
+        Addresses {
+            redis: Some(redis.url()),
+            redis_sentinel: Some(sentinels.urls()[0].clone()),
+            ..Addresses::default()
+        },
+    );
+    let start = Instant::now();
+    while sentinels.primary.dbsize() < 100 {
+        assert!(start.elapsed() < TIMEOUT, "not all written:\n{}", example.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    example.stop();
+    let ttl: i64 = redis::cmd("TTL").arg("session:7").query(&mut sentinels.primary.conn()).unwrap();
+    assert!(ttl > 3600, "ttl {ttl}");
+    // Written on the primary, and (wait_replicas = 1) on its replica.
+    assert_eq!(sentinels.replica.dbsize(), 100);
 }
