@@ -1315,7 +1315,9 @@ fn add_orders(redis: &RedisServer, stream: &str, field: &str, ids: std::ops::Ran
             .arg(stream)
             .arg("*")
             .arg("payload")
-            .arg(format!(r#"{{"{field}": "{id}", "user": "u-{id}", "status": "paid"}}"#))
+            .arg(format!(
+                r#"{{"{field}": "{id}", "user": "u-{id}", "status": "paid"}}"#
+            ))
             .query(&mut conn)
             .unwrap();
     }
@@ -1336,14 +1338,26 @@ async fn redis_cluster_orders_spreads_hashes_over_the_shards_and_audits_each_ord
     );
     let mut conn = cluster.conn();
     let start = Instant::now();
-    while redis::cmd("XLEN").arg("{audit}:orders").query::<u64>(&mut conn).unwrap_or(0) < 300
+    while redis::cmd("XLEN")
+        .arg("{audit}:orders")
+        .query::<u64>(&mut conn)
+        .unwrap_or(0)
+        < 300
         || cluster.dbsize() < 302
     {
-        assert!(start.elapsed() < TIMEOUT, "not all written:\n{}", example.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not all written:\n{}",
+            example.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     example.stop();
-    let status: String = redis::cmd("HGET").arg("order:17").arg("status").query(&mut conn).unwrap();
+    let status: String = redis::cmd("HGET")
+        .arg("order:17")
+        .arg("status")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(status, "paid");
     // 300 hashes, the audit stream and its positions: spread over every primary.
     assert_eq!(cluster.dbsize(), 302);
@@ -1351,7 +1365,10 @@ async fn redis_cluster_orders_spreads_hashes_over_the_shards_and_audits_each_ord
         let node = cluster.nodes.iter().find(|n| n.port == port).unwrap();
         assert!(node.dbsize() > 50, "a shard holds too few orders");
     }
-    let audit: u64 = redis::cmd("XLEN").arg("{audit}:orders").query(&mut conn).unwrap();
+    let audit: u64 = redis::cmd("XLEN")
+        .arg("{audit}:orders")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(audit, 300);
 }
 
@@ -1370,11 +1387,18 @@ async fn redis_sentinel_sessions_writes_to_the_primary_the_sentinels_name() {
     );
     let start = Instant::now();
     while sentinels.primary.dbsize() < 100 {
-        assert!(start.elapsed() < TIMEOUT, "not all written:\n{}", example.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not all written:\n{}",
+            example.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     example.stop();
-    let ttl: i64 = redis::cmd("TTL").arg("session:7").query(&mut sentinels.primary.conn()).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("session:7")
+        .query(&mut sentinels.primary.conn())
+        .unwrap();
     assert!(ttl > 3600, "ttl {ttl}");
     // Written on the primary, and (wait_replicas = 1) on its replica.
     assert_eq!(sentinels.replica.dbsize(), 100);

@@ -175,15 +175,25 @@ key = "{{key}}"
         sink = sink.url()
     );
     let ferry = Ferry::start(&config);
-    wait_until(Duration::from_secs(30), "subscriptions on every primary", || {
-        ferry.log().matches("subscribing to a primary's keyspace").count() >= 3
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "subscriptions on every primary",
+        || {
+            ferry
+                .log()
+                .matches("subscribing to a primary's keyspace")
+                .count()
+                >= 3
+        },
+    );
     const KEYS: u64 = 2000;
     let write_round = |cluster: &RedisCluster, round: u64| {
         let mut conn = cluster.conn();
         for i in 0..KEYS {
-            let _: redis::RedisResult<()> =
-                redis::cmd("SET").arg(format!("k:{i}")).arg(format!("v{round}-{i}")).query(&mut conn);
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg(format!("v{round}-{i}"))
+                .query(&mut conn);
         }
     };
     write_round(&cluster, 1);

@@ -11,7 +11,10 @@ use support::*;
 fn replica_of(primary: &RedisServer) -> RedisServer {
     let replica = RedisServer::start_args(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
     wait_until(Duration::from_secs(20), "the replica to sync", || {
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut replica.conn()).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.conn())
+            .unwrap();
         info.contains("master_link_status:up")
     });
     replica
@@ -49,8 +52,14 @@ async fn wait_replicas_confirms_with_a_replica_and_fails_or_retries_without_one(
     let mut ferry = Ferry::start(&orders_to(&primary.url(), 1, 200, &dead_letter));
     ferry.wait_success(Duration::from_secs(30));
     assert_eq!(primary.dbsize(), 200);
-    wait_until(Duration::from_secs(5), "the replica to have them", || replica.dbsize() == 200);
-    assert!(!ferry.log().contains("replicas asked for"), "{}", ferry.log());
+    wait_until(Duration::from_secs(5), "the replica to have them", || {
+        replica.dbsize() == 200
+    });
+    assert!(
+        !ferry.log().contains("replicas asked for"),
+        "{}",
+        ferry.log()
+    );
 
     // Replica stopped, `replicas_missing = "fail"`: the messages are
     // written but not confirmed, so they go to the dead-letter sink.
@@ -59,7 +68,8 @@ async fn wait_replicas_confirms_with_a_replica_and_fails_or_retries_without_one(
     ferry.wait_success(Duration::from_secs(30));
     let dead_letters: u64 = dead.conn().xlen("dead").unwrap();
     assert_eq!(dead_letters, 50, "{}", ferry.log());
-    let first: redis::streams::StreamRangeReply = dead.conn().xrange_count("dead", "-", "+", 1).unwrap();
+    let first: redis::streams::StreamRangeReply =
+        dead.conn().xrange_count("dead", "-", "+", 1).unwrap();
     let fields = format!("{:?}", first.ids[0].map);
     assert!(fields.contains("replicas asked for"), "{fields}");
 
@@ -67,9 +77,14 @@ async fn wait_replicas_confirms_with_a_replica_and_fails_or_retries_without_one(
     // confirms it, then ferry finishes.
     let mut ferry = Ferry::start(&orders_to(&primary.url(), 2000, 50, ""));
     wait_until(Duration::from_secs(20), "a shortfall retried", || {
-        ferry.log().contains("replicas asked for (`wait_replicas`) confirmed the batch")
+        ferry
+            .log()
+            .contains("replicas asked for (`wait_replicas`) confirmed the batch")
     });
-    assert!(ferry.wait_timeout(Duration::from_millis(500)).is_none(), "finished without a replica");
+    assert!(
+        ferry.wait_timeout(Duration::from_millis(500)).is_none(),
+        "finished without a replica"
+    );
     replica.restart();
     ferry.wait_success(Duration::from_secs(60));
     for id in 2000..2050 {
@@ -84,7 +99,8 @@ async fn wait_replicas_confirms_with_a_replica_and_fails_or_retries_without_one(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nearly_full_redis_pauses_the_sink_until_memory_frees_and_nothing_is_lost() {
-    let redis = RedisServer::start_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let redis =
+        RedisServer::start_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
     const N: u64 = 30_000;
     let port = free_port();
     let config = format!(
@@ -108,7 +124,10 @@ retry = {{ initial = "50ms", max = "200ms" }}
     // The list grows until Redis is 70% full; then ferry pauses.
     wait_until(Duration::from_secs(30), "the pause", || {
         let log = ferry.log();
-        assert!(!log.contains("pipeline stopped"), "finished without a pause: {log}");
+        assert!(
+            !log.contains("pipeline stopped"),
+            "finished without a pause: {log}"
+        );
         log.contains("writing paused")
     });
     let (status, ready) = http_get(port, "/ready").unwrap();
@@ -119,7 +138,11 @@ retry = {{ initial = "50ms", max = "200ms" }}
     let mut conn = redis.conn();
     let mut ids = Vec::new();
     let drain = |conn: &mut redis::Connection, ids: &mut Vec<u64>| {
-        let got: Option<Vec<Vec<u8>>> = redis::cmd("LPOP").arg("orders").arg(1000).query(conn).unwrap();
+        let got: Option<Vec<Vec<u8>>> = redis::cmd("LPOP")
+            .arg("orders")
+            .arg(1000)
+            .query(conn)
+            .unwrap();
         let got = got.unwrap_or_default();
         ids.extend(got.iter().map(|p| order_id(p).unwrap()));
         got.len()

@@ -25,7 +25,11 @@ async fn a_sentinel_sink_follows_a_failover_and_loses_nothing() {
         }
         let _: () = pipe.query(&mut conn).unwrap();
     }
-    let nodes: Vec<String> = sentinels.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let nodes: Vec<String> = sentinels
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
     let config = format!(
         r#"
 [[pipeline]]

@@ -41,7 +41,10 @@ impl RedisCluster {
     pub fn start_with(extra: &[&str]) -> Self {
         let args: Vec<&str> = CLUSTER_ARGS.iter().chain(extra).copied().collect();
         let nodes: Vec<RedisServer> = (0..6).map(|_| RedisServer::start_args(&args)).collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -69,7 +72,10 @@ impl RedisCluster {
         wait_until(Duration::from_secs(30), "the cluster to be ok", || {
             self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
                 n.try_conn().is_some_and(|mut c| {
-                    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap_or_default();
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query(&mut c)
+                        .unwrap_or_default();
                     let replica_synced = info_field(&mut c, "replication", "role").as_deref()
                         != Some("slave")
                         || info_field(&mut c, "replication", "master_link_status").as_deref()
@@ -97,7 +103,10 @@ impl RedisCluster {
     }
 
     fn node(&mut self, port: u16) -> &mut RedisServer {
-        self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
     }
 
     /// The port of the replica of the primary on `port`.
@@ -123,9 +132,11 @@ impl RedisCluster {
         let replica = self.replica_of(port);
         let start = Instant::now();
         self.node(port).stop();
-        wait_until(Duration::from_secs(30), "the replica to be promoted", || {
-            self.primaries().contains(&replica)
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the replica to be promoted",
+            || self.primaries().contains(&replica),
+        );
         self.wait_ok();
         start.elapsed()
     }
@@ -142,8 +153,13 @@ impl RedisCluster {
     pub fn fail_over_to(&self, replica: u16) -> Duration {
         let start = Instant::now();
         let node = self.nodes.iter().find(|n| n.port == replica).unwrap();
-        let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut node.conn()).unwrap();
-        wait_until(Duration::from_secs(30), "the failover", || self.primaries().contains(&replica));
+        let _: () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query(&mut node.conn())
+            .unwrap();
+        wait_until(Duration::from_secs(30), "the failover", || {
+            self.primaries().contains(&replica)
+        });
         self.wait_ok();
         start.elapsed()
     }
@@ -202,7 +218,8 @@ impl RedisSentinels {
         let primary_port = primary.port.to_string();
         let replica = RedisServer::start_args(&["--replicaof", "127.0.0.1", &primary_port]);
         wait_until(Duration::from_secs(20), "the replica to sync", || {
-            info_field(&mut replica.conn(), "replication", "master_link_status").as_deref() == Some("up")
+            info_field(&mut replica.conn(), "replication", "master_link_status").as_deref()
+                == Some("up")
         });
         let sentinels = (0..3)
             .map(|_| {
@@ -235,15 +252,19 @@ impl RedisSentinels {
             replica,
             sentinels,
         };
-        wait_until(Duration::from_secs(20), "the sentinels to see the replica", || {
-            s.sentinel_conn().is_some_and(|mut c| {
-                redis::cmd("SENTINEL")
-                    .arg("REPLICAS")
-                    .arg(SENTINEL_NAME)
-                    .query::<Vec<redis::Value>>(&mut c)
-                    .is_ok_and(|r| !r.is_empty())
-            })
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "the sentinels to see the replica",
+            || {
+                s.sentinel_conn().is_some_and(|mut c| {
+                    redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(SENTINEL_NAME)
+                        .query::<Vec<redis::Value>>(&mut c)
+                        .is_ok_and(|r| !r.is_empty())
+                })
+            },
+        );
         s
     }
 

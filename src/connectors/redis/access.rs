@@ -163,6 +163,21 @@ impl RedisAccess {
 }
 
 impl RedisAccess {
+    /// A client for the server to check (`ferry check --connect`): the
+    /// server; under Sentinel, the primary the sentinels name now; on a
+    /// cluster, the node in `url`.
+    pub async fn server_client(&self) -> Result<redis::Client, ConnectorError> {
+        let client = self.client()?;
+        let Mode::Sentinel(sentinel) = &self.mode else {
+            return Ok(client);
+        };
+        sentinel
+            .client(client.get_connection_info(), self.tls.as_ref())?
+            .async_get_client()
+            .await
+            .map_err(|e| ConnectorError::redis("asking the sentinels for the primary", e))
+    }
+
     /// A client for one node of a cluster (`host:port`), with this access's
     /// login and TLS settings.
     pub fn node_client(&self, node: &str) -> Result<redis::Client, ConnectorError> {
@@ -170,7 +185,9 @@ impl RedisAccess {
         let (host, port) = node
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| ConnectorError::Retry(format!("redis cluster node `{node}` is not host:port")))?;
+            .ok_or_else(|| {
+                ConnectorError::Retry(format!("redis cluster node `{node}` is not host:port"))
+            })?;
         let info = client.get_connection_info().clone();
         let addr = match info.addr().clone() {
             redis::ConnectionAddr::TcpTls {
@@ -258,9 +275,12 @@ pub fn connect_node(
     node: &str,
     response_timeout: Duration,
 ) -> Result<RedisConn, ConnectorError> {
-    ConnectionManager::new_lazy_with_config(access.node_client(node)?, manager_config(response_timeout))
-        .map(RedisConn::Single)
-        .map_err(|e| ConnectorError::redis("creating the connection", e))
+    ConnectionManager::new_lazy_with_config(
+        access.node_client(node)?,
+        manager_config(response_timeout),
+    )
+    .map(RedisConn::Single)
+    .map_err(|e| ConnectorError::redis("creating the connection", e))
 }
 
 #[cfg(test)]

@@ -45,8 +45,9 @@ pub enum RedisConn {
 }
 
 /// Makes a cluster client from seed nodes.
-pub type ClusterOpener =
-    Arc<dyn Fn(Vec<redis::ConnectionInfo>) -> RedisResult<redis::cluster::ClusterClient> + Send + Sync>;
+pub type ClusterOpener = Arc<
+    dyn Fn(Vec<redis::ConnectionInfo>) -> RedisResult<redis::cluster::ClusterClient> + Send + Sync,
+>;
 
 /// A Redis Cluster, connected on first use. Once connected, every node of
 /// the cluster (primaries and replicas) becomes a seed: redis-rs reconnects
@@ -75,7 +76,8 @@ impl Cluster {
         }
         let seeds = crate::sync::lock(&self.seeds).clone();
         let mut c = (self.open)(seeds.clone())?.get_async_connection().await?;
-        let slots: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await;
+        let slots: RedisResult<Value> =
+            redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await;
         if let Ok(slots) = slots {
             let template = seeds[0].clone();
             let nodes: Vec<redis::ConnectionInfo> = super::slots::nodes_of(&slots)
@@ -98,7 +100,10 @@ impl Cluster {
     /// The primaries' addresses (`host:port`), from `CLUSTER SLOTS`.
     pub async fn primaries(&self) -> RedisResult<Vec<String>> {
         let mut conn = self.get().await?;
-        let slots: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await;
+        let slots: RedisResult<Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await;
         if slots.as_ref().is_err_and(lost) {
             self.forget().await;
         }
@@ -113,8 +118,17 @@ impl Cluster {
         r
     }
 
-    async fn query_pipeline(&self, pipeline: &redis::Pipeline, offset: usize, count: usize) -> RedisResult<Vec<Value>> {
-        let r = self.get().await?.req_packed_commands(pipeline, offset, count).await;
+    async fn query_pipeline(
+        &self,
+        pipeline: &redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let r = self
+            .get()
+            .await?
+            .req_packed_commands(pipeline, offset, count)
+            .await;
         if r.as_ref().is_err_and(lost) {
             self.forget().await;
         }
@@ -142,14 +156,17 @@ fn with_node(template: &redis::ConnectionInfo, host: String, port: u16) -> redis
 
 /// An error after which the cluster connection is rebuilt.
 fn lost(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 /// A primary found through sentinels.
 #[derive(Clone)]
 pub struct Sentinel {
     sentinels: Arc<Mutex<SentinelClient>>,
-    config: ConnectionManagerConfig,
+    config: Arc<ConnectionManagerConfig>,
     current: Arc<Mutex<Option<Primary>>>,
 }
 
@@ -166,7 +183,7 @@ impl Sentinel {
     pub fn new(sentinels: SentinelClient, config: ConnectionManagerConfig) -> Sentinel {
         Sentinel {
             sentinels: Arc::new(Mutex::new(sentinels)),
-            config,
+            config: Arc::new(config),
             current: Arc::new(Mutex::new(None)),
         }
     }
@@ -201,7 +218,8 @@ impl Sentinel {
                 "redis sentinel: the primary changed; writing to the new one"
             );
         }
-        let conn = ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?;
+        let conn =
+            ConnectionManager::new_with_config(client.clone(), (*self.config).clone()).await?;
         let p = Primary {
             conn,
             client,
@@ -262,7 +280,9 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => async move { c.query_pipeline(pipeline, offset, count).await }.boxed(),
+            RedisConn::Cluster(c) => {
+                async move { c.query_pipeline(pipeline, offset, count).await }.boxed()
+            }
             RedisConn::Sentinel(s) => async move {
                 let mut p = s.get().await?;
                 let r = p.conn.req_packed_commands(pipeline, offset, count).await;
@@ -383,7 +403,14 @@ impl RedisConn {
         }
         Ok(out
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Client, "no reply")))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no reply",
+                    )))
+                })
+            })
             .collect())
     }
 }

@@ -127,8 +127,12 @@ impl Memory {
                 if !self.was_full {
                     self.pauses.increment(1);
                     self.paused.set(1.0);
-                    tracing::warn!(used, max, percent = self.percent,
-                        "redis is nearly out of memory; writing paused until memory frees up");
+                    tracing::warn!(
+                        used,
+                        max,
+                        percent = self.percent,
+                        "redis is nearly out of memory; writing paused until memory frees up"
+                    );
                 }
                 self.was_full = true;
                 Err(ConnectorError::Refusing(format!(
@@ -178,8 +182,10 @@ mod tests {
     fn memory_is_read_from_info_and_the_fullest_node_counts() {
         let info = |used, max| {
             redis::Value::BulkString(
-                format!("# Memory\r\nused_memory:{used}\r\nused_memory_human:1M\r\nmaxmemory:{max}\r\n")
-                    .into_bytes(),
+                format!(
+                    "# Memory\r\nused_memory:{used}\r\nused_memory_human:1M\r\nmaxmemory:{max}\r\n"
+                )
+                .into_bytes(),
             )
         };
         assert_eq!(fullest(&info(10, 100)), Some((10, 100)));

@@ -119,7 +119,12 @@ mod tests {
         eval.arg("sha").arg(2).arg("pos").arg("data").arg("w");
         assert_eq!(routing_key(&eval), Some(&b"pos"[..]));
         let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP").arg("g").arg("c").arg("STREAMS").arg("s").arg(">");
+        read.arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("STREAMS")
+            .arg("s")
+            .arg(">");
         assert_eq!(routing_key(&read), Some(&b"s"[..]));
         let mut info = redis::cmd("XINFO");
         info.arg("STREAM").arg("s");
@@ -147,7 +152,8 @@ mod tests {
                 Value::BulkString(b"id".to_vec()),
             ])
         };
-        let range = |a, b, n: Value, r: Value| Value::Array(vec![Value::Int(a), Value::Int(b), n, r]);
+        let range =
+            |a, b, n: Value, r: Value| Value::Array(vec![Value::Int(a), Value::Int(b), n, r]);
         let reply = Value::Array(vec![
             range(0, 5000, node("10.0.0.1", 7000), node("10.0.0.4", 7003)),
             range(5001, 10000, node("10.0.0.2", 7001), node("10.0.0.5", 7004)),

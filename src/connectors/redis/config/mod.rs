@@ -7,8 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::time::Time;
 use crate::config::values::{
-    Limit,
-    Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
+    Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, Limit, NonEmpty, PendingKeys,
     Refusal, Span, Timeout, Until, checked,
 };
 use crate::config::{ConfigPath, Problem};
@@ -93,7 +92,9 @@ impl SentinelConfig {
         if self.nodes.is_empty() {
             problems.push(
                 Problem::at_path(path.key("nodes"), "`sentinel` needs at least one sentinel")
-                    .with_help("e.g. nodes = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]"),
+                    .with_help(
+                        "e.g. nodes = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]",
+                    ),
             );
         }
         if self.username.is_some() && self.password.is_none() {
@@ -115,7 +116,13 @@ impl SentinelConfig {
         let refused = |e| crate::error::ConnectorError::redis("setting up the sentinel client", e);
         let mut addrs = Vec::new();
         for node in &self.nodes {
-            addrs.push(node.as_str().into_connection_info().map_err(refused)?.addr().clone());
+            addrs.push(
+                node.as_str()
+                    .into_connection_info()
+                    .map_err(refused)?
+                    .addr()
+                    .clone(),
+            );
         }
         let mut b = redis::sentinel::SentinelClientBuilder::new(
             addrs,
@@ -138,7 +145,11 @@ impl SentinelConfig {
             };
             b = b.set_client_to_redis_tls_mode(mode);
         }
-        if self.nodes.iter().any(|n| n.as_str().starts_with("rediss://")) {
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.as_str().starts_with("rediss://"))
+        {
             b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
         }
         if let Some(user) = &self.username {
@@ -169,8 +180,11 @@ fn check_mode(
 ) {
     if cluster && sentinel.is_some() {
         problems.push(
-            Problem::at_path(path.key("sentinel"), "`cluster = true` and `sentinel` together")
-                .with_help("a Redis Cluster fails over by itself: keep one of them"),
+            Problem::at_path(
+                path.key("sentinel"),
+                "`cluster = true` and `sentinel` together",
+            )
+            .with_help("a Redis Cluster fails over by itself: keep one of them"),
         );
     }
 }

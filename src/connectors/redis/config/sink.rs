@@ -211,7 +211,10 @@ impl RedisSinkConfig {
     /// With `exactly_once`: the name the position keys start with,
     /// `positions_key` or `ferry:positions:<pipeline>:<key>`.
     pub fn positions_base(&self, pipeline: &str) -> String {
-        match (&self.positions_key, self.cluster.then(|| self.key_tag()).flatten()) {
+        match (
+            &self.positions_key,
+            self.cluster.then(|| self.key_tag()).flatten(),
+        ) {
             (Some(k), _) => k.to_string(),
             // The data's hash tag first, so positions share its slot.
             (None, Some(tag)) => format!("ferry:positions:{{{tag}}}:{pipeline}:{}", self.key),
@@ -232,8 +235,13 @@ impl RedisSinkConfig {
         }
         if self.sync {
             problems.push(
-                Problem::at_path(path.key("sync"), "two-way `sync` does not run on a Redis Cluster yet")
-                    .with_help("its scripts touch companion keys in other slots; use one server or Sentinel"),
+                Problem::at_path(
+                    path.key("sync"),
+                    "two-way `sync` does not run on a Redis Cluster yet",
+                )
+                .with_help(
+                    "its scripts touch companion keys in other slots; use one server or Sentinel",
+                ),
             );
         }
         if !self.exactly_once {
@@ -273,8 +281,11 @@ impl RedisSinkConfig {
         self.check_cluster(path, problems);
         if self.wait_replicas.is_some() && self.wait_timeout.0 >= self.timeout.0 {
             problems.push(
-                Problem::at_path(path.key("wait_timeout"), "`wait_timeout` must be shorter than `timeout`")
-                    .with_help("WAIT's reply would otherwise arrive after the sink gave up on it"),
+                Problem::at_path(
+                    path.key("wait_timeout"),
+                    "`wait_timeout` must be shorter than `timeout`",
+                )
+                .with_help("WAIT's reply would otherwise arrive after the sink gave up on it"),
             );
         }
         use WriteMode::*;
@@ -470,7 +481,10 @@ mod tests {
     #[test]
     fn exactly_once_on_a_cluster_needs_a_hash_tag_shared_with_the_positions() {
         let (_, p) = sink("write = \"set\"\ncluster = true\nexactly_once = true");
-        assert!(p[0].message.contains("needs every key in the slot"), "{p:?}");
+        assert!(
+            p[0].message.contains("needs every key in the slot"),
+            "{p:?}"
+        );
         let (c, p) = sink("write = \"set\"\ncluster = true\nexactly_once = true");
         drop((c, p));
         let c: RedisSinkConfig = toml::from_str(
@@ -482,7 +496,10 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         let base = c.positions_base("p");
         assert!(base.starts_with("ferry:positions:{orders}:p:"), "{base}");
-        assert!(crate::connectors::redis::slots::same_slot(&base, "{orders}:42"));
+        assert!(crate::connectors::redis::slots::same_slot(
+            &base,
+            "{orders}:42"
+        ));
         let c: RedisSinkConfig = toml::from_str(
             "url = \"redis://127.0.0.1\"\nkey = \"{{orders}}:{id}\"\nwrite = \"set\"\ncluster = true\nexactly_once = true\npositions_key = \"pos\"",
         )

@@ -297,8 +297,13 @@ impl RedisKeyspaceSourceConfig {
         check_mode(self.cluster, &self.sentinel, path, problems);
         if self.cluster && self.sync {
             problems.push(
-                Problem::at_path(path.key("sync"), "two-way `sync` does not run on a Redis Cluster yet")
-                    .with_help("its scripts touch companion keys in other slots; use one server or Sentinel"),
+                Problem::at_path(
+                    path.key("sync"),
+                    "two-way `sync` does not run on a Redis Cluster yet",
+                )
+                .with_help(
+                    "its scripts touch companion keys in other slots; use one server or Sentinel",
+                ),
             );
         }
         if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
@@ -405,7 +410,10 @@ impl RedisStreamSourceConfig {
         }
         if self.cluster
             && let Some(first) = self.streams.first()
-            && self.streams.iter().any(|s| !same_slot(first.as_str(), s.as_str()))
+            && self
+                .streams
+                .iter()
+                .any(|s| !same_slot(first.as_str(), s.as_str()))
         {
             problems.push(
                 Problem::at_path(

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::connectors::redis::connection::RedisConn;
+use bytes::Bytes;
 use tracing::info;
 
 use super::{Acker, default_consumer};

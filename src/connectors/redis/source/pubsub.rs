@@ -106,10 +106,15 @@ impl Subscription {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no server to subscribe to"))))
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no server to subscribe to"))
+        }))
     }
 
-    async fn subscribe_at(&self, client: &redis::Client) -> Result<redis::aio::PubSub, redis::RedisError> {
+    async fn subscribe_at(
+        &self,
+        client: &redis::Client,
+    ) -> Result<redis::aio::PubSub, redis::RedisError> {
         let mut pubsub = client.get_async_pubsub().await?;
         if !self.channels.is_empty() {
             pubsub.subscribe(&self.channels).await?;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
 use crate::connectors::redis::connection::RedisConn;
+use futures::StreamExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 

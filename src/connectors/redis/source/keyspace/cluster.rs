@@ -66,7 +66,10 @@ pub(super) async fn follow(f: Follow, subscribed: tokio::sync::oneshot::Sender<(
             keep
         });
         let mut waits = Vec::new();
-        let new: Vec<&String> = primaries.iter().filter(|n| !listening.contains_key(*n)).collect();
+        let new: Vec<&String> = primaries
+            .iter()
+            .filter(|n| !listening.contains_key(*n))
+            .collect();
         for node in new {
             match start(&f, node, &mut tasks).await {
                 Ok((task, wait)) => {

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::connectors::redis::connection::RedisConn;
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
@@ -72,7 +72,7 @@ pub struct RedisKeyspaceSource {
     /// The scan under way.
     scan: Option<Scan>,
     /// On a cluster: how to reach each primary for a scan.
-    access: Option<RedisAccess>,
+    access: Option<Box<RedisAccess>>,
     scanned: VecDeque<String>,
     ready: VecDeque<Envelope>,
     /// With `sync`: the change ids of keys whose read with the script may
@@ -147,7 +147,7 @@ impl RedisKeyspaceSource {
         } else {
             None
         };
-        let access = cmd.is_cluster().then(|| config.access());
+        let access = cmd.is_cluster().then(|| Box::new(config.access()));
         info!(
             pipeline,
             channel,
@@ -228,7 +228,11 @@ impl RedisKeyspaceSource {
             Err(e) => {
                 // On a cluster the node may have failed over: list the
                 // primaries again and scan them all from the start.
-                self.scan = Some(if self.access.is_some() { Scan::default() } else { scan });
+                self.scan = Some(if self.access.is_some() {
+                    Scan::default()
+                } else {
+                    scan
+                });
                 return Err(self.err("scanning keys", e));
             }
         };
