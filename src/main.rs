@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
-use ferry::config::values::{Span, Wait};
 use ferry::jobs::replay;
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
+use ferry::values::{Span, Wait};
 
 /// Moves data between Redis, Kafka and RabbitMQ, in any direction, without
 /// losing it.

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::ack::Ack;
-use crate::config::values::Until;
-use crate::config::{ConfigPath, Problem};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Coordinate, Message};
 use crate::observe::Probe;
 use crate::position::Settled;
+use crate::problem::{ConfigPath, Problem};
 use crate::template::Template;
+use crate::values::Until;
 
 /// A message and the handle that acknowledges it to its source.
 #[derive(Debug)]

@@ -16,7 +16,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
 
-use crate::config::time::Time;
 use crate::connectors::kafka::mapping::to_message;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::replies::parse_read_reply;
@@ -26,6 +25,7 @@ use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::position::Mark;
+use crate::values::time::Time;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

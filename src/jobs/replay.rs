@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{pick_pipeline, value};
-use crate::config::time::Time;
-use crate::config::values::Until;
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::kafka::config::{PartitionOffsets, StartFrom};
 use crate::connectors::redis::config::{EntryId, StreamStart};
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::observe::Health;
 use crate::runtime::{self, RunOptions, Totals, router::Router};
+use crate::values::Until;
+use crate::values::time::Time;
 
 /// Where a replay begins (where its group has no position yet).
 #[derive(Clone, Debug, PartialEq)]

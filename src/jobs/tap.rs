@@ -15,7 +15,6 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 
 use super::read::{Begin, KafkaReader, StreamReader};
-use crate::config::time::Time;
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::SourceConfig;
 use crate::connectors::amqp::mapping::{DeliveryInfo, to_message};
@@ -23,6 +22,7 @@ use crate::message::Message;
 use crate::runtime::router::{Plan, Router};
 use crate::steps::jq::{Variables, payload_value};
 use crate::steps::{Jq, truthy};
+use crate::values::time::Time;
 
 /// What to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,12 +22,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::backoff::Backoff;
 use super::router::{Plan, Router};
 use super::sink_task::{Delivery, Rejections, SinkTask};
 use super::stats::{SinkStats, Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
 use crate::ack::Ack;
+use crate::backoff::Backoff;
 use crate::config::pipeline::Unmatched;
 use crate::config::{PipelineConfig, SinkSpec};
 use crate::connectors::amqp::sink::AmqpSink;

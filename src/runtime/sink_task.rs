@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::PipelineError;
-use super::backoff::Backoff;
 use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
+use crate::backoff::Backoff;
 use crate::config::pipeline::RetryConfig;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -334,9 +334,9 @@ mod tests {
 
     use super::*;
     use crate::ack::{Ack, Outcome};
-    use crate::config::values::{Count, Span};
     use crate::error::ConnectorError;
     use crate::message::{Headers, Origin};
+    use crate::values::{Count, Span};
 
     /// What one `write` call answers.
     enum Answer {

@@ -19,8 +19,8 @@ use jaq_core::{Compiler, Ctx, Cv, Exn, Lut, ValXs, Vars};
 use jaq_json::{Map, Val};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::values::{Refusal, checked};
 use crate::message::{Coordinate, Message};
+use crate::values::{Refusal, checked};
 
 type Program = jaq_core::Filter<Metered>;
 

@@ -30,11 +30,11 @@ use super::config::{AmqpSourceConfig, RejectMode};
 use super::connection;
 use super::mapping::{DeliveryInfo, to_message};
 use crate::ack::{Ack, Outcome};
-use crate::config::values::Until;
+use crate::backoff::Backoff;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::Probe;
-use crate::runtime::backoff::Backoff;
+use crate::values::Until;
 
 type AckRequest = (Acker, Outcome);
 

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use crate::config::values::NonEmpty;
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::Secret;
+use crate::values::NonEmpty;
 
 /// What librdkafka cannot do with `tls`.
 pub const TLS_SUPPORT: Supports = Supports {

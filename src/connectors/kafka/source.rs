@@ -24,11 +24,11 @@ use super::mapping::to_message;
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
-use crate::config::time::Time;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::{Probe, names};
 use crate::position::{Mark, Scope, Settled};
+use crate::values::time::Time;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 

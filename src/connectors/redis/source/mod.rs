@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::ack::{Ack, Outcome};
-use crate::runtime::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// This process's consumer name when the config gives none:
 /// `ferry-<pipeline>-<hostname>`, stable across restarts of one machine.

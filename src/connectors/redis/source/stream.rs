@@ -24,7 +24,6 @@ use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
 use crate::ack::Outcome;
-use crate::config::values::Until;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisStreamSourceConfig;
 use crate::connectors::redis::replies::{
@@ -36,6 +35,7 @@ use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::observe::Probe;
 use crate::position::{Mark, Scope, Settled};
+use crate::values::Until;
 
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How often the group's floor is passed to `exactly_once` sinks, which
