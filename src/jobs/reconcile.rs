@@ -17,6 +17,7 @@ use super::diff::{self, Difference};
 use super::read::{Begin, FileReader, KafkaReader, KeysReader, StreamReader};
 use super::spill::{Collector, Original, Row, Sorted};
 use crate::connectors::Sink;
+use crate::connectors::redis::access::RedisAccess;
 use crate::message::Message;
 use crate::steps::Jq;
 use crate::steps::jq::{Variables, payload_value};
@@ -108,6 +109,7 @@ impl Reader {
                     brokers,
                     std::slice::from_ref(topic),
                     &Default::default(),
+                    None,
                     Begin::Earliest,
                     true,
                 )
@@ -115,8 +117,13 @@ impl Reader {
             ),
             Side::Keys { url, pattern } => Reader::Keys(KeysReader::open(url, pattern).await?),
             Side::Stream { url, stream } => Reader::Stream(
-                StreamReader::open(url, std::slice::from_ref(stream), Begin::Earliest, true)
-                    .await?,
+                StreamReader::open(
+                    &RedisAccess::from_url(url)?,
+                    std::slice::from_ref(stream),
+                    Begin::Earliest,
+                    true,
+                )
+                .await?,
             ),
             Side::File { path } => Reader::File(FileReader::open(path)?),
         })

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod mapping;
+pub mod oauth;
 pub mod offsets;
 pub mod security;
 pub mod sink;
