@@ -34,10 +34,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("top", &["lib", "main"]),
 ];
 
-/// Climbs still to remove (issue 9), as `file: module`: each must still
-/// climb, so the list only shrinks.
-const KNOWN_CLIMBS: &[&str] = &["src/error.rs: connectors"];
-
 /// Files still to split (issue 9): each must still be too long, so the list
 /// only shrinks.
 const NOT_YET_SPLIT: &[&str] = &[
@@ -177,22 +173,7 @@ fn long_files() -> BTreeMap<String, usize> {
 
 #[test]
 fn no_module_imports_a_higher_layer() {
-    let all = climbs(&root().join("src"));
-    let known = |c: &String| {
-        KNOWN_CLIMBS.iter().any(|k| {
-            let (file, module) = k.split_once(": ").expect("`file: module`");
-            c.starts_with(&format!("{file}:")) && c.ends_with(&format!("uses `{module}` (parts)"))
-        })
-    };
-    for k in KNOWN_CLIMBS {
-        let (file, _) = k.split_once(": ").expect("`file: module`");
-        assert!(
-            all.iter()
-                .any(|c| known(c) && c.starts_with(&format!("{file}:"))),
-            "{k} no longer climbs: take it out of KNOWN_CLIMBS"
-        );
-    }
-    let climbs: Vec<_> = all.into_iter().filter(|c| !known(c)).collect();
+    let climbs = climbs(&root().join("src"));
     assert!(
         climbs.is_empty(),
         "imports that climb a layer (see ARCHITECTURE.md, \"Layers\"):\n{}",

@@ -30,10 +30,7 @@ use crate::ack::Ack;
 use crate::backoff::Backoff;
 use crate::config::pipeline::Unmatched;
 use crate::config::{PipelineConfig, SinkSpec};
-use crate::connectors::amqp::sink::AmqpSink;
-use crate::connectors::kafka::KafkaSink;
-use crate::connectors::redis::RedisSink;
-use crate::connectors::{AnySource, SinkConfig, Source};
+use crate::connectors::{AnySource, Sink, SinkRunner, Source};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::{Health, Probe, names};
@@ -312,23 +309,25 @@ async fn spawn_sink(
         rejections,
         pipeline_stop: stop.clone(),
     };
-    Ok(match &spec.connector {
-        SinkConfig::Redis(c) => open_retrying(pipeline, label, probe, stop, || {
-            RedisSink::open(pipeline, c, probe, settled)
-        })
-        .await?
-        .map(|sink| tokio::spawn(task.run(sink, rx))),
-        SinkConfig::Kafka(c) => open_retrying(pipeline, label, probe, stop, || {
-            KafkaSink::open(pipeline, c, probe)
-        })
-        .await?
-        .map(|sink| tokio::spawn(task.run(sink, rx))),
-        SinkConfig::Amqp(c) => {
-            open_retrying(pipeline, label, probe, stop, || AmqpSink::open(pipeline, c))
-                .await?
-                .map(|sink| tokio::spawn(task.run(sink, rx)))
-        }
+    Ok(open_retrying(pipeline, label, probe, stop, || {
+        spec.connector.open(pipeline, probe, settled)
     })
+    .await?
+    .map(|sink| sink.run(Spawn { task, rx })))
+}
+
+/// Starts a sink task on an open sink, whatever its kind.
+struct Spawn {
+    task: SinkTask,
+    rx: mpsc::Receiver<Delivery>,
+}
+
+impl SinkRunner for Spawn {
+    type Output = SinkHandle;
+
+    fn run<S: Sink>(self, sink: S) -> SinkHandle {
+        tokio::spawn(self.task.run(sink, self.rx))
+    }
 }
 
 /// Where the read loop hands messages over.
