@@ -154,8 +154,8 @@ enum Command {
         /// Only where the replay group has no position yet.
         #[arg(long, default_value = "earliest", value_parser = replay::Start::parse)]
         from: replay::Start,
-        /// Where to end: `now` (the end at start), a time, or Kafka offsets
-        /// (exclusive).
+        /// Where to end (exclusive): `now` (the end at start), a time, Kafka
+        /// offsets or a stream entry id.
         #[arg(long, default_value = "now", value_parser = replay::End::parse)]
         to: replay::End,
         /// The replay's consumer group (default `<group>-replay`); a new

@@ -75,6 +75,12 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
              the PEM file of the CA that signed it",
         );
     }
+    if has(&["UnsupportedCertVersion"]) {
+        return permanent(
+            "a certificate is X.509 version 1, which rustls does not accept: reissue it as a \
+             version 3 certificate (openssl: sign it with an -extfile of extensions)",
+        );
+    }
     // TLS, as the server sees ferry's client certificate.
     if has(&["CertificateRequired", "certificate required"]) {
         return permanent(
@@ -186,6 +192,10 @@ mod tests {
                 .contains("name")
         );
         assert!(fix("received fatal alert: CertificateRequired").contains("`tls.cert`"));
+        assert!(
+            fix("invalid peer certificate: Other(OtherError(UnsupportedCertVersion))")
+                .contains("version 3")
+        );
         assert!(
             fix("received corrupt message of type InvalidContentType")
                 .contains("does not speak TLS")

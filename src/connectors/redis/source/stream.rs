@@ -67,6 +67,9 @@ pub struct RedisStreamSource {
     /// With `until = "end"`: per stream, the last entry id it had at start,
     /// or `None` once the group has been given everything up to it.
     ends: Option<Vec<Option<(u64, u64)>>>,
+    /// With `end_id` or `end_time`: the first entry id not delivered.
+    /// Entries from there on that a read brings stay pending, undelivered.
+    end_before: Option<(u64, u64)>,
     /// With `until = "end"`: entries to deliver, when Redis could say.
     expected: Option<u64>,
     probe: Probe,
@@ -125,7 +128,13 @@ impl RedisStreamSource {
             let mut expected = Some(0);
             for s in &streams {
                 let (end, size) = job_of(&mut cmd, s, &group, &consumer).await?;
-                ends.push(end);
+                let last_wanted = config.end_before().map(|id| id.before());
+                ends.push(match last_wanted {
+                    // Before the first entry: nothing to read.
+                    Some(None) => None,
+                    Some(Some(last)) => end.map(|end| end.min((last.0, last.1))),
+                    None => end,
+                });
                 expected = expected.zip(size).map(|(a, b)| a + b);
             }
             (Some(ends), expected)
@@ -157,6 +166,7 @@ impl RedisStreamSource {
             settled: Arc::clone(settled),
             acker,
             ends,
+            end_before: config.end_before().map(|id| (id.0, id.1)),
             expected,
             probe: probe.clone(),
         };
@@ -381,6 +391,12 @@ impl RedisStreamSource {
     ) {
         let max = self.config.max_deliveries.get() as u64;
         for entry in entries {
+            if self
+                .end_before
+                .is_some_and(|end| parse_id(&entry.id).is_none_or(|id| id >= end))
+            {
+                continue;
+            }
             let Some(fields) = entry.fields else {
                 // Deleted while pending: nothing to deliver, just forget it.
                 self.acker
