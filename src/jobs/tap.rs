@@ -17,7 +17,7 @@ use lapin::types::FieldTable;
 use super::read::{Begin, KafkaReader, StreamReader};
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::SourceConfig;
-use crate::connectors::amqp::mapping::{DeliveryInfo, to_message};
+use crate::connectors::amqp::mapping::delivery_message;
 use crate::message::Message;
 use crate::runtime::router::{Plan, Router};
 use crate::steps::jq::{Variables, payload_value};
@@ -303,13 +303,7 @@ impl Tap {
                         break;
                     };
                     let delivery = delivery.map_err(|e| format!("amqp: {e}"))?;
-                    let info = DeliveryInfo {
-                        queue: Arc::clone(&name),
-                        exchange: delivery.exchange.as_str(),
-                        routing_key: delivery.routing_key.as_str(),
-                        delivery_tag: delivery.delivery_tag,
-                    };
-                    let m = to_message(info, &delivery.properties, &delivery.data);
+                    let m = delivery_message(&name, &delivery);
                     let Some(n) = self.show(&m, &mut stdout)? else {
                         break;
                     };

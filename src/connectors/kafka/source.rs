@@ -35,7 +35,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 type Tracker = Arc<Mutex<OffsetTracker>>;
 
 fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
-    tracker.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(tracker)
 }
 
 /// librdkafka callbacks: logging, rebalances, commit results.

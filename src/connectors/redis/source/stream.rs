@@ -29,11 +29,11 @@ use crate::connectors::redis::config::RedisStreamSourceConfig;
 use crate::connectors::redis::replies::{
     StreamEntry, parse_autoclaim_reply, parse_entries, parse_pending, parse_read_reply, text,
 };
-use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
+use crate::connectors::redis::stream_entry::entry_message;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
-use crate::message::{Message, Origin};
 use crate::observe::Probe;
+use crate::position::stream_id;
 use crate::position::{Mark, Scope, Settled};
 use crate::values::Until;
 
@@ -317,7 +317,7 @@ impl RedisStreamSource {
         for (name, entries) in per_stream {
             if let Some(i) = self.streams.iter().position(|s| **s == *name) {
                 if let Some(ends) = &mut self.ends {
-                    let last = entries.last().and_then(|e| parse_id(&e.id));
+                    let last = entries.last().and_then(|e| stream_id(&e.id));
                     if !entries.is_empty() && last < ends[i] {
                         answered.push(i);
                     }
@@ -393,7 +393,7 @@ impl RedisStreamSource {
         for entry in entries {
             if self
                 .end_before
-                .is_some_and(|end| parse_id(&entry.id).is_none_or(|id| id >= end))
+                .is_some_and(|end| stream_id(&entry.id).is_none_or(|id| id >= end))
             {
                 continue;
             }
@@ -404,18 +404,7 @@ impl RedisStreamSource {
                     .complete(Outcome::Delivered);
                 continue;
             };
-            let m = from_stream_fields(&fields);
-            let message = Message {
-                key: m.key,
-                payload: m.payload,
-                headers: m.headers,
-                timestamp: m.timestamp.or_else(|| stream_id_millis(&entry.id)),
-                origin: Origin::RedisStream {
-                    stream: Arc::clone(&self.streams[stream]),
-                    id: entry.id.clone(),
-                },
-                ..Message::default()
-            };
+            let message = entry_message(&self.streams[stream], entry.id.clone(), &fields);
             let ack = self.acker.ack((stream, entry.id.clone()));
             let mut envelope = Envelope::new(message, ack);
             if let Some(&n) = deliveries.get(&entry.id)
@@ -544,7 +533,7 @@ async fn keep_from(
     if pending == 0 {
         return Ok(group
             .get("last-delivered-id")
-            .and_then(|id| parse_id(id))
+            .and_then(|id| stream_id(id))
             .map(|(ms, seq)| (ms, seq + 1)));
     }
     let summary: redis::Value = redis::cmd("XPENDING")
@@ -554,14 +543,9 @@ async fn keep_from(
         .await
         .map_err(|e| ConnectorError::redis(format!("reading pending summary (group {name})"), e))?;
     Ok(match &summary {
-        redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| parse_id(&id)),
+        redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| stream_id(&id)),
         _ => None,
     })
-}
-
-fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// `XINFO GROUPS` and `XINFO CONSUMERS` answer a list of [`map_of`].
@@ -608,7 +592,7 @@ async fn job_of(
         .map_err(|e| err("reading the end", e))?;
     let end = map_of(&info)
         .get("last-generated-id")
-        .and_then(|id| parse_id(id));
+        .and_then(|id| stream_id(id));
     let groups: redis::Value = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
@@ -619,7 +603,7 @@ async fn job_of(
         .into_iter()
         .find(|g| g.get("name").map(String::as_str) == Some(group))
         .unwrap_or_default();
-    let delivered = ours.get("last-delivered-id").and_then(|id| parse_id(id));
+    let delivered = ours.get("last-delivered-id").and_then(|id| stream_id(id));
     let lag: Option<u64> = ours.get("lag").and_then(|l| l.parse().ok());
     let consumers: redis::Value = redis::cmd("XINFO")
         .arg("CONSUMERS")
