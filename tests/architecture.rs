@@ -34,14 +34,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("top", &["lib", "main"]),
 ];
 
-/// Files still to split (issue 9): each must still be too long, so the list
-/// only shrinks.
-const NOT_YET_SPLIT: &[&str] = &[
-    "tests/conformance/kits.rs",
-    "tests/examples.rs",
-    "tests/redis_sources.rs",
-];
-
 /// Nothing may be longer: a longer file has more than one job.
 const MAX_LINES: usize = 600;
 
@@ -176,13 +168,7 @@ fn no_module_imports_a_higher_layer() {
 
 #[test]
 fn no_rust_file_is_over_600_lines() {
-    let mut long = long_files();
-    for file in NOT_YET_SPLIT {
-        assert!(
-            long.remove(*file).is_some(),
-            "{file} is no longer over {MAX_LINES} lines: take it out of NOT_YET_SPLIT"
-        );
-    }
+    let long = long_files();
     assert!(
         long.is_empty(),
         "files over {MAX_LINES} lines (split them by job, or move their tests to a \

@@ -72,16 +72,23 @@ impl RabbitVhost {
     /// Publishes `payloads` to `queue` through the default exchange, with
     /// confirms.
     pub async fn publish(&self, queue: &str, payloads: &[String]) {
+        let messages: Vec<(&str, &str)> = payloads.iter().map(|p| (queue, p.as_str())).collect();
+        self.publish_to("", &messages).await;
+    }
+
+    /// Publishes `(routing key, body)` pairs to `exchange`, persistent, and
+    /// waits for every confirm.
+    pub async fn publish_to(&self, exchange: &str, messages: &[(&str, &str)]) {
         let (_c, ch) = self.channel().await;
         ch.confirm_select(Default::default()).await.unwrap();
         let mut confirms = Vec::new();
-        for p in payloads {
+        for (routing_key, body) in messages {
             confirms.push(
                 ch.basic_publish(
-                    "".into(),
-                    queue.into(),
+                    exchange.into(),
+                    (*routing_key).into(),
                     Default::default(),
-                    p.as_bytes(),
+                    body.as_bytes(),
                     lapin::BasicProperties::default().with_delivery_mode(2),
                 )
                 .await
@@ -112,6 +119,12 @@ impl RabbitVhost {
 
     /// Takes every message out of `queue`.
     pub async fn drain(&self, queue: &str) -> Vec<Vec<u8>> {
+        let deliveries = self.take_all(queue).await;
+        deliveries.into_iter().map(|d| d.data).collect()
+    }
+
+    /// Takes every message out of `queue`, with its properties.
+    pub async fn take_all(&self, queue: &str) -> Vec<lapin::message::Delivery> {
         let (_c, ch) = self.channel().await;
         let mut out = Vec::new();
         while let Some(m) = ch
@@ -122,7 +135,7 @@ impl RabbitVhost {
             .await
             .unwrap()
         {
-            out.push(m.delivery.data);
+            out.push(m.delivery);
         }
         out
     }

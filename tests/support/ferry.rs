@@ -21,13 +21,30 @@ impl Ferry {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, config).unwrap();
+        Self::spawn(&path, dir, extra_args, &[])
+    }
+
+    /// `ferry run FILE` for a config file as shipped (`examples/`), with
+    /// `env` set for the `${VAR}`s it reads.
+    pub fn start_file(file: &Path, env: &[(&str, String)]) -> Self {
+        assert!(file.exists(), "{} is missing", file.display());
+        Self::spawn(file, tempfile::tempdir().unwrap(), &[], env)
+    }
+
+    fn spawn(
+        config: &Path,
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+        env: &[(&str, String)],
+    ) -> Self {
         let log = dir.path().join("ferry.log");
         let child = Command::new(ferry_bin())
             .arg("run")
-            .arg(&path)
+            .arg(config)
             .args(["--progress-every", "1s"])
             .args(extra_args)
             .env("FERRY_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -87,6 +104,29 @@ impl Ferry {
         s
     }
 
+    /// Waits for `needle` in the log; fails early if ferry exited.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("ferry exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` in the log after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then a clean exit (in-flight writes finished, offsets
+    /// committed) within `timeout`.
+    pub fn stop(&mut self, timeout: Duration) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_success(timeout);
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }
@@ -94,6 +134,9 @@ impl Ferry {
 
 impl Drop for Ferry {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("ferry log:\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,7 +14,8 @@ use ferry::connectors::kafka::admin;
 
 use super::{Proxy, free_port, unique, wait_until};
 
-fn client_config(brokers: &str) -> ClientConfig {
+/// A librdkafka client config for `brokers`, nothing else set.
+pub fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c
