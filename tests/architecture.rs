@@ -34,25 +34,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("top", &["lib", "main"]),
 ];
 
-/// Climbs still to remove (issue 9), as `file: module`: each must still
-/// climb, so the list only shrinks.
-const KNOWN_CLIMBS: &[&str] = &["src/error.rs: connectors"];
-
-/// Files still to split (issue 9): each must still be too long, so the list
-/// only shrinks.
-const NOT_YET_SPLIT: &[&str] = &[
-    "src/connectors/kafka/source.rs",
-    "src/connectors/redis/source/stream.rs",
-    "src/jobs/reconcile.rs",
-    "src/runtime/pipeline.rs",
-    "src/runtime/sink_task.rs",
-    "src/steps/jq.rs",
-    "tests/conformance/kits.rs",
-    "tests/examples.rs",
-    "tests/redis_sources.rs",
-    "tests/support/mod.rs",
-];
-
 /// Nothing may be longer: a longer file has more than one job.
 const MAX_LINES: usize = 600;
 
@@ -177,22 +158,7 @@ fn long_files() -> BTreeMap<String, usize> {
 
 #[test]
 fn no_module_imports_a_higher_layer() {
-    let all = climbs(&root().join("src"));
-    let known = |c: &String| {
-        KNOWN_CLIMBS.iter().any(|k| {
-            let (file, module) = k.split_once(": ").expect("`file: module`");
-            c.starts_with(&format!("{file}:")) && c.ends_with(&format!("uses `{module}` (parts)"))
-        })
-    };
-    for k in KNOWN_CLIMBS {
-        let (file, _) = k.split_once(": ").expect("`file: module`");
-        assert!(
-            all.iter()
-                .any(|c| known(c) && c.starts_with(&format!("{file}:"))),
-            "{k} no longer climbs: take it out of KNOWN_CLIMBS"
-        );
-    }
-    let climbs: Vec<_> = all.into_iter().filter(|c| !known(c)).collect();
+    let climbs = climbs(&root().join("src"));
     assert!(
         climbs.is_empty(),
         "imports that climb a layer (see ARCHITECTURE.md, \"Layers\"):\n{}",
@@ -202,13 +168,7 @@ fn no_module_imports_a_higher_layer() {
 
 #[test]
 fn no_rust_file_is_over_600_lines() {
-    let mut long = long_files();
-    for file in NOT_YET_SPLIT {
-        assert!(
-            long.remove(*file).is_some(),
-            "{file} is no longer over {MAX_LINES} lines: take it out of NOT_YET_SPLIT"
-        );
-    }
+    let long = long_files();
     assert!(
         long.is_empty(),
         "files over {MAX_LINES} lines (split them by job, or move their tests to a \

@@ -11,6 +11,7 @@
 pub mod diff;
 pub mod read;
 pub mod reconcile;
+pub mod repair;
 pub mod replay;
 pub mod spill;
 pub mod tap;

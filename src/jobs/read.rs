@@ -21,10 +21,10 @@ use crate::connectors::kafka::oauth::{BearerToken, TokenContext};
 use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::replies::parse_read_reply;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
-use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
+use crate::connectors::redis::stream_entry::entry_message;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
-use crate::message::{Message, Origin};
+use crate::message::Message;
 use crate::position::Mark;
 use crate::values::time::Time;
 
@@ -342,18 +342,8 @@ impl StreamReader {
                     }
                     self.last[i] = entry.id.clone();
                     let Some(fields) = entry.fields else { continue };
-                    let m = from_stream_fields(&fields);
-                    self.buffer.push_back(Message {
-                        key: m.key,
-                        payload: m.payload,
-                        headers: m.headers,
-                        timestamp: m.timestamp.or_else(|| stream_id_millis(&entry.id)),
-                        origin: Origin::RedisStream {
-                            stream: Arc::clone(&self.streams[i]),
-                            id: entry.id,
-                        },
-                        ..Message::default()
-                    });
+                    self.buffer
+                        .push_back(entry_message(&self.streams[i], entry.id, &fields));
                 }
             }
             // A stream with nothing more before its end is done.

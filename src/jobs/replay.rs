@@ -91,12 +91,7 @@ impl End {
 }
 
 fn is_entry_id(s: &str) -> bool {
-    s.split_once('-').is_some_and(|(ms, seq)| {
-        !ms.is_empty()
-            && !seq.is_empty()
-            && ms.bytes().all(|b| b.is_ascii_digit())
-            && seq.bytes().all(|b| b.is_ascii_digit())
-    })
+    crate::position::stream_id(s).is_some()
 }
 
 /// `orders/0=120,orders/1=80` or `0=120,1=80`.

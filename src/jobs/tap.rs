@@ -18,7 +18,7 @@ use super::read::{Begin, KafkaReader, StreamReader};
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::SourceConfig;
 use crate::connectors::amqp::access::AmqpAccess;
-use crate::connectors::amqp::mapping::{DeliveryInfo, to_message};
+use crate::connectors::amqp::mapping::delivery_message;
 use crate::connectors::kafka::oauth::BearerToken;
 use crate::connectors::kafka::security;
 use crate::connectors::redis::access::RedisAccess;
@@ -348,13 +348,7 @@ impl Tap {
                         break;
                     };
                     let delivery = delivery.map_err(|e| format!("amqp: {e}"))?;
-                    let info = DeliveryInfo {
-                        queue: Arc::clone(&name),
-                        exchange: delivery.exchange.as_str(),
-                        routing_key: delivery.routing_key.as_str(),
-                        delivery_tag: delivery.delivery_tag,
-                    };
-                    let m = to_message(info, &delivery.properties, &delivery.data);
+                    let m = delivery_message(&name, &delivery);
                     let Some(n) = self.show(&m, &mut stdout)? else {
                         break;
                     };

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod errors;
 pub mod mapping;
 pub mod oauth;
 pub mod offsets;

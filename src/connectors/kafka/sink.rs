@@ -11,11 +11,12 @@ use tracing::info;
 
 use super::admin;
 use super::config::KafkaSinkConfig;
+use super::errors::code_is_per_message;
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
 use super::oauth::{self, BearerToken};
 use super::watch::BrokerWatch;
 use crate::connectors::Sink;
-use crate::error::{ConnectorError, MessageError, kafka_code_is_per_message};
+use crate::error::{ConnectorError, MessageError};
 use crate::message::{Headers, Message};
 use crate::observe::Probe;
 use crate::template::Template;
@@ -199,7 +200,7 @@ impl Sink for KafkaSink {
 /// the batch (which is then retried or fails the pipeline).
 fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), ConnectorError> {
     match e.rdkafka_error_code() {
-        Some(code) if kafka_code_is_per_message(code) => {
+        Some(code) if code_is_per_message(code) => {
             *result = Err(MessageError::Refused {
                 system: "kafka",
                 reason: code.to_string(),

@@ -1,6 +1,7 @@
 //! The Redis sources' settings: streams, lists, pub/sub and keyspace.
 
 use super::*;
+use crate::position::stream_id;
 
 /// Where a newly created consumer group starts reading a stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -269,11 +270,13 @@ pub struct EntryId(pub u64, pub u64);
 impl EntryId {
     pub fn parse(s: &str) -> Result<EntryId, String> {
         let bad = || format!("invalid stream entry id \"{s}\": write e.g. \"1714557600000-0\"");
-        let (ms, seq) = s.trim().split_once('-').unwrap_or((s.trim(), "0"));
-        Ok(EntryId(
-            ms.parse().map_err(|_| bad())?,
-            seq.parse().map_err(|_| bad())?,
-        ))
+        // `<milliseconds>` alone is the first entry of that millisecond.
+        let id = s.trim();
+        let id = match id.contains('-') {
+            true => stream_id(id),
+            false => stream_id(&format!("{id}-0")),
+        };
+        id.map(|(ms, seq)| EntryId(ms, seq)).ok_or_else(bad)
     }
 
     /// The last id before this one (`None` before the first id there is).

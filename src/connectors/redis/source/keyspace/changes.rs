@@ -118,7 +118,7 @@ pub(super) async fn listen(
                     continue;
                 }
                 Err(e) => {
-                    *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *crate::sync::lock(&shared.fatal) = Some(e.to_string());
                     shared.notify.notify_one();
                     return;
                 }
