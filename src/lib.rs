@@ -6,6 +6,7 @@
 //! [`ack`] carries sink confirmations back to the source.
 
 pub mod ack;
+pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -15,8 +16,10 @@ pub mod jobs;
 pub mod message;
 pub mod observe;
 pub mod position;
+pub mod problem;
 pub mod runtime;
 pub mod secret;
 pub mod steps;
 pub mod sync;
 pub mod template;
+pub mod values;

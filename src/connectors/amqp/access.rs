@@ -9,6 +9,7 @@
 //! | `username`, `password` | the URI's user info (PLAIN) |
 //! | `vhost` | the URI's path |
 //! | `mechanism = "external"` | `auth_mechanism = external`: the client certificate is the login |
+//! | `tls.server_name` | the TLS handshake's name (SNI and certificate check) instead of the url's host |
 
 use std::str::FromStr;
 
@@ -17,18 +18,14 @@ use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
 use serde::Deserialize;
 
 use super::config::AmqpUrl;
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
-/// What lapin cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
-    server_name: Some(
-        "lapin checks the certificate against the host in `url`; \
-         connect by that name (DNS or /etc/hosts) instead",
-    ),
-};
+/// What lapin cannot do with `tls`: nothing among these (`server_name`
+/// goes through lapin's own connector, see `connection.rs`).
+pub const TLS_SUPPORT: Supports = Supports { server_name: None };
 
 /// How ferry logs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -175,6 +172,16 @@ impl AmqpAccess {
             identity,
             cert_chain,
         })
+    }
+
+    /// `tls.server_name`: the name the server's certificate must carry
+    /// when it is not the host in `url`.
+    pub fn server_name(&self) -> Option<String> {
+        self.tls
+            .as_ref()?
+            .server_name
+            .as_ref()
+            .map(ToString::to_string)
     }
 
     /// The virtual host connected to (for messages that name it).

@@ -2,7 +2,11 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
+use std::net::SocketAddr;
+
+use lapin::tcp::OwnedTLSConfig;
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{AsyncTcpStream, Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
 
 use super::access::AmqpAccess;
 
@@ -19,19 +23,51 @@ pub async fn open(
     let props =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
     let connecting = |e| ConnectorError::amqp(format!("connecting to {}", access.shown()), e);
-    let conn = DefaultConnectionBuilder::new()
-        .map_err(connecting)?
-        .with_uri(access.uri()?)
-        .with_properties(props)
-        .with_tls_config(access.tls_config()?)
-        .connect()
-        .await
-        .map_err(connecting)?;
+    let conn = match access.server_name() {
+        None => DefaultConnectionBuilder::new()
+            .map_err(connecting)?
+            .with_uri(access.uri()?)
+            .with_properties(props)
+            .with_tls_config(access.tls_config()?)
+            .connect()
+            .await
+            .map_err(connecting)?,
+        Some(name) => connect_as(access.uri()?, access.tls_config()?, name, props)
+            .await
+            .map_err(connecting)?,
+    };
     let channel = conn
         .create_channel()
         .await
         .map_err(|e| ConnectorError::amqp("opening a channel", e))?;
     Ok((conn, channel))
+}
+
+/// lapin's own connect, except that the TLS handshake names `server_name`
+/// rather than the url's host: lapin has no setting for it, but takes the
+/// transport from a closure.
+async fn connect_as(
+    uri: AMQPUri,
+    tls: OwnedTLSConfig,
+    server_name: String,
+    props: ConnectionProperties,
+) -> lapin::Result<Connection> {
+    let runtime = lapin::runtime::default_runtime()?;
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri: AMQPUri, runtime| {
+            let host = (uri.authority.host.as_str(), uri.authority.port);
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host).await?.collect();
+            let stream = AsyncTcpStream::connect(&runtime, addrs).await?;
+            Ok(match uri.scheme {
+                AMQPScheme::AMQP => stream,
+                AMQPScheme::AMQPS => stream.into_tls(&server_name, tls.as_ref()).await?,
+            })
+        },
+        props,
+    )
+    .await
 }
 
 /// Declares exchanges, then queues, then bindings. Declaring what exists

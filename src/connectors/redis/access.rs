@@ -19,9 +19,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::config::{RedisUrl, SentinelConfig};
 use super::connection::{Cluster, RedisConn, Sentinel};
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What redis-rs cannot do with `tls`.

@@ -5,6 +5,7 @@ pub mod access;
 pub mod commands;
 pub mod config;
 pub mod connection;
+pub mod errors;
 pub mod exactly_once;
 pub mod guards;
 pub mod key_value;

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::ack::Ack;
+use crate::backoff::Backoff;
 use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::config::RedisPubSubSourceConfig;
 use crate::connectors::redis::connection::RedisConn;
@@ -25,7 +26,6 @@ use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::observe::Probe;
-use crate::runtime::backoff::Backoff;
 
 pub struct RedisPubSubSource {
     rx: mpsc::Receiver<Message>,

@@ -14,10 +14,10 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::{info, warn};
 
 use super::changes::{Shared, ensure_notifications, listen};
+use crate::backoff::Backoff;
 use crate::connectors::redis::access::{RedisAccess, connect_node};
 use crate::connectors::redis::connection::Cluster;
 use crate::error::ConnectorError;
-use crate::runtime::backoff::Backoff;
 
 /// How often the primaries are listed again.
 const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
