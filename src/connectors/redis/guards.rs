@@ -68,7 +68,8 @@ impl Replicas {
             self.want, self.timeout
         );
         match self.missing {
-            ReplicasMissing::Retry => Err(ConnectorError::Retry(why)),
+            // Says nothing about the messages: waited out like an outage.
+            ReplicasMissing::Retry => Err(ConnectorError::Refusing(why)),
             ReplicasMissing::Fail => {
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(MessageError::Refused {
