@@ -279,8 +279,9 @@ impl Sink for RedisSink {
 /// A refused command fails its message, unless the refusal says something
 /// about the server rather than the message: permissions stop the pipeline;
 /// a server that refuses every write for now (loading, out of memory,
-/// read-only replica) fails the batch, which is retried with backoff and
-/// never dead-lettered for it.
+/// read-only replica, a cluster slot that moved and is still redirected
+/// after the connection sent it again) fails the batch, which is retried
+/// with backoff and never dead-lettered for it.
 fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
     let code = e.code().unwrap_or_default().to_owned();
     let code = code.as_str();
@@ -294,6 +295,8 @@ fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, Conn
             | "MASTERDOWN"
             | "BUSY"
             | "TRYAGAIN"
+            | "MOVED"
+            | "ASK"
             | "CLUSTERDOWN"
             | "MISCONF"
     );
