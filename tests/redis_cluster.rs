@@ -152,9 +152,6 @@ retry = {{ initial = "100ms", max = "1s" }}
         "exactly_once on a cluster: {tally}, failover {failover:?}, {} retries",
         retries(&ferry)
     );
-    if std::env::var("SHOW_LOG").is_ok() {
-        println!("{}", ferry.log());
-    }
     assert_eq!(tally.lost, 0, "{tally}");
     assert_eq!(tally.duplicated, 0, "{tally}");
 }

@@ -80,9 +80,6 @@ retry = {{ initial = "100ms", max = "1s" }}
         log.matches("retrying in").count(),
         started.elapsed()
     );
-    if std::env::var("SHOW_LOG").is_ok() {
-        println!("{log}");
-    }
     assert_eq!(lost, 0);
     assert!(log.contains("the primary changed"), "{log}");
 }
