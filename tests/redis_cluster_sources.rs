@@ -154,3 +154,85 @@ key = "out"
             == sent
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sharded_pubsub_reads_the_owning_shard_and_follows_its_failover() {
+    let cluster = RedisCluster::start();
+    let sink = RedisServer::start();
+    let config = format!(
+        r#"
+[[pipeline]]
+name = "sharded"
+source = {{ type = "redis-pubsub", url = "{url}", cluster = true, shard_channels = ["alerts"] }}
+[[pipeline.sink]]
+type = "redis"
+url = "{sink}"
+write = "rpush"
+key = "out"
+"#,
+        url = cluster.url(),
+        sink = sink.url()
+    );
+    let ferry = Ferry::start(&config);
+    wait_until(Duration::from_secs(20), "subscribed", || {
+        ferry.log().contains("sharded pub/sub subscribed")
+    });
+    let received = || {
+        redis::cmd("LLEN")
+            .arg("out")
+            .query::<u64>(&mut sink.conn())
+            .unwrap()
+    };
+    let mut conn = cluster.conn();
+    let mut sent = 0u64;
+    let mut spublish = |conn: &mut redis::cluster::ClusterConnection| {
+        sent += 1;
+        let _: redis::RedisResult<u64> = redis::cmd("SPUBLISH")
+            .arg("alerts")
+            .arg(ferry::connectors::generate::order(sent))
+            .query(conn);
+    };
+    for _ in 0..10 {
+        spublish(&mut conn);
+    }
+    wait_until(Duration::from_secs(20), "the first 10", || received() == 10);
+    // The shard that owns `alerts` fails over; the subscription follows.
+    let owner = {
+        let slot: u64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg("alerts")
+            .query(&mut conn)
+            .unwrap();
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn).unwrap();
+        slots
+            .iter()
+            .find_map(|r| {
+                let redis::Value::Array(r) = r else {
+                    return None;
+                };
+                let (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(n)) =
+                    (&r[0], &r[1], &r[2])
+                else {
+                    return None;
+                };
+                let redis::Value::Int(port) = n[1] else {
+                    return None;
+                };
+                (*a as u64 <= slot && slot <= *b as u64).then_some(port as u16)
+            })
+            .unwrap()
+    };
+    let failover = cluster.fail_over_to(cluster.replica_of(owner));
+    let mut conn = cluster.conn();
+    let before = received();
+    wait_until(
+        Duration::from_secs(30),
+        "a message after the failover",
+        || {
+            spublish(&mut conn);
+            std::thread::sleep(Duration::from_millis(100));
+            received() > before
+        },
+    );
+    println!("sharded pub/sub: failover {failover:?}, heard again after it");
+}

@@ -178,6 +178,21 @@ impl RedisAccess {
             .map_err(|e| ConnectorError::redis("asking the sentinels for the primary", e))
     }
 
+    /// The TLS files of a cluster's connections (redis-rs takes them apart
+    /// from the url).
+    pub fn cluster_certificates(&self) -> Result<Option<redis::TlsCertificates>, ConnectorError> {
+        let Some(tls) = self.tls.as_ref().filter(|t| !t.insecure_skip_verify) else {
+            return Ok(None);
+        };
+        Ok(Some(redis::TlsCertificates {
+            client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
+                client_cert: id.cert,
+                client_key: id.key,
+            }),
+            root_cert: tls.read_ca()?,
+        }))
+    }
+
     /// A client for one node of a cluster (`host:port`), with this access's
     /// login and TLS settings.
     pub fn node_client(&self, node: &str) -> Result<redis::Client, ConnectorError> {
@@ -223,30 +238,9 @@ pub fn connect(
             .map(RedisConn::Single)
             .map_err(|e| ConnectorError::redis("creating the connection", e)),
         Mode::Cluster => {
-            let certificates = match access.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
-                Some(tls) => Some(redis::TlsCertificates {
-                    client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
-                        client_cert: id.cert,
-                        client_key: id.key,
-                    }),
-                    root_cert: tls.read_ca()?,
-                }),
-                None => None,
-            };
+            let certificates = access.cluster_certificates()?;
             let open = move |seeds: Vec<redis::ConnectionInfo>| {
-                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
-                    .response_timeout(response_timeout)
-                    .connection_timeout(Duration::from_secs(5))
-                    // A failover takes a few seconds (cluster-node-timeout
-                    // plus the election): ride it out within one batch
-                    // when possible.
-                    .retries(8)
-                    .min_retry_wait(100)
-                    .max_retry_wait(2_000);
-                if let Some(c) = &certificates {
-                    builder = builder.certs(c.clone());
-                }
-                builder.build()
+                cluster_builder(seeds, response_timeout, &certificates).build()
             };
             // Checked here, so that a bad setting fails at start.
             let seed = client.get_connection_info().clone();
@@ -259,6 +253,26 @@ pub fn connect(
             Ok(RedisConn::Sentinel(Sentinel::new(sentinels, config)))
         }
     }
+}
+
+/// redis-rs's cluster client settings, from seed nodes.
+pub fn cluster_builder(
+    seeds: Vec<redis::ConnectionInfo>,
+    response_timeout: Duration,
+    certificates: &Option<redis::TlsCertificates>,
+) -> redis::cluster::ClusterClientBuilder {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+        .response_timeout(response_timeout)
+        .connection_timeout(Duration::from_secs(5))
+        // A failover takes a few seconds (cluster-node-timeout plus the
+        // election): ride it out within one batch when possible.
+        .retries(8)
+        .min_retry_wait(100)
+        .max_retry_wait(2_000);
+    if let Some(c) = certificates {
+        builder = builder.certs(c.clone());
+    }
+    builder
 }
 
 fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {

@@ -92,6 +92,12 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Every node known (after the first connection, the whole cluster).
+    pub async fn seeds(&self) -> RedisResult<Vec<redis::ConnectionInfo>> {
+        self.get().await?;
+        Ok(crate::sync::lock(&self.seeds).clone())
+    }
+
     /// After a connection failure: connect again from every known node.
     async fn forget(&self) {
         *self.conn.lock().await = None;

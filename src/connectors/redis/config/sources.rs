@@ -170,6 +170,10 @@ pub struct RedisPubSubSourceConfig {
     pub channels: Vec<NonEmpty>,
     #[serde(default)]
     pub patterns: Vec<NonEmpty>,
+    /// Sharded pub/sub (`SSUBSCRIBE`, Redis 7, with `cluster = true`): each
+    /// channel is read on the shard that owns its slot.
+    #[serde(default)]
+    pub shard_channels: Vec<NonEmpty>,
     /// Messages held while the pipeline is busy; beyond that new messages
     /// are dropped (and counted in the log), as Redis itself would drop a
     /// slow subscriber.
@@ -286,7 +290,18 @@ impl RedisPubSubSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
         check_mode(self.cluster, &self.sentinel, path, problems);
-        if self.channels.is_empty() && self.patterns.is_empty() {
+        if !self.shard_channels.is_empty() && !self.cluster {
+            problems.push(
+                Problem::at_path(
+                    path.key("shard_channels"),
+                    "`shard_channels` needs `cluster = true`",
+                )
+                .with_help(
+                    "sharded pub/sub is a Redis Cluster feature; use `channels` on one server",
+                ),
+            );
+        }
+        if self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty() {
             problems.push(
                 Problem::at_path(
                     path.clone(),

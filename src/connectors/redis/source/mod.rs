@@ -4,6 +4,7 @@
 pub mod keyspace;
 pub mod list;
 pub mod pubsub;
+pub mod sharded;
 pub mod stream;
 
 use std::collections::HashMap;

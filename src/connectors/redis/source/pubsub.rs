@@ -29,7 +29,8 @@ use crate::observe::Probe;
 
 pub struct RedisPubSubSource {
     rx: mpsc::Receiver<Message>,
-    task: JoinHandle<()>,
+    /// The subscription tasks: channels and patterns, shard channels.
+    tasks: Vec<JoinHandle<()>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -40,9 +41,30 @@ impl RedisPubSubSource {
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
         let access = config.access();
-        let conn = connect(&access, Duration::from_secs(10))?;
         let (tx, rx) = mpsc::channel(config.buffer.get());
         let dropped = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        if !config.shard_channels.is_empty() {
+            let channels = config
+                .shard_channels
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            tasks.push(
+                super::sharded::spawn(
+                    pipeline,
+                    &access,
+                    channels,
+                    tx.clone(),
+                    Arc::clone(&dropped),
+                )
+                .await?,
+            );
+        }
+        if config.channels.is_empty() && config.patterns.is_empty() {
+            return Ok(Self { rx, tasks, dropped });
+        }
+        let conn = connect(&access, Duration::from_secs(10))?;
         let subscription = Subscription {
             access,
             conn,
@@ -57,15 +79,15 @@ impl RedisPubSubSource {
             .map_err(|e| ConnectorError::redis("subscribing", e))?;
         info!(pipeline, channels = ?subscription.channels, patterns = ?subscription.patterns,
             "redis pub/sub subscribed");
-        let task = tokio::spawn(subscribe_forever(
+        tasks.push(tokio::spawn(subscribe_forever(
             pipeline.to_owned(),
             subscription,
             first,
             tx,
             Arc::clone(&dropped),
             probe.clone(),
-        ));
-        Ok(Self { rx, task, dropped })
+        )));
+        Ok(Self { rx, tasks, dropped })
     }
 }
 
@@ -170,20 +192,8 @@ async fn subscribe_forever(
                 timestamp: Some(crate::clock::now_ms()),
                 ..Message::default()
             };
-            match tx.try_send(message) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        warn!(
-                            pipeline,
-                            dropped = n,
-                            "redis pub/sub: the pipeline is behind; \
-                            messages dropped (pub/sub is at-most-once)"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            if !forward(&pipeline, &tx, &dropped, message) {
+                return;
             }
         }
         warn!(
@@ -191,6 +201,32 @@ async fn subscribe_forever(
             "redis pub/sub connection lost; messages published meanwhile are missed; reconnecting"
         );
         probe.retrying(&"connection lost");
+    }
+}
+
+/// Hands a message to the source; when the pipeline is that far behind,
+/// drops it and counts it. `false` once the source is gone.
+pub(super) fn forward(
+    pipeline: &str,
+    tx: &mpsc::Sender<Message>,
+    dropped: &AtomicU64,
+    message: Message,
+) -> bool {
+    match tx.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    pipeline,
+                    dropped = n,
+                    "redis pub/sub: the pipeline is behind; \
+                    messages dropped (pub/sub is at-most-once)"
+                );
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -210,7 +246,9 @@ impl Source for RedisPubSubSource {
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
-        self.task.abort();
+        for task in self.tasks {
+            task.abort();
+        }
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             warn!(
