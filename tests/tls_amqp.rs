@@ -106,6 +106,17 @@ declare = {{ queues = [{{ name = "copied" }}] }}
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rabbit.queue_len("by-name").await, 5);
 
+    // `insecure_skip_verify` (tests only): any certificate, loudly.
+    let insecure =
+        "username = \"alice\"\npassword = \"s3cret-pw\"\ntls = { insecure_skip_verify = true }";
+    let (code, _, stderr) = run(&publish(&rabbit.tls_url(), "insecure", insecure, 5));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("TLS certificate verification is OFF"),
+        "{stderr}"
+    );
+    assert_eq!(rabbit.queue_len("insecure").await, 5);
+
     // A server certificate from a CA ferry does not trust: refused once,
     // with the setting to change, instead of retrying forever.
     let wrong_ca = format!(

@@ -10,6 +10,7 @@
 //! | `vhost` | the URI's path |
 //! | `mechanism = "external"` | `auth_mechanism = external`: the client certificate is the login |
 //! | `tls.server_name` | the TLS handshake's name (SNI and certificate check) instead of the url's host |
+//! | `tls.insecure_skip_verify` | ferry's own rustls connector accepting any certificate (`insecure.rs`) |
 
 use std::str::FromStr;
 
@@ -95,17 +96,6 @@ impl AmqpAccess {
                 );
             }
             tls.check(path, &TLS_SUPPORT, problems);
-            if tls.insecure_skip_verify {
-                problems.push(
-                    Problem::at_path(
-                        path.key("tls").key("insecure_skip_verify"),
-                        "`insecure_skip_verify` is not supported for RabbitMQ",
-                    )
-                    .with_help(
-                        "lapin always verifies the server; give the test CA in `tls.ca` instead",
-                    ),
-                );
-            }
         }
         if self.mechanism == AuthMechanism::External {
             let has_cert = self.tls.as_ref().is_some_and(|t| t.cert.is_some());
@@ -172,6 +162,11 @@ impl AmqpAccess {
             identity,
             cert_chain,
         })
+    }
+
+    /// `tls.insecure_skip_verify`: any server certificate is accepted.
+    pub fn insecure(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
     }
 
     /// `tls.server_name`: the name the server's certificate must carry
@@ -244,10 +239,13 @@ mod tests {
                 .any(|m| m.contains("`tls` settings with an `amqp://` url")),
             "{p:?}"
         );
-        assert!(
-            p.iter().any(|m| m.contains("not supported for RabbitMQ")),
-            "{p:?}"
+        assert_eq!(p.len(), 1, "{p:?}");
+        let (a, p) = access(
+            "url = \"amqps://h\"\ntls = { insecure_skip_verify = true, server_name = \"rabbit\" }",
         );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(a.insecure());
+        assert_eq!(a.server_name().as_deref(), Some("rabbit"));
     }
 
     #[test]

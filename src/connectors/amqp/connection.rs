@@ -4,11 +4,13 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::net::SocketAddr;
 
-use lapin::tcp::OwnedTLSConfig;
+use lapin::tcp::{OwnedTLSConfig, RustlsConnector};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{AsyncTcpStream, Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
+use tracing::warn;
 
 use super::access::AmqpAccess;
+use super::insecure;
 
 use super::config::{ExchangeKind, QueueKind, Topology};
 use crate::error::ConnectorError;
@@ -23,7 +25,23 @@ pub async fn open(
     let props =
         ConnectionProperties::default().with_connection_name(LongString::from(name.to_owned()));
     let connecting = |e| ConnectorError::amqp(format!("connecting to {}", access.shown()), e);
-    let conn = match access.server_name() {
+    let handshake = if access.insecure() {
+        warn!(
+            url = %access.shown(),
+            "amqp: TLS certificate verification is OFF (insecure_skip_verify): anyone on the \
+             network path can read and change this traffic; use it for tests only and give \
+             `tls.ca` instead"
+        );
+        let identity = access.tls.as_ref().map(|t| t.read_identity()).transpose()?;
+        Some(Handshake::Insecure(insecure::connector(
+            identity.flatten(),
+        )?))
+    } else if access.server_name().is_some() {
+        Some(Handshake::Checked(access.tls_config()?))
+    } else {
+        None
+    };
+    let conn = match handshake {
         None => DefaultConnectionBuilder::new()
             .map_err(connecting)?
             .with_uri(access.uri()?)
@@ -32,9 +50,15 @@ pub async fn open(
             .connect()
             .await
             .map_err(connecting)?,
-        Some(name) => connect_as(access.uri()?, access.tls_config()?, name, props)
-            .await
-            .map_err(connecting)?,
+        Some(handshake) => {
+            let uri = access.uri()?;
+            let name = access
+                .server_name()
+                .unwrap_or_else(|| uri.authority.host.clone());
+            connect_as(uri, handshake, name, props)
+                .await
+                .map_err(connecting)?
+        }
     };
     let channel = conn
         .create_channel()
@@ -43,12 +67,21 @@ pub async fn open(
     Ok((conn, channel))
 }
 
-/// lapin's own connect, except that the TLS handshake names `server_name`
-/// rather than the url's host: lapin has no setting for it, but takes the
-/// transport from a closure.
+/// How the TLS handshake checks the server, when ferry makes it.
+enum Handshake {
+    /// lapin's checks (the system's CAs and `tls.ca`), under another name.
+    Checked(OwnedTLSConfig),
+    /// Any certificate (`insecure_skip_verify`).
+    Insecure(RustlsConnector),
+}
+
+/// lapin's own connect, except that ferry makes the TLS handshake: under
+/// `server_name` rather than the url's host, or without checking the
+/// certificate. lapin has settings for neither, but takes the transport
+/// from a closure.
 async fn connect_as(
     uri: AMQPUri,
-    tls: OwnedTLSConfig,
+    handshake: Handshake,
     server_name: String,
     props: ConnectionProperties,
 ) -> lapin::Result<Connection> {
@@ -60,9 +93,14 @@ async fn connect_as(
             let host = (uri.authority.host.as_str(), uri.authority.port);
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host).await?.collect();
             let stream = AsyncTcpStream::connect(&runtime, addrs).await?;
-            Ok(match uri.scheme {
-                AMQPScheme::AMQP => stream,
-                AMQPScheme::AMQPS => stream.into_tls(&server_name, tls.as_ref()).await?,
+            Ok(match (uri.scheme, &handshake) {
+                (AMQPScheme::AMQP, _) => stream,
+                (AMQPScheme::AMQPS, Handshake::Checked(tls)) => {
+                    stream.into_tls(&server_name, tls.as_ref()).await?
+                }
+                (AMQPScheme::AMQPS, Handshake::Insecure(connector)) => {
+                    stream.into_rustls(connector, &server_name).await?
+                }
             })
         },
         props,

@@ -5,6 +5,7 @@ pub mod access;
 pub mod config;
 pub mod connection;
 pub mod errors;
+mod insecure;
 pub mod mapping;
 pub mod sink;
 pub mod source;
