@@ -101,7 +101,8 @@ async fn wait_replicas_confirms_with_a_replica_and_fails_or_retries_without_one(
 async fn a_nearly_full_redis_pauses_the_sink_until_memory_frees_and_nothing_is_lost() {
     let redis =
         RedisServer::start_args(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
-    const N: u64 = 30_000;
+    // About 15 MB of orders: far more than the 4 MB Redis may hold.
+    const N: u64 = 100_000;
     let port = free_port();
     let config = format!(
         r#"

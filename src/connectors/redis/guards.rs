@@ -10,8 +10,11 @@ use super::replies::text;
 use crate::error::{ConnectorError, MessageError};
 use crate::observe::names;
 
-/// How often `INFO memory` is read while writing goes on.
-const MEMORY_CHECK: Duration = Duration::from_millis(500);
+/// How often `INFO memory` is read while Redis is far from the threshold;
+/// within [`NEAR`] of it, before every batch.
+const MEMORY_CHECK: Duration = Duration::from_millis(100);
+/// The share of the threshold from which every batch looks first.
+const NEAR: f64 = 0.8;
 
 /// `wait_replicas`: each batch is followed by `WAIT`.
 pub struct Replicas {
@@ -87,6 +90,8 @@ impl Replicas {
 pub struct Memory {
     percent: u64,
     checked: Option<Instant>,
+    /// `used_memory / maxmemory` at the last look (0 without maxmemory).
+    ratio: f64,
     paused: metrics::Gauge,
     pauses: metrics::Counter,
     was_full: bool,
@@ -98,6 +103,7 @@ impl Memory {
         Some(Memory {
             percent,
             checked: None,
+            ratio: 0.0,
             paused: metrics::gauge!(names::REDIS_MEMORY_PAUSED, "pipeline" => pipeline.to_owned(),
                 "sink" => sink.to_owned()),
             pauses: metrics::counter!(names::REDIS_MEMORY_PAUSES, "pipeline" => pipeline.to_owned(),
@@ -110,7 +116,8 @@ impl Memory {
     /// Redis is over the threshold; looks again at most every
     /// [`MEMORY_CHECK`] while under it, and at every attempt while over.
     pub async fn check(&mut self, conn: &mut RedisConn) -> Result<(), ConnectorError> {
-        if !self.was_full && self.checked.is_some_and(|t| t.elapsed() < MEMORY_CHECK) {
+        let near = self.ratio >= NEAR * self.percent as f64 / 100.0;
+        if !self.was_full && !near && self.checked.is_some_and(|t| t.elapsed() < MEMORY_CHECK) {
             return Ok(());
         }
         let info: redis::Value = redis::cmd("INFO")
@@ -119,6 +126,7 @@ impl Memory {
             .await
             .map_err(|e| ConnectorError::redis("reading INFO memory", e))?;
         self.checked = Some(Instant::now());
+        self.ratio = fullest(&info).map_or(0.0, ratio);
         let full = fullest(&info).and_then(|(used, max)| {
             (max > 0 && used.saturating_mul(100) >= max.saturating_mul(self.percent))
                 .then_some((used, max))
@@ -154,6 +162,15 @@ impl Memory {
     }
 }
 
+/// `used_memory / maxmemory`; 0 without a `maxmemory`.
+fn ratio((used, max): (u64, u64)) -> f64 {
+    if max == 0 {
+        0.0
+    } else {
+        used as f64 / max as f64
+    }
+}
+
 /// `(used_memory, maxmemory)` of the fullest server in an `INFO memory`
 /// reply: one text, or on a cluster one per primary.
 fn fullest(info: &redis::Value) -> Option<(u64, u64)> {
@@ -165,7 +182,6 @@ fn fullest(info: &redis::Value) -> Option<(u64, u64)> {
         };
         Some((field("used_memory")?, field("maxmemory")?))
     };
-    let ratio = |(u, m): (u64, u64)| if m == 0 { 0.0 } else { u as f64 / m as f64 };
     match info {
         redis::Value::Map(nodes) => nodes
             .iter()

@@ -78,8 +78,8 @@ pub struct RedisSinkConfig {
     #[serde(default)]
     pub replicas_missing: ReplicasMissing,
     /// Pause writing while Redis's `used_memory` is at or above this
-    /// percentage of its `maxmemory` (checked at most every 500 ms, when
-    /// `maxmemory` is set); resume when memory frees up.
+    /// percentage of its `maxmemory` (checked every 100 ms, and before
+    /// every batch when near it; when `maxmemory` is set); resume when memory frees up.
     pub max_memory_percent: Option<Count<Percent>>,
 }
 
