@@ -513,6 +513,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_refuses_sentinel_alongside_and_keys_that_cannot_share_a_slot() {
+        let (_, p) =
+            sink("cluster = true\nsentinel = { primary = \"m\", nodes = [] }\nwrite = \"set\"");
+        let messages: Vec<_> = p.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("`cluster = true` and `sentinel` together")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("needs at least one sentinel")),
+            "{messages:?}"
+        );
+        let problems = |toml: &str| {
+            let c: RedisStreamSourceConfig = toml::from_str(toml).unwrap();
+            let mut p = Vec::new();
+            c.check(&ConfigPath::root(), &mut p);
+            p.into_iter().map(|p| p.message).collect::<Vec<_>>()
+        };
+        let base = "url = \"redis://127.0.0.1\"\ngroup = \"g\"\ncluster = true\n";
+        let apart = problems(&format!("{base}streams = [\"eu\", \"us\"]"));
+        assert!(
+            apart.iter().any(|m| m.contains("must share a slot")),
+            "{apart:?}"
+        );
+        assert!(problems(&format!("{base}streams = [\"{{o}}:eu\", \"{{o}}:us\"]")).is_empty());
+        let list = |extra: &str| -> RedisListSourceConfig {
+            toml::from_str(&format!(
+                "url = \"redis://127.0.0.1\"\nlist = \"jobs\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            list("cluster = true").processing("c"),
+            "{jobs}:processing:c"
+        );
+        assert_eq!(list("").processing("c"), "jobs:processing:c");
+        let mut p = Vec::new();
+        list("cluster = true\nprocessing_list = \"other\"").check(&ConfigPath::root(), &mut p);
+        assert!(
+            p[0].message.contains("processing list must be in the slot"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn options_must_fit_the_write_mode() {
         let (_, p) = sink("write = \"set\"\nscore = \"{a}\"\nmaxlen = 10");
         assert_eq!(p.len(), 2);
