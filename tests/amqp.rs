@@ -1,6 +1,10 @@
 //! RabbitMQ behaviours beyond the conformance suite: native dead-lettering,
 //! unroutable messages, competing consumers.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

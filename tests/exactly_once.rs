@@ -2,6 +2,10 @@
 //! processes in one consumer group, claims of a dead consumer's entries,
 //! and the positions' memory bound.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::HashMap;

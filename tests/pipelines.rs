@@ -2,6 +2,10 @@
 //! unmatched messages, chaining one pipeline into another, and steps that
 //! split messages.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

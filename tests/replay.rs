@@ -1,6 +1,10 @@
 //! `ferry replay`: a cache rebuilt from the log, from a point in time, into
 //! a fresh Redis, interrupted and resumed, with every order written once.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,10 @@
 //! Scaling out on the brokers' own mechanisms: several ferry processes in
 //! one Kafka consumer group, or one Redis consumer group, share the work.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

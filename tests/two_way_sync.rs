@@ -5,6 +5,10 @@
 //! the same values, that each change crossed exactly once (no echo written
 //! back), and that message counts stay put once the changes stop.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

@@ -40,7 +40,7 @@ type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
 /// Runs one pipeline until its source is exhausted, `shutdown` is
 /// cancelled, or it fails.
-pub async fn run_pipeline(
+pub(crate) async fn run_pipeline(
     config: PipelineConfig,
     router: Router,
     shutdown: CancellationToken,

@@ -2,6 +2,10 @@
 //! of dead consumers, poison entries, trimming, list recovery after a
 //! crash, keyspace values by type and tombstones.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -23,7 +23,7 @@ use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What lapin cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
+pub(crate) const TLS_SUPPORT: Supports = Supports {
     server_name: Some(
         "lapin checks the certificate against the host in `url`; \
          connect by that name (DNS or /etc/hosts) instead",
