@@ -449,7 +449,7 @@ async fn tap_command(
         begin: from,
         router: None,
     };
-    let (target, options) = match (target, config) {
+    let (target, login) = match (target, config) {
         (Some(t), None) => (Target::parse(&t)?, Default::default()),
         (None, Some(path)) => {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
@@ -465,7 +465,7 @@ async fn tap_command(
         }
     };
     tokio::select! {
-        r = tap.run(&target, &options) => r.map(|_| ()),
+        r = tap.run(&target, &login) => r.map(|_| ()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -118,6 +118,14 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
     {
         return Some(d);
     }
+    // ferry's own OAUTHBEARER token (a rotated file may be back soon).
+    if has(&["Failed to acquire SASL OAUTHBEARER token"]) {
+        return Some(Diagnosis {
+            permanent: false,
+            fix: "ferry could not hand librdkafka an OAUTHBEARER token: check that \
+                  `sasl.token_file` is readable and its token not expired (or `sasl.token`)",
+        });
+    }
     // Plaintext spoken to a TLS port: the server hangs up. Not certain, so
     // not permanent, but worth saying.
     if has_lower(&[
@@ -205,6 +213,12 @@ mod tests {
                 .unwrap()
                 .permanent
         );
+    }
+
+    #[test]
+    fn a_token_ferry_cannot_read_names_the_token_settings() {
+        let d = explain("Local: Authentication failure: Failed to acquire SASL OAUTHBEARER token: reading the OAUTHBEARER token file /t: No such file").unwrap();
+        assert!(d.fix.contains("`sasl.token_file`") && !d.permanent);
     }
 
     #[test]

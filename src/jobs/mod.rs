@@ -11,6 +11,7 @@
 pub(crate) mod diff;
 pub mod read;
 pub mod reconcile;
+pub mod repair;
 pub mod replay;
 pub(crate) mod spill;
 pub mod tap;

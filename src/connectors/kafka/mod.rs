@@ -4,6 +4,7 @@ pub mod admin;
 pub mod config;
 pub(crate) mod errors;
 pub(crate) mod mapping;
+pub(crate) mod oauth;
 pub(crate) mod offsets;
 pub(crate) mod security;
 pub mod sink;

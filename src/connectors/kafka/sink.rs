@@ -13,6 +13,7 @@ use super::admin;
 use super::config::KafkaSinkConfig;
 use super::errors::code_is_per_message;
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
+use super::oauth::{self, BearerToken};
 use super::watch::BrokerWatch;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -25,9 +26,20 @@ use crate::template::Template;
 /// `message.timeout.ms`, so the writes alone would say nothing for minutes).
 pub struct SinkContext {
     watch: BrokerWatch,
+    /// OAUTHBEARER with a token of ferry's own.
+    bearer: Option<BearerToken>,
 }
 
 impl ClientContext for SinkContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        oauth::generate(self.bearer.as_ref())
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.watch.log(level, fac, message);
     }
@@ -70,7 +82,8 @@ impl KafkaSink {
     ) -> Result<Self, ConnectorError> {
         let client_config = config.client_config(&format!("ferry-{pipeline}"));
         let topic = config.topic.as_str();
-        if admin::partition_count(&client_config, topic)
+        let bearer = BearerToken::of(config.sasl.as_ref());
+        if admin::partition_count(&client_config, bearer.clone(), topic)
             .await?
             .is_none()
         {
@@ -78,6 +91,7 @@ impl KafkaSink {
                 Some(create) => {
                     admin::create_topic_with(
                         &client_config,
+                        bearer.clone(),
                         topic,
                         create.partitions.get(),
                         create.replication.get(),
@@ -102,6 +116,7 @@ impl KafkaSink {
         let producer = client_config
             .create_with_context(SinkContext {
                 watch: BrokerWatch::new(pipeline, probe.clone()),
+                bearer: bearer.clone(),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         Ok(Self {

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::config::{KafkaSourceConfig, StartFrom, Until};
 use super::mapping::to_message;
+use super::oauth::{self, BearerToken};
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
@@ -46,9 +47,20 @@ pub(crate) struct SourceContext {
     /// Told of every committed offset: the group will not deliver what
     /// lies below it again (`exactly_once` sinks forget those positions).
     settled: Arc<Settled>,
+    /// OAUTHBEARER with a token of ferry's own.
+    bearer: Option<BearerToken>,
 }
 
 impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        oauth::generate(self.bearer.as_ref())
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.watch.log(level, fac, message);
     }
@@ -219,6 +231,7 @@ impl KafkaSource {
             tracker: Arc::clone(&tracker),
             watch: BrokerWatch::new(pipeline, probe.clone()),
             settled: Arc::clone(settled),
+            bearer: BearerToken::of(config.sasl.as_ref()),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config

@@ -1,6 +1,7 @@
 //! Unit tests of `reconcile.rs`.
 
 use super::*;
+use bytes::Bytes;
 
 #[test]
 fn sides_are_named_by_url() {
