@@ -165,8 +165,7 @@ key = "line:{{key}}"
     wait_until(Duration::from_secs(60), "every order line", || {
         lines() == expected
     });
-    ferry.signal(nix::sys::signal::Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
     let v = redis.get("line:7-2").unwrap();
     assert_eq!(v, r#"{"line":2,"order_id":7}"#);
     let _ = order(1);

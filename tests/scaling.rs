@@ -9,7 +9,6 @@ mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use support::*;
 
 fn received(f: &Ferry) -> u64 {
@@ -39,8 +38,7 @@ fn config(source: &str, verify: &RedisServer) -> String {
 
 fn stop_both(a: &mut Ferry, b: &mut Ferry) -> (u64, u64) {
     for f in [&mut *a, &mut *b] {
-        f.signal(Signal::SIGTERM);
-        f.wait_success(Duration::from_secs(30));
+        f.stop(Duration::from_secs(30));
     }
     (received(a), received(b))
 }

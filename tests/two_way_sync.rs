@@ -13,7 +13,6 @@ mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 
@@ -132,8 +131,7 @@ key = "{{key}}"
     for (key, value) in &latest {
         assert_eq!(&get(&redis, key), value, "{key}");
     }
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
     let log = ferry.log();
     assert!(
         log.contains("dropped=2"),
@@ -290,8 +288,7 @@ key = "{{routing_key}}"
         "the application's 2 SETs and ferry's 2, no echo into Redis"
     );
     assert_eq!(get(&redis, "config:b").as_deref(), Some("2"));
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
 }
 
 /// Applications change the same 500 keys on both sides at once, for a
@@ -405,8 +402,7 @@ sync = true
         topic_size(&brokers),
         differ.len()
     );
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(30));
+    ferry.stop(Duration::from_secs(30));
     assert!(differ.is_empty(), "keys that differ: {differ:#?}");
 }
 

@@ -25,7 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lapin::types::AMQPValue;
-use nix::sys::signal::Signal;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
