@@ -3,6 +3,10 @@
 //! Each test prints its figures (messages, failover time, retries, lost,
 //! doubled); run with `--nocapture` to see them.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

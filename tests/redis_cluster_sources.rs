@@ -1,6 +1,10 @@
 //! Redis sources reading a Redis Cluster: a list and a stream read from the
 //! node that owns them across a failover of that node, and pub/sub.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

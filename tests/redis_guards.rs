@@ -1,6 +1,10 @@
 //! What the Redis sink checks around a batch: replicas that confirm it
 //! (`wait_replicas`) and memory left for it (`max_memory_percent`).
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

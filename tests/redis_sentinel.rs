@@ -1,6 +1,10 @@
 //! Redis behind Sentinel: one primary, one replica and three sentinels,
 //! private processes; the primary fails over mid-stream.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,10 @@
 //! certificates made by the test (openssl). One node for every case: it
 //! takes seconds to start.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 

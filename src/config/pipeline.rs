@@ -79,7 +79,6 @@ pub struct SinkSpec {
 }
 
 impl SinkSpec {
-    /// How logs and dead-letter headers name the sink.
     /// A short id for metrics and health: the name, or `sinks[INDEX]`.
     pub fn id(&self, index: usize) -> String {
         match &self.name {
@@ -88,6 +87,7 @@ impl SinkSpec {
         }
     }
 
+    /// How logs and dead-letter headers name the sink.
     pub fn label(&self, index: usize) -> String {
         match &self.name {
             Some(n) => format!("sink `{n}`"),

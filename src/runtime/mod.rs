@@ -1,10 +1,10 @@
 //! Runs the pipelines of a config until they finish or ferry is told to stop.
 
-pub mod pipeline;
-pub mod router;
+pub(crate) mod pipeline;
+pub(crate) mod router;
 pub mod shutdown;
-pub mod sink_task;
-pub mod stats;
+pub(crate) mod sink_task;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,7 +26,7 @@ use crate::secret::{Secret, mask_url};
 
 /// What lapin cannot do with `tls`: nothing among these (`server_name`
 /// goes through lapin's own connector, see `connection.rs`).
-pub const TLS_SUPPORT: Supports = Supports { server_name: None };
+pub(crate) const TLS_SUPPORT: Supports = Supports { server_name: None };
 
 /// How ferry logs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

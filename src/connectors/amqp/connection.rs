@@ -18,7 +18,7 @@ use crate::error::ConnectorError;
 /// Opens a connection named after the pipeline (as RabbitMQ's management
 /// UI and `rabbitmqctl list_connections` show it) and one channel, with the
 /// credentials and TLS settings of `access`.
-pub async fn open(
+pub(crate) async fn open(
     access: &AmqpAccess,
     name: &str,
 ) -> Result<(Connection, Channel), ConnectorError> {
@@ -111,7 +111,7 @@ async fn connect_as(
 /// Declares exchanges, then queues, then bindings. Declaring what exists
 /// with the same settings is a no-op; with other settings RabbitMQ refuses
 /// (PRECONDITION_FAILED), which is reported as a configuration error.
-pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), ConnectorError> {
+pub(crate) async fn declare(channel: &Channel, topology: &Topology) -> Result<(), ConnectorError> {
     for e in &topology.exchanges {
         let kind = match e.kind {
             ExchangeKind::Direct => lapin::ExchangeKind::Direct,

@@ -17,7 +17,7 @@ use crate::error::ConnectorError;
 
 /// A connector that trusts any server, with the client identity for mutual
 /// TLS if given.
-pub fn connector(identity: Option<Identity>) -> Result<RustlsConnector, ConnectorError> {
+pub(crate) fn connector(identity: Option<Identity>) -> Result<RustlsConnector, ConnectorError> {
     let provider = Arc::new(ring::default_provider());
     let verifier = Arc::new(AnyServer(provider.signature_verification_algorithms));
     let builder = ClientConfig::builder_with_provider(provider)

@@ -25,7 +25,7 @@ use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What redis-rs cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
+pub(crate) const TLS_SUPPORT: Supports = Supports {
     server_name: Some(
         "redis-rs checks the certificate against the host in `url`; \
          connect by that name (DNS or /etc/hosts) instead",
@@ -226,7 +226,7 @@ impl RedisAccess {
 /// or the primary the sentinels name), with a response timeout so that a
 /// hung server fails a batch (which is retried) instead of blocking the
 /// pipeline forever.
-pub fn connect(
+pub(crate) fn connect(
     access: &RedisAccess,
     response_timeout: Duration,
 ) -> Result<RedisConn, ConnectorError> {
@@ -256,7 +256,7 @@ pub fn connect(
 }
 
 /// redis-rs's cluster client settings, from seed nodes.
-pub fn cluster_builder(
+pub(crate) fn cluster_builder(
     seeds: Vec<redis::ConnectionInfo>,
     response_timeout: Duration,
     certificates: &Option<redis::TlsCertificates>,
@@ -284,7 +284,7 @@ fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
 }
 
 /// A reconnecting connection to one node of a cluster (`host:port`).
-pub fn connect_node(
+pub(crate) fn connect_node(
     access: &RedisAccess,
     node: &str,
     response_timeout: Duration,

@@ -33,19 +33,19 @@ use super::slots::routing_key;
 /// How often a Sentinel-discovered primary is confirmed with the sentinels
 /// even when nothing failed: bounds how long writes could go to a primary
 /// that was replaced while it stayed reachable (a network split).
-pub const RECHECK: Duration = Duration::from_secs(2);
+pub(crate) const RECHECK: Duration = Duration::from_secs(2);
 
 /// A connection to Redis that reconnects by itself; cheap to clone (clones
 /// share the connection).
 #[derive(Clone)]
-pub enum RedisConn {
+pub(crate) enum RedisConn {
     Single(ConnectionManager),
     Cluster(Cluster),
     Sentinel(Sentinel),
 }
 
 /// Makes a cluster client from seed nodes.
-pub type ClusterOpener = Arc<
+pub(crate) type ClusterOpener = Arc<
     dyn Fn(Vec<redis::ConnectionInfo>) -> RedisResult<redis::cluster::ClusterClient> + Send + Sync,
 >;
 
@@ -54,14 +54,14 @@ pub type ClusterOpener = Arc<
 /// "from the initial nodes" after losing a node, and the one node in `url`
 /// may be the one that died.
 #[derive(Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     open: ClusterOpener,
     seeds: Arc<std::sync::Mutex<Vec<redis::ConnectionInfo>>>,
     conn: Arc<Mutex<Option<ClusterConnection>>>,
 }
 
 impl Cluster {
-    pub fn new(open: ClusterOpener, seed: redis::ConnectionInfo) -> Cluster {
+    pub(crate) fn new(open: ClusterOpener, seed: redis::ConnectionInfo) -> Cluster {
         Cluster {
             open,
             seeds: Arc::new(std::sync::Mutex::new(vec![seed])),
@@ -93,7 +93,7 @@ impl Cluster {
     }
 
     /// Every node known (after the first connection, the whole cluster).
-    pub async fn seeds(&self) -> RedisResult<Vec<redis::ConnectionInfo>> {
+    pub(crate) async fn seeds(&self) -> RedisResult<Vec<redis::ConnectionInfo>> {
         self.get().await?;
         Ok(crate::sync::lock(&self.seeds).clone())
     }
@@ -104,7 +104,7 @@ impl Cluster {
     }
 
     /// The primaries' addresses (`host:port`), from `CLUSTER SLOTS`.
-    pub async fn primaries(&self) -> RedisResult<Vec<String>> {
+    pub(crate) async fn primaries(&self) -> RedisResult<Vec<String>> {
         let mut conn = self.get().await?;
         let slots: RedisResult<Value> = redis::cmd("CLUSTER")
             .arg("SLOTS")
@@ -170,7 +170,7 @@ fn lost(e: &redis::RedisError) -> bool {
 
 /// A primary found through sentinels.
 #[derive(Clone)]
-pub struct Sentinel {
+pub(crate) struct Sentinel {
     sentinels: Arc<Mutex<SentinelClient>>,
     config: Arc<ConnectionManagerConfig>,
     current: Arc<Mutex<Option<Primary>>>,
@@ -186,7 +186,7 @@ struct Primary {
 }
 
 impl Sentinel {
-    pub fn new(sentinels: SentinelClient, config: ConnectionManagerConfig) -> Sentinel {
+    pub(crate) fn new(sentinels: SentinelClient, config: ConnectionManagerConfig) -> Sentinel {
         Sentinel {
             sentinels: Arc::new(Mutex::new(sentinels)),
             config: Arc::new(config),
@@ -195,7 +195,7 @@ impl Sentinel {
     }
 
     /// The client of the primary the sentinels name now.
-    pub async fn primary_client(&self) -> RedisResult<redis::Client> {
+    pub(crate) async fn primary_client(&self) -> RedisResult<redis::Client> {
         self.get().await.map(|p| p.client)
     }
 
@@ -323,14 +323,14 @@ fn redirected(reply: &RedisResult<Value>) -> bool {
 }
 
 impl RedisConn {
-    pub fn is_cluster(&self) -> bool {
+    pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, RedisConn::Cluster(_))
     }
 
     /// Something suggests the server may no longer be the primary (its
     /// replicas left it): under Sentinel, ask the sentinels again before
     /// the next command.
-    pub async fn suspect(&self) {
+    pub(crate) async fn suspect(&self) {
         if let RedisConn::Sentinel(s) = self {
             s.forget().await;
         }
@@ -340,7 +340,7 @@ impl RedisConn {
     /// order; `Err` when the connection failed (nothing is known of what
     /// ran). `atomic`: in `MULTI` (on a cluster, one `MULTI` per slot,
     /// enough for writes that must land together on one key).
-    pub async fn run(
+    pub(crate) async fn run(
         &mut self,
         commands: &[Cmd],
         atomic: bool,

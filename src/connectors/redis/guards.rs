@@ -17,7 +17,7 @@ const MEMORY_CHECK: Duration = Duration::from_millis(100);
 const NEAR: f64 = 0.8;
 
 /// `wait_replicas`: each batch is followed by `WAIT`.
-pub struct Replicas {
+pub(crate) struct Replicas {
     want: usize,
     timeout: Duration,
     missing: ReplicasMissing,
@@ -26,7 +26,7 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    pub fn new(config: &RedisSinkConfig, pipeline: &str, sink: &str) -> Option<Replicas> {
+    pub(crate) fn new(config: &RedisSinkConfig, pipeline: &str, sink: &str) -> Option<Replicas> {
         let want = config.wait_replicas?.get();
         let counter = |outcome: &'static str| {
             metrics::counter!(names::REDIS_REPLICA_WAITS, "pipeline" => pipeline.to_owned(),
@@ -47,7 +47,7 @@ impl Replicas {
     /// Waits until `want` replicas have every write made so far on `conn`
     /// (on a cluster, on each primary written to); when fewer do in time,
     /// retries the batch or fails its written messages.
-    pub async fn confirm(
+    pub(crate) async fn confirm(
         &self,
         conn: &mut RedisConn,
         results: &mut [Result<(), MessageError>],
@@ -87,7 +87,7 @@ impl Replicas {
 }
 
 /// `max_memory_percent`: writing pauses while Redis is that full.
-pub struct Memory {
+pub(crate) struct Memory {
     percent: u64,
     checked: Option<Instant>,
     /// `used_memory / maxmemory` at the last look (0 without maxmemory).
@@ -98,7 +98,7 @@ pub struct Memory {
 }
 
 impl Memory {
-    pub fn new(config: &RedisSinkConfig, pipeline: &str, sink: &str) -> Option<Memory> {
+    pub(crate) fn new(config: &RedisSinkConfig, pipeline: &str, sink: &str) -> Option<Memory> {
         let percent = config.max_memory_percent?.get() as u64;
         Some(Memory {
             percent,
@@ -115,7 +115,7 @@ impl Memory {
     /// `Err(Refusing)` (waited out by the runtime, shown in `/ready`) while
     /// Redis is over the threshold; looks again at most every
     /// [`MEMORY_CHECK`] while under it, and at every attempt while over.
-    pub async fn check(&mut self, conn: &mut RedisConn) -> Result<(), ConnectorError> {
+    pub(crate) async fn check(&mut self, conn: &mut RedisConn) -> Result<(), ConnectorError> {
         let near = self.ratio >= NEAR * self.percent as f64 / 100.0;
         if !self.was_full && !near && self.checked.is_some_and(|t| t.elapsed() < MEMORY_CHECK) {
             return Ok(());

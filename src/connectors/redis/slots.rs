@@ -21,7 +21,7 @@ fn arg(c: &Cmd, i: usize) -> Option<&[u8]> {
 
 /// The key a cluster routes `c` by, for the commands ferry sends; `None`
 /// for a command that names no key.
-pub fn routing_key(c: &Cmd) -> Option<&[u8]> {
+pub(crate) fn routing_key(c: &Cmd) -> Option<&[u8]> {
     let name = arg(c, 0)?.to_ascii_uppercase();
     match name.as_slice() {
         b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" => {
@@ -43,20 +43,20 @@ pub fn routing_key(c: &Cmd) -> Option<&[u8]> {
 
 /// A key's hash tag: the text between its first `{` and the next `}`,
 /// when not empty.
-pub fn hash_tag(key: &str) -> Option<&str> {
+pub(crate) fn hash_tag(key: &str) -> Option<&str> {
     let open = key.find('{')?;
     let close = key[open + 1..].find('}')?;
     Some(&key[open + 1..open + 1 + close]).filter(|t| !t.is_empty())
 }
 
 /// Whether two keys live in the same slot.
-pub fn same_slot(a: &str, b: &str) -> bool {
+pub(crate) fn same_slot(a: &str, b: &str) -> bool {
     Slot::for_key(a) == Slot::for_key(b)
 }
 
 /// The `host:port` of each primary in a `CLUSTER SLOTS` reply (each range
 /// is `[start, end, [host, port, id], replicas...]`), once each.
-pub fn primaries_of(reply: &Value) -> Vec<String> {
+pub(crate) fn primaries_of(reply: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let Value::Array(ranges) = reply else {
         return out;
@@ -82,7 +82,7 @@ pub fn primaries_of(reply: &Value) -> Vec<String> {
 }
 
 /// Every node (primaries and replicas) in a `CLUSTER SLOTS` reply, once each.
-pub fn nodes_of(reply: &Value) -> Vec<(String, u16)> {
+pub(crate) fn nodes_of(reply: &Value) -> Vec<(String, u16)> {
     let mut out: Vec<(String, u16)> = Vec::new();
     let Value::Array(ranges) = reply else {
         return out;

@@ -24,7 +24,7 @@ use crate::message::{Message, Origin};
 
 /// Subscribes to `channels` and forwards their messages to `tx` until the
 /// task is aborted.
-pub async fn spawn(
+pub(crate) async fn spawn(
     pipeline: &str,
     access: &RedisAccess,
     channels: Vec<String>,
