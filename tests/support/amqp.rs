@@ -123,18 +123,36 @@ impl RabbitVhost {
         deliveries.into_iter().map(|d| d.data).collect()
     }
 
-    /// Takes every message out of `queue`, with its properties.
+    /// Takes every message out of `queue`, with its properties: those
+    /// there when it starts. Messages that arrive meanwhile are left for the
+    /// next call, so that a queue filled faster than one `basic.get` per
+    /// message still lets the call return.
     pub async fn take_all(&self, queue: &str) -> Vec<lapin::message::Delivery> {
         let (_c, ch) = self.channel().await;
-        let mut out = Vec::new();
-        while let Some(m) = ch
-            .basic_get(
+        let there = ch
+            .queue_declare(
                 queue.into(),
-                lapin::options::BasicGetOptions { no_ack: true },
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
             )
             .await
             .unwrap()
-        {
+            .message_count();
+        let mut out = Vec::new();
+        while out.len() < there as usize {
+            let Some(m) = ch
+                .basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap()
+            else {
+                break;
+            };
             out.push(m.delivery);
         }
         out

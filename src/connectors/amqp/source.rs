@@ -279,6 +279,21 @@ async fn supervise(
     }
 }
 
+/// How long one ack, nack or reject may take to go out. Acks go out one
+/// after another, so one that never completes (its connection died with
+/// the frame still queued) would hold back every later one, on the new
+/// connection too, until the prefetch window is full of unacknowledged
+/// deliveries and the consumer stalls. Past this, the channel is taken for
+/// dead: RabbitMQ requeues what it held.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded(ack: impl Future<Output = lapin::Result<bool>>) -> Result<bool, String> {
+    match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer from the channel within {ACK_TIMEOUT:?}")),
+    }
+}
+
 /// Sends acks, nacks and rejects as outcomes come back from the sinks.
 async fn acknowledge(
     pipeline: String,
@@ -287,9 +302,9 @@ async fn acknowledge(
 ) {
     while let Some((acker, outcome)) = rx.recv().await {
         let result = match (outcome, rejected) {
-            (Outcome::Delivered, _) => acker.ack(BasicAckOptions::default()).await,
+            (Outcome::Delivered, _) => bounded(acker.ack(BasicAckOptions::default())).await,
             (Outcome::Rejected, Some(RejectMode::DeadLetter)) => {
-                acker.reject(BasicRejectOptions { requeue: false }).await
+                bounded(acker.reject(BasicRejectOptions { requeue: false })).await
             }
             // Requeued at once, a message no sink takes would come straight
             // back and spin. Holding it a while keeps its prefetch slot, so
@@ -312,12 +327,11 @@ async fn acknowledge(
                 continue;
             }
             (Outcome::Rejected, _) | (Outcome::Failed, _) => {
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
+                bounded(acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                }))
+                .await
             }
         };
         if let Err(e) = result {
