@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    Attempts, Buffer, Count, Hops, JqBudget, NonEmpty, Refusal, RetryDelay, Span, checked,
+    Attempts, Buffer, Count, Hops, InFlight, InFlightKbytes, JqBudget, NonEmpty, Refusal,
+    RetryDelay, Span, checked,
 };
 use super::{ConfigPath, Problem};
 use crate::connectors::{SinkConfig, SourceConfig};
@@ -73,12 +74,40 @@ pub struct SinkSpec {
     pub name: Option<Name>,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Batches the sink may have sent and not yet had confirmed: it keeps
+    /// writing while earlier batches wait for their confirmations.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: Count<InFlight>,
+    /// Message kilobytes (payloads and keys) the sink may have in flight;
+    /// bounds memory with large messages.
+    #[serde(default = "default_in_flight_kbytes")]
+    pub in_flight_kbytes: Count<InFlightKbytes>,
     /// The connector's own settings (`type = "..."` and the rest of the
     /// table; the config loader moves them here).
     pub connector: SinkConfig,
 }
 
+fn default_in_flight() -> Count<InFlight> {
+    Count::new(DEFAULT_IN_FLIGHT)
+}
+
+fn default_in_flight_kbytes() -> Count<InFlightKbytes> {
+    Count::new(DEFAULT_IN_FLIGHT_KBYTES)
+}
+
+/// Chosen by measurement (docs/performance.md, phase B).
+const DEFAULT_IN_FLIGHT: usize = 4;
+const DEFAULT_IN_FLIGHT_KBYTES: usize = 8 * 1024;
+
 impl SinkSpec {
+    /// What the sink may have in flight.
+    pub fn window(&self) -> crate::runtime::in_flight::Window {
+        crate::runtime::in_flight::Window {
+            batches: self.in_flight.get(),
+            bytes: self.in_flight_kbytes.get().saturating_mul(1024),
+        }
+    }
+
     /// How logs and dead-letter headers name the sink.
     /// A short id for metrics and health: the name, or `sinks[INDEX]`.
     pub fn id(&self, index: usize) -> String {

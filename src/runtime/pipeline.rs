@@ -307,6 +307,7 @@ async fn spawn_sink(
         probe: probe.clone(),
         metrics: SinkStats::new(pipeline, id),
         batch_size: spec.connector.batch_size(),
+        window: spec.window(),
         retry: spec.retry,
         stats: Arc::clone(stats),
         rejections,

@@ -15,10 +15,11 @@ use tracing::{error, warn};
 
 use super::PipelineError;
 use super::backoff::Backoff;
+use super::in_flight::{Confirmed, InFlight, Window};
 use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
 use crate::config::pipeline::RetryConfig;
-use crate::connectors::Sink;
+use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::Probe;
@@ -149,6 +150,8 @@ pub struct SinkTask {
     pub pipeline: String,
     pub sink_name: String,
     pub batch_size: usize,
+    /// What may be in flight at once.
+    pub window: Window,
     pub retry: RetryConfig,
     pub stats: Arc<Stats>,
     pub metrics: SinkStats,
@@ -190,68 +193,218 @@ impl SinkTask {
             )
             .await
     }
+    /// Takes batches from the channel and sends them while the window has
+    /// room; settles each batch as its confirmations arrive. Messages are
+    /// acknowledged only once the sink confirmed them; the source puts
+    /// acknowledgements back in order (Kafka offsets, stream ids), so a
+    /// later batch confirmed first acknowledges only its own messages.
     async fn feed<S: Sink>(
         &self,
         sink: &mut S,
         rx: &mut mpsc::Receiver<Delivery>,
     ) -> Result<(), PipelineError> {
+        let batches = if sink.overlaps() {
+            self.window.batches
+        } else {
+            1
+        };
+        let mut flights = InFlight::new();
         let mut incoming = Vec::with_capacity(self.batch_size);
-        let mut prepared = Vec::with_capacity(self.batch_size);
-        let mut pending = Vec::with_capacity(self.batch_size);
+        let mut open = true;
         loop {
-            if rx.recv_many(&mut incoming, self.batch_size).await == 0 {
+            let room = open && flights.len() < batches && flights.bytes() < self.window.bytes;
+            if !open && flights.is_empty() {
                 return Ok(());
             }
-            for delivery in incoming.drain(..) {
-                match sink.prepare(&delivery.message) {
-                    Ok(p) => {
-                        prepared.push(p);
-                        pending.push(delivery);
+            let awaiting = flights.awaiting() > 0;
+            tokio::select! {
+                biased;
+                Some((seq, confirmed)) = flights.next(), if awaiting => {
+                    self.settle(sink, &mut flights, seq, confirmed).await?;
+                }
+                n = rx.recv_many(&mut incoming, self.batch_size), if room => {
+                    if n == 0 {
+                        open = false;
+                    } else {
+                        self.send(sink, &mut flights, &mut incoming).await?;
                     }
-                    Err(e) => self.reject(delivery, e, 0).await?,
                 }
             }
-            if prepared.is_empty() {
+        }
+    }
+
+    /// Prepares what arrived and sends it as one batch.
+    async fn send<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+        incoming: &mut Vec<Delivery>,
+    ) -> Result<(), PipelineError> {
+        let mut prepared = Vec::with_capacity(incoming.len());
+        let mut deliveries = Vec::with_capacity(incoming.len());
+        let mut bytes = 0;
+        for delivery in incoming.drain(..) {
+            match sink.prepare(&delivery.message) {
+                Ok(p) => {
+                    let m = &delivery.message;
+                    bytes += m.payload.as_ref().map_or(0, |p| p.len())
+                        + m.key.as_ref().map_or(0, |k| k.len());
+                    prepared.push(p);
+                    deliveries.push(delivery);
+                }
+                Err(e) => self.reject(delivery, e, 0).await?,
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        let prepared: Arc<[S::Prepared]> = prepared.into();
+        // A batch that could not even be sent fails like one whose
+        // confirmations failed: the same retry writes it again in order.
+        let confirming: Confirming = match sink.send(Arc::clone(&prepared)).await {
+            Ok(confirming) => confirming,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        flights.push(prepared, deliveries, bytes, confirming);
+        Ok(())
+    }
+
+    /// A batch's confirmations arrived: its messages are acknowledged (or
+    /// set aside); a failed batch is written again, with every batch sent
+    /// after it, in order.
+    async fn settle<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+        seq: u64,
+        confirmed: Confirmed,
+    ) -> Result<(), PipelineError> {
+        let Some(flight) = flights.get_mut(seq) else {
+            return Err(PipelineError::Bug(format!(
+                "sink `{}` confirmed a batch it was not waiting for",
+                self.sink_name
+            )));
+        };
+        self.metrics
+            .write_seconds
+            .record(flight.sent.elapsed().as_secs_f64());
+        match confirmed {
+            Ok(results) => {
+                let deliveries = std::mem::take(&mut flight.deliveries);
+                flight.settled = true;
+                self.confirm(deliveries, results, 1).await?;
+                flights.pop_settled();
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => {
+                flight.failed = Some(e);
+                self.recover(sink, flights).await
+            }
+            Err(e) => Err(self.fatal(e)),
+        }
+    }
+
+    /// After a batch failed: waits for every batch still in flight, then
+    /// writes the failed ones again one at a time, in the order they were
+    /// sent, with each batch sent after the first failure (even a
+    /// confirmed one, whose messages are acknowledged already) so that a
+    /// retried write never lands after a later one for good.
+    async fn recover<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+    ) -> Result<(), PipelineError> {
+        while let Some((seq, confirmed)) = flights.next().await {
+            let Some(flight) = flights.get_mut(seq) else {
+                continue;
+            };
+            match confirmed {
+                Ok(results) => {
+                    let deliveries = std::mem::take(&mut flight.deliveries);
+                    flight.settled = true;
+                    self.confirm(deliveries, results, 1).await?;
+                }
+                Err(e) if e.is_retryable() => flight.failed = Some(e),
+                Err(e) => return Err(self.fatal(e)),
+            }
+        }
+        flights.pop_settled();
+        for flight in flights.take_all() {
+            if flight.settled {
+                // Only for the order: its messages were acknowledged.
+                if let Written::GaveUp { error, .. } =
+                    self.write_until_done(sink, &flight.prepared, None).await?
+                {
+                    warn!(pipeline = %self.pipeline, sink = %self.sink_name,
+                        "{error}; a confirmed batch was not written again after an earlier one");
+                }
                 continue;
             }
-            let written = self.write_until_done(sink, &prepared).await?;
-            prepared.clear();
-            let (results, attempts) = match written {
-                Written::Done { results, attempts } => (results, attempts),
+            match self
+                .write_until_done(sink, &flight.prepared, flight.failed)
+                .await?
+            {
+                Written::Done { results, attempts } => {
+                    self.confirm(flight.deliveries, results, attempts).await?;
+                }
                 Written::GaveUp { error, attempts } => {
                     let reason = format!("{error} (gave up after {attempts} attempts)");
-                    for delivery in pending.drain(..) {
+                    for delivery in flight.deliveries {
                         self.reject(delivery, MessageError::GaveUp(reason.clone()), attempts)
                             .await?;
                     }
-                    continue;
-                }
-            };
-            if results.len() != pending.len() {
-                return Err(PipelineError::Bug(format!(
-                    "sink `{}` returned {} results for {} writes",
-                    self.sink_name,
-                    results.len(),
-                    pending.len()
-                )));
-            }
-            for (delivery, result) in pending.drain(..).zip(results) {
-                match result {
-                    Ok(()) => delivery.ack.delivered(),
-                    Err(e) => self.reject(delivery, e, attempts).await?,
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the confirmed messages of a batch and sets aside the
+    /// refused ones.
+    async fn confirm(
+        &self,
+        deliveries: Vec<Delivery>,
+        results: Vec<Result<(), MessageError>>,
+        attempts: u32,
+    ) -> Result<(), PipelineError> {
+        if results.len() != deliveries.len() {
+            return Err(PipelineError::Bug(format!(
+                "sink `{}` returned {} results for {} writes",
+                self.sink_name,
+                results.len(),
+                deliveries.len()
+            )));
+        }
+        self.probe.up();
+        let confirmed = results.iter().filter(|r| r.is_ok()).count();
+        self.metrics.written.increment(confirmed as u64);
+        for (delivery, result) in deliveries.into_iter().zip(results) {
+            match result {
+                Ok(()) => delivery.ack.delivered(),
+                Err(e) => self.reject(delivery, e, attempts).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn fatal(&self, e: ConnectorError) -> PipelineError {
+        PipelineError::Sink {
+            pipeline: self.pipeline.clone(),
+            sink: self.sink_name.clone(),
+            source: Box::new(e),
         }
     }
 
     /// Writes a batch, retrying with backoff and jitter while the error is
     /// retryable (broker down, timeout), up to the configured attempts
     /// (without a limit, until the runtime aborts the task at the end of a
-    /// shutdown's drain period). A fatal error stops the pipeline.
+    /// shutdown's drain period). `failed` is the error of a first attempt
+    /// made in the window. A fatal error stops the pipeline.
     async fn write_until_done<S: Sink>(
         &self,
         sink: &mut S,
-        batch: &[S::Prepared],
+        batch: &Arc<[S::Prepared]>,
+        mut failed: Option<ConnectorError>,
     ) -> Result<Written, PipelineError> {
         let mut backoff = Backoff::new(self.retry.initial.0, self.retry.max.0);
         let limit = self
@@ -260,16 +413,19 @@ impl SinkTask {
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX));
         loop {
             let attempts = backoff.attempts() + 1;
-            let started = Instant::now();
-            let written = sink.write(batch).await;
-            self.metrics
-                .write_seconds
-                .record(started.elapsed().as_secs_f64());
+            let written = match failed.take() {
+                Some(e) => Err(e),
+                None => {
+                    let started = Instant::now();
+                    let written = sink.write(Arc::clone(batch)).await;
+                    self.metrics
+                        .write_seconds
+                        .record(started.elapsed().as_secs_f64());
+                    written
+                }
+            };
             match written {
                 Ok(results) => {
-                    self.probe.up();
-                    let confirmed = results.iter().filter(|r| r.is_ok()).count();
-                    self.metrics.written.increment(confirmed as u64);
                     if attempts > 1 {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "write succeeded after retries");
@@ -295,13 +451,7 @@ impl SinkTask {
                     self.metrics.retries.increment(1);
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => {
-                    return Err(PipelineError::Sink {
-                        pipeline: self.pipeline.clone(),
-                        sink: self.sink_name.clone(),
-                        source: Box::new(e),
-                    });
-                }
+                Err(e) => return Err(self.fatal(e)),
             }
         }
     }
@@ -320,362 +470,5 @@ enum Written {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The sink task against a scripted in-memory sink: each `write` call
-    //! answers what the test scripted, so batching, retries, giving up,
-    //! dead-lettering and result counts are checked without a broker.
-
-    use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::ack::{Ack, Outcome};
-    use crate::config::values::{Count, Span};
-    use crate::error::ConnectorError;
-    use crate::message::{Headers, Origin};
-
-    /// What one `write` call answers.
-    enum Answer {
-        /// Every message of the batch is confirmed.
-        Ok,
-        /// The whole batch fails with a retryable error.
-        Retry,
-        /// The whole batch fails with an error retrying cannot fix.
-        Fatal,
-        /// The message at this index of the batch is refused.
-        Refuse(usize),
-        /// One result too few.
-        Short,
-    }
-
-    /// A sink that answers from a script and records every batch it saw.
-    #[derive(Clone, Default)]
-    struct Scripted {
-        answers: Arc<Mutex<VecDeque<Answer>>>,
-        batches: Arc<Mutex<Vec<Vec<String>>>>,
-        /// Each write waits this long (a slow sink).
-        delay: Duration,
-    }
-
-    impl Scripted {
-        fn new(answers: impl IntoIterator<Item = Answer>) -> Self {
-            Self {
-                answers: Arc::new(Mutex::new(answers.into_iter().collect())),
-                ..Self::default()
-            }
-        }
-
-        fn batches(&self) -> Vec<Vec<String>> {
-            self.batches.lock().unwrap().clone()
-        }
-    }
-
-    impl crate::connectors::Sink for Scripted {
-        type Prepared = String;
-
-        fn prepare(&self, message: &Message) -> Result<String, MessageError> {
-            let text = String::from_utf8_lossy(message.payload.as_deref().unwrap_or_default());
-            if text == "not json" {
-                return Err(MessageError::Unsupported("not JSON".into()));
-            }
-            Ok(text.into_owned())
-        }
-
-        async fn write(
-            &mut self,
-            batch: &[String],
-        ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-            tokio::time::sleep(self.delay).await;
-            self.batches.lock().unwrap().push(batch.to_vec());
-            let answer = self
-                .answers
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(Answer::Ok);
-            let ok = || batch.iter().map(|_| Ok(())).collect::<Vec<_>>();
-            match answer {
-                Answer::Ok => Ok(ok()),
-                Answer::Retry => Err(ConnectorError::Retry("broker away".into())),
-                Answer::Fatal => Err(ConnectorError::Fatal("not allowed".into())),
-                Answer::Refuse(i) => {
-                    let mut results = ok();
-                    results[i] = Err(MessageError::Refused {
-                        system: "test",
-                        reason: "WRONGTYPE".into(),
-                    });
-                    Ok(results)
-                }
-                Answer::Short => {
-                    let mut results = ok();
-                    results.pop();
-                    Ok(results)
-                }
-            }
-        }
-    }
-
-    fn task(attempts: Option<usize>, rejections: Rejections) -> SinkTask {
-        SinkTask {
-            pipeline: "p".into(),
-            sink_name: "sink `s`".into(),
-            batch_size: 10,
-            retry: RetryConfig {
-                initial: Span::new(Duration::from_millis(1)),
-                max: Span::new(Duration::from_millis(2)),
-                attempts: attempts.map(Count::new),
-            },
-            stats: Arc::new(Stats::new("p")),
-            metrics: SinkStats::new("p", "s"),
-            probe: Probe::detached("p", "sink:s"),
-            rejections,
-            pipeline_stop: CancellationToken::new(),
-        }
-    }
-
-    /// A delivery of `payload` and the receiver of its source's outcome.
-    fn delivery(payload: &str) -> (Delivery, std::sync::mpsc::Receiver<Outcome>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ack = Ack::new(move |o| {
-            tx.send(o).ok();
-        });
-        let message = Arc::new(Message::from_payload(payload.to_owned()));
-        (Delivery { message, ack }, rx)
-    }
-
-    /// Runs the task over `payloads` (sent before it starts, so they form
-    /// one batch) and returns its result and each source outcome.
-    async fn run(
-        task: SinkTask,
-        sink: Scripted,
-        payloads: &[&str],
-    ) -> (Result<(), PipelineError>, Vec<Option<Outcome>>) {
-        let (tx, rx) = mpsc::channel(64);
-        let mut outcomes = Vec::new();
-        for p in payloads {
-            let (d, o) = delivery(p);
-            tx.send(d).await.unwrap();
-            outcomes.push(o);
-        }
-        drop(tx);
-        let result = task.run(sink, rx).await;
-        let outcomes = outcomes.iter().map(|o| o.try_recv().ok()).collect();
-        (result, outcomes)
-    }
-
-    #[tokio::test]
-    async fn a_batch_that_fails_twice_is_retried_and_then_confirmed() {
-        let sink = Scripted::new([Answer::Retry, Answer::Retry, Answer::Ok]);
-        let t = task(None, Rejections::Stop);
-        let (result, outcomes) = run(t, sink.clone(), &["a", "b"]).await;
-        assert!(result.is_ok());
-        assert_eq!(outcomes, [Some(Outcome::Delivered); 2]);
-        assert_eq!(sink.batches().len(), 3, "written three times");
-        assert_eq!(sink.batches()[2], ["a", "b"], "the same batch each time");
-    }
-
-    #[tokio::test]
-    async fn a_source_hears_nothing_while_its_batch_is_retried() {
-        let (tx, rx) = mpsc::channel(4);
-        let sink = Scripted::new(std::iter::repeat_with(|| Answer::Retry).take(1000));
-        let t = task(None, Rejections::Stop);
-        let (d, outcome) = delivery("a");
-        tx.send(d).await.unwrap();
-        let handle = tokio::spawn(t.run(sink, rx));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            outcome.try_recv().is_err(),
-            "not acknowledged while failing"
-        );
-        handle.abort();
-        let _ = handle.await;
-        drop(tx);
-        assert_eq!(
-            outcome.recv_timeout(Duration::from_secs(1)),
-            Ok(Outcome::Failed),
-            "an abandoned write is reported failed, to be delivered again"
-        );
-    }
-
-    #[tokio::test]
-    async fn after_the_last_attempt_the_batch_goes_to_the_dead_letter_sink_with_the_reason() {
-        let (dl_tx, mut dl_rx) = mpsc::channel(8);
-        let sink = Scripted::new([Answer::Retry, Answer::Retry, Answer::Retry]);
-        let t = task(Some(3), Rejections::DeadLetterSink(dl_tx));
-        let stats = Arc::clone(&t.stats);
-        let (result, outcomes) = run(t, sink.clone(), &["a", "b"]).await;
-        assert!(result.is_ok());
-        assert_eq!(sink.batches().len(), 3);
-        assert_eq!(
-            outcomes,
-            [None, None],
-            "held until the dead letter is written"
-        );
-        for expected in ["a", "b"] {
-            let dead = dl_rx.recv().await.expect("a dead letter");
-            let m = &dead.message;
-            assert_eq!(m.payload.as_deref(), Some(expected.as_bytes()));
-            let header =
-                |name| String::from_utf8_lossy(&m.headers.get(name).unwrap()[..]).into_owned();
-            assert!(header(dead_letter_headers::ERROR).contains("gave up after 3 attempts"));
-            assert_eq!(header(dead_letter_headers::ATTEMPTS), "3");
-            assert_eq!(header(dead_letter_headers::SINK), "sink `s`");
-            assert_eq!(header(dead_letter_headers::PIPELINE), "p");
-            dead.ack.delivered();
-        }
-        assert_eq!(stats.dead_lettered.get(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_refused_message_is_dead_lettered_and_the_rest_of_its_batch_confirmed() {
-        let (dl_tx, mut dl_rx) = mpsc::channel(8);
-        let sink = Scripted::new([Answer::Refuse(1)]);
-        let t = task(None, Rejections::DeadLetterSink(dl_tx));
-        let (result, outcomes) = run(t, sink, &["a", "b", "c"]).await;
-        assert!(result.is_ok());
-        assert_eq!(
-            outcomes,
-            [Some(Outcome::Delivered), None, Some(Outcome::Delivered)]
-        );
-        let dead = dl_rx.recv().await.unwrap();
-        assert_eq!(dead.message.payload.as_deref(), Some(&b"b"[..]));
-        let error = dead
-            .message
-            .headers
-            .get(dead_letter_headers::ERROR)
-            .unwrap();
-        assert!(String::from_utf8_lossy(error).contains("WRONGTYPE"));
-    }
-
-    #[tokio::test]
-    async fn a_message_that_cannot_be_prepared_never_reaches_the_sink() {
-        let sink = Scripted::new([]);
-        let t = task(None, Rejections::Source);
-        let (result, outcomes) = run(t, sink.clone(), &["a", "not json", "c"]).await;
-        assert!(result.is_ok());
-        assert_eq!(
-            outcomes,
-            [
-                Some(Outcome::Delivered),
-                Some(Outcome::Rejected),
-                Some(Outcome::Delivered)
-            ]
-        );
-        assert_eq!(sink.batches(), [vec!["a".to_owned(), "c".to_owned()]]);
-    }
-
-    #[tokio::test]
-    async fn without_a_dead_letter_sink_a_refused_message_stops_the_pipeline() {
-        let sink = Scripted::new([Answer::Refuse(0)]);
-        let t = task(None, Rejections::Stop);
-        let stop = t.pipeline_stop.clone();
-        let (result, outcomes) = run(t, sink, &["a"]).await;
-        assert!(
-            matches!(result, Err(PipelineError::Undeliverable { .. })),
-            "{result:?}"
-        );
-        assert!(stop.is_cancelled(), "the source is told to stop reading");
-        assert_eq!(outcomes, [Some(Outcome::Failed)], "never acknowledged");
-    }
-
-    #[tokio::test]
-    async fn a_fatal_error_stops_the_pipeline_without_acknowledging() {
-        let sink = Scripted::new([Answer::Fatal]);
-        let t = task(None, Rejections::Stop);
-        let (result, outcomes) = run(t, sink.clone(), &["a", "b"]).await;
-        assert!(
-            matches!(result, Err(PipelineError::Sink { .. })),
-            "{result:?}"
-        );
-        assert_eq!(sink.batches().len(), 1, "not retried");
-        assert_eq!(outcomes, [Some(Outcome::Failed); 2]);
-    }
-
-    #[tokio::test]
-    async fn a_sink_that_returns_the_wrong_number_of_results_is_a_bug_not_a_delivery() {
-        let sink = Scripted::new([Answer::Short]);
-        let t = task(None, Rejections::Stop);
-        let (result, outcomes) = run(t, sink, &["a", "b"]).await;
-        assert!(matches!(result, Err(PipelineError::Bug(_))), "{result:?}");
-        assert_eq!(outcomes, [Some(Outcome::Failed); 2]);
-    }
-
-    #[tokio::test]
-    async fn waiting_messages_are_taken_as_one_batch_up_to_the_batch_size() {
-        let sink = Scripted::new([]);
-        let t = task(None, Rejections::Stop);
-        let payloads: Vec<String> = (0..25).map(|i| i.to_string()).collect();
-        let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
-        let (result, _) = run(t, sink.clone(), &refs).await;
-        assert!(result.is_ok());
-        let sizes: Vec<usize> = sink.batches().iter().map(Vec::len).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-    }
-
-    #[tokio::test]
-    async fn a_slow_sink_fills_its_channel_and_the_sender_waits() {
-        let (tx, rx) = mpsc::channel(2);
-        let sink = Scripted {
-            delay: Duration::from_millis(200),
-            ..Scripted::new([])
-        };
-        let t = SinkTask {
-            batch_size: 1,
-            ..task(None, Rejections::Stop)
-        };
-        let handle = tokio::spawn(t.run(sink, rx));
-        let mut sent = 0;
-        let started = tokio::time::Instant::now();
-        while started.elapsed() < Duration::from_millis(100) {
-            let (d, _) = delivery("x");
-            if tokio::time::timeout(Duration::from_millis(10), tx.send(d))
-                .await
-                .is_ok()
-            {
-                sent += 1;
-            }
-        }
-        assert!(
-            sent <= 4,
-            "the channel (2) and the batch in hand (1) bound what the sender gets rid of: {sent}"
-        );
-        drop(tx);
-        handle.await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn an_undeliverable_message_is_named_by_what_stays_the_same_on_redelivery() {
-        let m = Message {
-            key: Some("o-7".into()),
-            headers: [("amqp.message_id", "msg-42")]
-                .into_iter()
-                .collect::<Headers>(),
-            origin: Origin::Amqp {
-                queue: "orders".into(),
-                exchange: "shop".into(),
-                routing_key: "order.new".into(),
-                delivery_tag: 3,
-            },
-            ..Message::from_payload(format!(
-                "{{\"order_id\": 7, \"note\": \"{}\"}}",
-                "x".repeat(100)
-            ))
-        };
-        let named = identify(&m);
-        assert!(
-            named.contains("exchange=shop routing_key=order.new"),
-            "{named}"
-        );
-        assert!(named.contains("message_id=msg-42 key=o-7"), "{named}");
-        assert!(
-            named.contains("payload (127 bytes): {\\\"order_id\\\": 7, \\\"note\\\": \\\"xxx"),
-            "{named}"
-        );
-        assert!(named.ends_with("xxx..."), "{named}");
-        assert!(identify(&Message::default()).ends_with("(tombstone)"));
-    }
-}
+#[path = "sink_task_tests.rs"]
+mod tests;

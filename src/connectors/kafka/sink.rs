@@ -1,6 +1,7 @@
 //! Kafka sink: an idempotent producer whose writes count only when the
 //! delivery report says the brokers have them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use super::admin;
 use super::config::KafkaSinkConfig;
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
 use super::watch::BrokerWatch;
-use crate::connectors::Sink;
+use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError, kafka_code_is_per_message};
 use crate::message::{Headers, Message};
 use crate::observe::Probe;
@@ -127,10 +128,10 @@ impl Sink for KafkaSink {
         })
     }
 
-    async fn write(
-        &mut self,
-        batch: &[Record],
-    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+    /// Hands every record to librdkafka (in order: the idempotent
+    /// producer keeps it per partition) and returns what waits for their
+    /// delivery reports.
+    async fn send(&mut self, batch: Arc<[Record]>) -> Result<Confirming, ConnectorError> {
         let mut results: Vec<Result<(), MessageError>> = vec![Ok(()); batch.len()];
         let mut deliveries = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
@@ -165,18 +166,20 @@ impl Sink for KafkaSink {
                 }
             }
         }
-        for (i, delivery) in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => classify(e, &mut results[i])?,
-                Err(_) => {
-                    return Err(ConnectorError::Fatal(
-                        "the kafka producer shut down before confirming".into(),
-                    ));
+        Ok(Box::pin(async move {
+            for (i, delivery) in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => classify(e, &mut results[i])?,
+                    Err(_) => {
+                        return Err(ConnectorError::Fatal(
+                            "the kafka producer shut down before confirming".into(),
+                        ));
+                    }
                 }
             }
-        }
-        Ok(results)
+            Ok(results)
+        }))
     }
 }
 
