@@ -2,6 +2,7 @@
 //! publisher with confirms, both reconnecting with backoff (lapin does not).
 
 pub mod access;
+pub mod acks;
 pub mod config;
 pub mod connection;
 pub mod mapping;

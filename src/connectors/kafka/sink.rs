@@ -70,10 +70,22 @@ impl KafkaSink {
     ) -> Result<Self, ConnectorError> {
         let client_config = config.client_config(&format!("ferry-{pipeline}"));
         let topic = config.topic.as_str();
-        if admin::partition_count(&client_config, topic)
-            .await?
-            .is_none()
-        {
+        // The producer first, and the topic checked with its own client:
+        // the metadata reply also starts its producer id request at once,
+        // where a producer created after a separate check waits for its
+        // next 500 ms timer (phase A measured 0.7 s to the first message).
+        let producer: FutureProducer<SinkContext> = client_config
+            .create_with_context(SinkContext {
+                watch: BrokerWatch::new(pipeline, probe.clone()),
+            })
+            .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
+        let client = producer.clone();
+        let partitions = admin::partitions_of(
+            move |topic, timeout| client.client().fetch_metadata(Some(topic), timeout),
+            topic,
+        )
+        .await?;
+        if partitions.is_none() {
             match &config.create_topic {
                 Some(create) => {
                     admin::create_topic_with(
@@ -99,11 +111,6 @@ impl KafkaSink {
                 }
             }
         }
-        let producer = client_config
-            .create_with_context(SinkContext {
-                watch: BrokerWatch::new(pipeline, probe.clone()),
-            })
-            .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
