@@ -66,10 +66,7 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         let outcome = Outcome::from_code(*self.worst.get_mut());
-        let callback = match self.callback.get_mut() {
-            Ok(cb) => cb.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let callback = crate::sync::get_mut(&mut self.callback).take();
         if let Some(callback) = callback {
             callback(outcome);
         }

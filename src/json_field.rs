@@ -181,7 +181,10 @@ mod tests {
         assert_eq!(at(r#"{"a": 1, "a": 2}"#, "a"), Found::Number("2".into()));
         let path = vec!["a".to_owned()];
         assert!(field(br#"{"a": 1"#, &path).is_err());
-        assert!(field(br#"{"a": 1} x"#, &path).is_err(), "trailing characters");
+        assert!(
+            field(br#"{"a": 1} x"#, &path).is_err(),
+            "trailing characters"
+        );
         assert!(field(b"[1, 2", &path).is_err());
     }
 }

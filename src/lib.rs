@@ -6,6 +6,7 @@
 //! [`ack`] carries sink confirmations back to the source.
 
 pub mod ack;
+pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -16,8 +17,10 @@ pub mod json_field;
 pub mod message;
 pub mod observe;
 pub mod position;
+pub mod problem;
 pub mod runtime;
 pub mod secret;
 pub mod steps;
 pub mod sync;
 pub mod template;
+pub mod values;

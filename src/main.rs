@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use ferry::config::Config;
-use ferry::config::values::{Span, Wait};
 use ferry::jobs::replay;
 use ferry::observe::progress::LogWriter;
 use ferry::observe::{self, Health};
 use ferry::runtime::{self, RunOptions};
+use ferry::values::{Span, Wait};
 
 /// Moves data between Redis, Kafka and RabbitMQ, in any direction, without
 /// losing it.
@@ -62,51 +62,7 @@ enum Command {
     /// Compare two record sets by key: topic vs topic, topic vs Redis keys,
     /// stream vs topic, a queue dump (JSON lines) vs a topic. Exits 0 when
     /// they agree, 1 when they differ, 2 on an error.
-    Reconcile {
-        /// kafka://BROKERS/TOPIC, redis://HOST:PORT/DB?keys=PATTERN,
-        /// redis://HOST:PORT/DB?stream=NAME or file:PATH (JSON lines).
-        left: String,
-        /// The other side, in the same forms.
-        right: String,
-        /// jq expression giving each record's key; `$key` is the message
-        /// key (a Kafka key, a Redis key name).
-        #[arg(long, default_value = "$key")]
-        key: String,
-        /// The key expression for the left side only.
-        #[arg(long)]
-        left_key: Option<String>,
-        /// The key expression for the right side only.
-        #[arg(long)]
-        right_key: Option<String>,
-        /// jq applied to both sides' values before comparing, e.g.
-        /// `del(.updated_at)`.
-        #[arg(long)]
-        normalize: Option<String>,
-        /// jq applied to the left values only (instead of --normalize).
-        #[arg(long)]
-        left_normalize: Option<String>,
-        /// jq applied to the right values only (instead of --normalize).
-        #[arg(long)]
-        right_normalize: Option<String>,
-        /// How many keys of each kind to list.
-        #[arg(long, default_value_t = 10)]
-        show: usize,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// Records held in memory per side; more are sorted and spilled
-        /// to disk (the temp directory) and merged.
-        #[arg(long, default_value_t = 200_000)]
-        memory_rows: usize,
-        /// Write the records missing on the right into the right side
-        /// (through the topic's or stream's sink, or keys by --repair-key).
-        #[arg(long)]
-        repair: bool,
-        /// With --repair into Redis keys: the key template, e.g.
-        /// `order:{order_id}`.
-        #[arg(long)]
-        repair_key: Option<String>,
-    },
+    Reconcile(ReconcileArgs),
     /// Print messages as they flow, without acknowledging or disturbing
     /// anything: a topic, a stream, an exchange, or a pipeline's source
     /// (with where its routes send each message).
@@ -154,8 +110,8 @@ enum Command {
         /// Only where the replay group has no position yet.
         #[arg(long, default_value = "earliest", value_parser = replay::Start::parse)]
         from: replay::Start,
-        /// Where to end: `now` (the end at start), a time, or Kafka offsets
-        /// (exclusive).
+        /// Where to end (exclusive): `now` (the end at start), a time, Kafka
+        /// offsets or a stream entry id.
         #[arg(long, default_value = "now", value_parser = replay::End::parse)]
         to: replay::End,
         /// The replay's consumer group (default `<group>-replay`); a new
@@ -219,40 +175,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Reconcile {
-            left,
-            right,
-            key,
-            left_key,
-            right_key,
-            normalize,
-            left_normalize,
-            right_normalize,
-            show,
-            output,
-            memory_rows,
-            repair,
-            repair_key,
-        } => {
+        Command::Reconcile(args) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))
-                .and_then(|rt| {
-                    rt.block_on(reconcile_command(ReconcileArgs {
-                        left,
-                        right,
-                        key,
-                        left_key,
-                        right_key,
-                        normalize,
-                        left_normalize,
-                        right_normalize,
-                        show,
-                        output,
-                        memory_rows,
-                        repair,
-                        repair_key,
-                    }))
-                });
+                .and_then(|rt| rt.block_on(reconcile_command(args)));
             match result {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -417,19 +343,51 @@ fn check_connect(config: &Config) -> ExitCode {
     }
 }
 
+/// `ferry reconcile`'s arguments.
+#[derive(clap::Args)]
 struct ReconcileArgs {
+    /// kafka://BROKERS/TOPIC, redis://HOST:PORT/DB?keys=PATTERN,
+    /// redis://HOST:PORT/DB?stream=NAME or file:PATH (JSON lines).
     left: String,
+    /// The other side, in the same forms.
     right: String,
+    /// jq expression giving each record's key; `$key` is the message
+    /// key (a Kafka key, a Redis key name).
+    #[arg(long, default_value = "$key")]
     key: String,
+    /// The key expression for the left side only.
+    #[arg(long)]
     left_key: Option<String>,
+    /// The key expression for the right side only.
+    #[arg(long)]
     right_key: Option<String>,
+    /// jq applied to both sides' values before comparing, e.g.
+    /// `del(.updated_at)`.
+    #[arg(long)]
     normalize: Option<String>,
+    /// jq applied to the left values only (instead of --normalize).
+    #[arg(long)]
     left_normalize: Option<String>,
+    /// jq applied to the right values only (instead of --normalize).
+    #[arg(long)]
     right_normalize: Option<String>,
+    /// How many keys of each kind to list.
+    #[arg(long, default_value_t = 10)]
     show: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
     output: Option<PathBuf>,
+    /// Records held in memory per side; more are sorted and spilled
+    /// to disk (the temp directory) and merged.
+    #[arg(long, default_value_t = 200_000)]
     memory_rows: usize,
+    /// Write the records missing on the right into the right side
+    /// (through the topic's or stream's sink, or keys by --repair-key).
+    #[arg(long)]
     repair: bool,
+    /// With --repair into Redis keys: the key template, e.g.
+    /// `order:{order_id}`.
+    #[arg(long)]
     repair_key: Option<String>,
 }
 
@@ -491,7 +449,7 @@ async fn tap_command(
         begin: from,
         router: None,
     };
-    let (target, options) = match (target, config) {
+    let (target, login) = match (target, config) {
         (Some(t), None) => (Target::parse(&t)?, Default::default()),
         (None, Some(path)) => {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
@@ -507,7 +465,7 @@ async fn tap_command(
         }
     };
     tokio::select! {
-        r = tap.run(&target, &options) => r.map(|_| ()),
+        r = tap.run(&target, &login) => r.map(|_| ()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -40,8 +40,8 @@ pub enum Mark {
 impl Mark {
     /// Parses a Redis stream entry id (`1700000000000-3`).
     pub fn entry_id(id: &str) -> Option<Mark> {
-        let (ms, seq) = id.split_once('-')?;
-        Some(Mark::EntryId(ms.parse().ok()?, seq.parse().ok()?))
+        let (ms, seq) = stream_id(id)?;
+        Some(Mark::EntryId(ms, seq))
     }
 
     /// The entry id right after this one (`ms-(seq+1)`).
@@ -52,6 +52,19 @@ impl Mark {
             Mark::Offset(o) => Mark::Offset(o.saturating_add(1)),
         }
     }
+}
+
+/// Parses a Redis stream entry id, `<milliseconds>-<sequence>`, both in
+/// decimal digits: the one parser of stream ids in ferry.
+pub fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let number = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u64>().ok()
+    };
+    let (ms, seq) = id.split_once('-')?;
+    Some((number(ms)?, number(seq)?))
 }
 
 /// A message's exact position: its scope, its mark, and which of the
@@ -137,6 +150,24 @@ impl Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_ids_are_two_decimal_numbers_joined_by_a_dash() {
+        assert_eq!(stream_id("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert_eq!(Mark::entry_id("5-0"), Some(Mark::EntryId(5, 0)));
+        for bad in [
+            "",
+            "5",
+            "5-",
+            "-3",
+            "+5-3",
+            "5-x",
+            "5-3-1",
+            "99999999999999999999-0",
+        ] {
+            assert_eq!(stream_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn positions_come_from_kafka_and_stream_origins_only() {

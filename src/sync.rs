@@ -1,6 +1,6 @@
 //! Small helpers around std's synchronisation types.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Locks `mutex`, taking over a poisoned lock.
 ///
@@ -9,5 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 /// registries, bookkeeping maps) stays meaningful after a partial update, so
 /// going on beats turning one panic into a cascade of them.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The contents of a `mutex` held exclusively (no lock needed), taking over
+/// a poisoned one, for the same reason as [`lock`].
+pub fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
+    mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
 }

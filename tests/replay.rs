@@ -363,3 +363,40 @@ async fn a_stream_replay_starts_at_an_entry_id_under_its_own_group() {
         .collect();
     assert_eq!(names, ["live-replay"], "only the replay's own group");
 }
+
+/// `--to` on a stream: entries from the end id on are not written, and a
+/// resumed run (same group) does not deliver them either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_replay_ends_before_an_entry_id_even_when_resumed() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let id: String = redis::cmd("XADD")
+            .arg("orders")
+            .arg("*")
+            .arg("payload")
+            .arg(ferry::connectors::generate::order(n))
+            .query(&mut conn)
+            .unwrap();
+        ids.push(id);
+    }
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!(
+        r#"{{ type = "redis-stream", url = "{}", streams = ["orders"], group = "live" }}"#,
+        redis.url()
+    );
+    let config = write_config(dir.path(), &source, &target);
+
+    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
+    assert!(said.starts_with("replayed 7 messages"), "{said}");
+    let mut written = keys(&target, "order:*");
+    written.sort_by_key(|k| k[6..].parse::<u64>().unwrap());
+    let expected: Vec<String> = (5..12).map(|n| format!("order:{n}")).collect();
+    assert_eq!(written, expected, "exactly the entries in [from, to)");
+
+    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
+    assert!(said.starts_with("replayed 0 messages"), "{said}");
+    assert_eq!(keys(&target, "order:*").len(), 7, "nothing past the end");
+}

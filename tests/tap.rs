@@ -224,3 +224,56 @@ async fn an_exchange_tap_copies_messages_and_the_queue_keeps_them_all() {
         "the queue kept them all"
     );
 }
+
+/// Tapping a pipeline logs in as the pipeline does: its `password` is a
+/// setting of its own, not part of the URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_tap_logs_in_with_the_pipelines_own_password() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    for n in 0..3 {
+        let _: String = redis::cmd("XADD")
+            .arg("orders")
+            .arg("*")
+            .arg("payload")
+            .arg(format!(r#"{{"order_id":{n}}}"#))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("tap-secret")
+        .query(&mut conn)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[pipeline]]
+name = "guarded"
+source = {{ type = "redis-stream", url = "redis://127.0.0.1:{}", password = "tap-secret", streams = ["orders"], group = "g" }}
+[[pipeline.sink]]
+type = "redis"
+url = "redis://127.0.0.1:{0}"
+password = "tap-secret"
+write = "set"
+key = "order:{{order_id}}"
+"#,
+            redis.port
+        ),
+    )
+    .unwrap();
+    let out = Tap::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--from",
+        "earliest",
+        "--count",
+        "3",
+    ])
+    .finish();
+    assert_eq!(out.matches("redis stream=orders id=").count(), 3, "{out}");
+}

@@ -110,3 +110,46 @@ fn kafka_mutual_tls_with_a_client_certificate() {
     let (code, stdout, _) = check_connect(dir.path(), &without);
     assert_eq!(code, 1, "{stdout}");
 }
+
+/// OAUTHBEARER with a token file: librdkafka asks ferry for the token and
+/// gets the file's token, or the file's problem as the reason. No broker
+/// here validates OAUTHBEARER (tansu 0.6.0 offers the mechanism but cannot
+/// be configured to accept a token; librdkafka's mock cluster has no SASL),
+/// so the test follows the token as far as the broker's SASL handshake.
+#[test]
+fn an_oauthbearer_token_file_is_handed_to_librdkafka_or_its_problem_named() {
+    let kafka = SecureKafka::start(&[], None);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("kafka-token");
+    let access = format!(
+        "sasl = {{ mechanism = \"OAUTHBEARER\", token_file = \"{}\" }}",
+        token.display()
+    );
+    let config = sink_config(&kafka.brokers(), &access);
+
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("reading the OAUTHBEARER token file"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fix: ferry could not hand librdkafka an OAUTHBEARER token"),
+        "{stdout}"
+    );
+
+    // A JWT with an expiry (header.payload.signature; nothing is verified
+    // on ferry's side): librdkafka takes it and goes on to the handshake.
+    let secret = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJmZXJyeSIsImV4cCI6NDEwMjQ0NDgwMH0.c2VjcmV0";
+    std::fs::write(&token, format!("{secret}\n")).unwrap();
+    let (_, stdout, _) = check_connect(dir.path(), &config);
+    assert!(!stdout.contains("token file"), "{stdout}");
+    assert!(
+        stdout.contains("SASL OAUTHBEARER mechanism handshake"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(secret),
+        "the token is never shown: {stdout}"
+    );
+}

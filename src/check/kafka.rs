@@ -14,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 use super::Finding;
+use crate::connectors::kafka::oauth::{self, BearerToken};
 use crate::connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Recorder {
     errors: Mutex<Vec<String>>,
+    /// OAUTHBEARER with a token of ferry's own.
+    bearer: Option<BearerToken>,
 }
 
 impl Recorder {
@@ -40,6 +43,15 @@ impl Recorder {
 }
 
 impl ClientContext for Recorder {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        oauth::generate(self.bearer.as_ref())
+    }
+
     fn log(&self, level: RDKafkaLogLevel, _fac: &str, message: &str) {
         if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
             self.record(message.to_owned());
@@ -56,6 +68,7 @@ impl ConsumerContext for Recorder {}
 /// What a part reads or writes.
 struct Plan {
     topics: Vec<String>,
+    bearer: Option<BearerToken>,
     /// Source: the group whose committed offsets are read.
     group: Option<String>,
     /// Sink: the topic is created on start if missing.
@@ -89,7 +102,10 @@ fn check(mut config: ClientConfig, plan: Plan) -> Vec<Finding> {
     ] {
         config.remove(key);
     }
-    let consumer: BaseConsumer<Recorder> = match config.create_with_context(Recorder::default()) {
+    let consumer: BaseConsumer<Recorder> = match config.create_with_context(Recorder {
+        bearer: plan.bearer.clone(),
+        ..Recorder::default()
+    }) {
         Ok(c) => c,
         Err(e) => {
             out.push(Finding::error("creating the client", &e.to_string()));
@@ -177,6 +193,7 @@ async fn blocking(config: ClientConfig, plan: Plan) -> Vec<Finding> {
 pub async fn source(c: &KafkaSourceConfig) -> (String, Vec<Finding>) {
     let plan = Plan {
         topics: c.topics.iter().map(ToString::to_string).collect(),
+        bearer: BearerToken::of(c.sasl.as_ref()),
         group: Some(c.group.to_string()),
         creates: None,
     };
@@ -187,6 +204,7 @@ pub async fn source(c: &KafkaSourceConfig) -> (String, Vec<Finding>) {
 pub async fn sink(c: &KafkaSinkConfig) -> (String, Vec<Finding>) {
     let plan = Plan {
         topics: vec![c.topic.to_string()],
+        bearer: BearerToken::of(c.sasl.as_ref()),
         group: None,
         creates: c.create_topic.as_ref().map(|t| t.partitions.get()),
     };

@@ -7,56 +7,13 @@
 //! string values only, so a secret can never change the file's structure
 //! and the spans stay those of the file the user wrote.
 
-use std::fmt;
 use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-use super::error::Problem;
-
-/// One step of a path into the config: a key or an array index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-/// Where a value sits in the config, e.g. `pipeline[0].sink[1].key`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConfigPath(Vec<Segment>);
-
-impl ConfigPath {
-    pub fn root() -> Self {
-        Self::default()
-    }
-
-    pub fn key(&self, key: &str) -> Self {
-        let mut p = self.clone();
-        p.0.push(Segment::Key(key.to_owned()));
-        p
-    }
-
-    pub fn index(&self, index: usize) -> Self {
-        let mut p = self.clone();
-        p.0.push(Segment::Index(index));
-        p
-    }
-}
-
-impl fmt::Display for ConfigPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, seg) in self.0.iter().enumerate() {
-            match seg {
-                Segment::Key(k) if i == 0 => write!(f, "{k}")?,
-                Segment::Key(k) => write!(f, ".{k}")?,
-                Segment::Index(n) => write!(f, "[{n}]")?,
-            }
-        }
-        Ok(())
-    }
-}
+use crate::problem::{ConfigPath, Problem, Segment};
 
 /// A parsed config file with environment variables substituted.
 pub struct Document<'i> {
@@ -136,7 +93,7 @@ impl<'i> Document<'i> {
         let mut span = None;
         let mut table = Some(self.as_written.get_ref());
         let mut value: Option<&Spanned<DeValue<'_>>> = None;
-        for seg in &path.0 {
+        for seg in path.segments() {
             let next = match (seg, table, value.map(Spanned::get_ref)) {
                 (Segment::Key(k), Some(t), _) => t.get(k.as_str()),
                 (Segment::Key(k), None, Some(DeValue::Table(t))) => t.get(k.as_str()),

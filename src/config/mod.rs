@@ -2,7 +2,7 @@
 //!
 //! 1. [`document`] parses the TOML and substitutes `${VAR}` in strings.
 //! 2. serde turns it into [`Config`]; field types such as
-//!    [`values::Span`] and [`crate::template::Template`] refuse bad values
+//!    [`crate::values::Span`] and [`crate::template::Template`] refuse bad values
 //!    while parsing, and `deny_unknown_fields` refuses misspelt keys.
 //! 3. [`Config::check`] applies rules that involve several fields (unique
 //!    names, templates that need what the source provides).
@@ -12,21 +12,19 @@
 pub mod document;
 pub mod error;
 pub mod pipeline;
-pub mod time;
 pub mod topology;
-pub mod values;
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Deserialize;
 
-pub use document::ConfigPath;
-pub use error::{ConfigError, Problem};
+pub use error::ConfigError;
 pub use pipeline::{Name, PipelineConfig, SinkSpec};
 
+use crate::problem::{ConfigPath, Problem};
+use crate::values::{Count, Hops, NonEmpty};
 use document::{Document, Lift};
-use values::{Count, Hops, NonEmpty};
 
 /// How many refused settings are taken out (each a parse of the file)
 /// before `ferry check` stops looking for more.
@@ -110,7 +108,7 @@ impl Config {
         let mut emptied: Vec<std::ops::Range<usize>> = Vec::new();
         let mut problems: Vec<Problem> = Vec::new();
         let config = loop {
-            let (config, values) = values::collecting(|| doc.deserialize::<Config>());
+            let (config, values) = crate::values::collecting(|| doc.deserialize::<Config>());
             // Every round finds the bad values it reaches; some are only
             // reached before a removal, some only after.
             for v in values {

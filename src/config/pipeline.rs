@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::values::{
+use crate::connectors::{SinkConfig, SourceConfig};
+use crate::problem::{ConfigPath, Problem};
+use crate::steps::{Jq, Step, StepConfig};
+use crate::values::{
     Attempts, Buffer, Count, Hops, InFlight, InFlightKbytes, JqBudget, NonEmpty, Refusal,
     RetryDelay, Span, checked,
 };
-use super::{ConfigPath, Problem};
-use crate::connectors::{SinkConfig, SourceConfig};
-use crate::steps::{Jq, Step, StepConfig};
 
 /// `[[pipeline]]`.
 #[derive(Clone, Debug, Deserialize)]

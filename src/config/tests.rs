@@ -471,3 +471,33 @@ fn unknown_and_mistyped_settings_are_all_reported_too() {
     assert!(!e.contains("missing field `url`"), "{e}");
     assert_eq!(e.matches("error:").count(), 4, "{e}");
 }
+
+#[test]
+fn a_stream_end_needs_a_job_and_one_kind_of_end() {
+    let stream = |extra: &str| {
+        format!(
+            r#"
+[[pipeline]]
+name = "p"
+source = {{ type = "redis-stream", url = "redis://h", streams = ["s"], group = "g"{extra} }}
+[[pipeline.sink]]
+type = "redis"
+url = "redis://h"
+write = "set"
+key = "k"
+"#
+        )
+    };
+    let e = errors(&stream(r#", end_id = "1700-0""#));
+    assert!(e.contains("`end_id` needs `until = \"end\"`"), "{e}");
+    let e = errors(&stream(
+        r#", until = "end", end_id = "1700-0", end_time = 1700"#,
+    ));
+    assert!(e.contains("both say where to end"), "{e}");
+    assert!(
+        parse(&stream(
+            r#", until = "end", end_time = "2024-05-01T10:00:00Z""#
+        ))
+        .is_ok()
+    );
+}

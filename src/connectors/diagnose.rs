@@ -2,7 +2,8 @@
 //!
 //! The three client libraries report TLS and login failures in their own
 //! words (rustls for Redis and RabbitMQ, OpenSSL inside librdkafka, and
-//! each server's refusals). [`explain`] recognises them in an error's text
+//! each server's refusals). [`explain`] recognises them (TLS here, each
+//! system's logins in its `errors.rs`) in an error's text
 //! and says, once, what is wrong and what to change; `permanent` failures
 //! cannot heal by retrying, so the runtime stops instead of retrying
 //! forever. Pure: tested against the messages the libraries produce.
@@ -16,18 +17,28 @@ pub struct Diagnosis {
     pub fix: &'static str,
 }
 
-const fn permanent(fix: &'static str) -> Option<Diagnosis> {
+pub(crate) const fn permanent(fix: &'static str) -> Option<Diagnosis> {
     Some(Diagnosis {
         permanent: true,
         fix,
     })
 }
 
+/// Whether `text` contains one of `needles`.
+pub(crate) fn has(text: &str, needles: &[&str]) -> bool {
+    needles.iter().any(|n| text.contains(n))
+}
+
+/// Whether `text`, in lower case, contains one of the (lower-case) `needles`.
+pub(crate) fn has_lower(text: &str, needles: &[&str]) -> bool {
+    let lower = text.to_ascii_lowercase();
+    needles.iter().any(|n| lower.contains(n))
+}
+
 /// Recognises a failure from the text of an error and its causes.
 pub fn explain(text: &str) -> Option<Diagnosis> {
-    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    let lower = text.to_ascii_lowercase();
-    let has_lower = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let has = |needles: &[&str]| has(text, needles);
+    let has_lower = |needles: &[&str]| has_lower(text, needles);
     // TLS, as the client sees the server's certificate.
     if has(&[
         "Expired",
@@ -64,6 +75,12 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
              the PEM file of the CA that signed it",
         );
     }
+    if has(&["UnsupportedCertVersion"]) {
+        return permanent(
+            "a certificate is X.509 version 1, which rustls does not accept: reissue it as a \
+             version 3 certificate (openssl: sign it with an -extfile of extensions)",
+        );
+    }
     // TLS, as the server sees ferry's client certificate.
     if has(&["CertificateRequired", "certificate required"]) {
         return permanent(
@@ -94,58 +111,20 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
              no `tls`) or the server's TLS port",
         );
     }
-    // Logins.
-    if has(&[
-        "WRONGPASS",
-        "invalid username-password pair",
-        "AuthenticationFailed",
-    ]) {
-        return permanent("wrong user name or password: check `username` and `password`");
+    // Logins and permissions, in each system's words.
+    if let Some(d) = super::redis::errors::explain_login(text)
+        .or_else(|| super::amqp::errors::explain_login(text))
+        .or_else(|| super::kafka::errors::explain_login(text))
+    {
+        return Some(d);
     }
-    if has(&["NOAUTH", "NoAuth", "Authentication required"]) {
-        return permanent(
-            "the server requires a login: set `password` (and `username` for an ACL user)",
-        );
-    }
-    if has(&["NOPERM", "NoPerm", "no permissions to"]) {
-        return permanent(
-            "the user is not allowed a command or key ferry needs: grant it on the server \
-             (Redis: ACL SETUSER) or use another user; `ferry check --connect` lists what is needed",
-        );
-    }
-    if has(&[
-        "ACCESS_REFUSED",
-        "ACCESSREFUSED",
-        "access refused",
-        "Login was refused",
-    ]) {
-        return permanent(
-            "RabbitMQ refused the login or access: check `username`, `password` and that the \
-             user has permissions on the `vhost`",
-        );
-    }
-    if has(&["NOT_ALLOWED", "NOTALLOWED", "vhost", "INVALID_PATH"]) && has(&["vhost"]) {
-        return permanent("RabbitMQ has no such virtual host for this user: check `vhost`");
-    }
-    if has_lower(&[
-        "sasl authentication failed",
-        "authentication failed",
-        "sasl authentication error",
-    ]) {
-        return permanent(
-            "the broker refused the SASL login: check `sasl.mechanism`, `sasl.username` and \
-             `sasl.password`",
-        );
-    }
-    if has_lower(&["topic authorization failed", "topic_authorization_failed"]) {
-        return permanent(
-            "the user may not use this topic: grant it the topic's ACLs (Read/Write/Describe)",
-        );
-    }
-    if has_lower(&["group authorization failed", "group_authorization_failed"]) {
-        return permanent(
-            "the user may not use this consumer group: grant it the group's Read ACL",
-        );
+    // ferry's own OAUTHBEARER token (a rotated file may be back soon).
+    if has(&["Failed to acquire SASL OAUTHBEARER token"]) {
+        return Some(Diagnosis {
+            permanent: false,
+            fix: "ferry could not hand librdkafka an OAUTHBEARER token: check that \
+                  `sasl.token_file` is readable and its token not expired (or `sasl.token`)",
+        });
     }
     // Plaintext spoken to a TLS port: the server hangs up. Not certain, so
     // not permanent, but worth saying.
@@ -163,6 +142,29 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
         });
     }
     None
+}
+
+/// A client error, not retryable when its text names a failure that only a
+/// change of configuration or server heals (a refused certificate or login).
+pub(crate) fn client(
+    system: &'static str,
+    context: String,
+    retryable: bool,
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+) -> crate::error::ConnectorError {
+    let mut error = crate::error::ConnectorError::Client {
+        system,
+        context,
+        retryable,
+        source,
+    };
+    let text = chain(&error);
+    if explain(&text).is_some_and(|d| d.permanent)
+        && let crate::error::ConnectorError::Client { retryable, .. } = &mut error
+    {
+        *retryable = false;
+    }
+    error
 }
 
 /// The text of an error and all its causes, for [`explain`].
@@ -199,6 +201,10 @@ mod tests {
         );
         assert!(fix("received fatal alert: CertificateRequired").contains("`tls.cert`"));
         assert!(
+            fix("invalid peer certificate: Other(OtherError(UnsupportedCertVersion))")
+                .contains("version 3")
+        );
+        assert!(
             fix("received corrupt message of type InvalidContentType")
                 .contains("does not speak TLS")
         );
@@ -207,6 +213,12 @@ mod tests {
                 .unwrap()
                 .permanent
         );
+    }
+
+    #[test]
+    fn a_token_ferry_cannot_read_names_the_token_settings() {
+        let d = explain("Local: Authentication failure: Failed to acquire SASL OAUTHBEARER token: reading the OAUTHBEARER token file /t: No such file").unwrap();
+        assert!(d.fix.contains("`sasl.token_file`") && !d.permanent);
     }
 
     #[test]

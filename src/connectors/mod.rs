@@ -18,13 +18,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::ack::Ack;
-use crate::config::values::Until;
-use crate::config::{ConfigPath, Problem};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Coordinate, Message};
 use crate::observe::Probe;
 use crate::position::Settled;
+use crate::problem::{ConfigPath, Problem};
 use crate::template::Template;
+use crate::values::Until;
 
 /// A message and the handle that acknowledges it to its source.
 #[derive(Debug)]
@@ -252,6 +252,16 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Opens the sink these settings describe (see [`AnySink::open`]).
+    pub async fn open(
+        &self,
+        pipeline: &str,
+        probe: &Probe,
+        settled: &Arc<Settled>,
+    ) -> Result<AnySink, ConnectorError> {
+        AnySink::open(pipeline, self, probe, settled).await
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SinkConfig::Redis(_) => "redis",
@@ -345,6 +355,53 @@ impl SinkConfig {
             SinkConfig::Redis(c) => c.check(path, problems),
             SinkConfig::Kafka(c) => c.check(path, problems),
             SinkConfig::Amqp(c) => c.check(path, problems),
+        }
+    }
+}
+
+/// An open sink of any kind. The runtime drives every kind the same way
+/// through [`SinkRunner`], so it never names one. One per sink, made once:
+/// the size of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum AnySink {
+    Redis(redis::RedisSink),
+    Kafka(kafka::KafkaSink),
+    Amqp(amqp::sink::AmqpSink),
+}
+
+/// What to do with an open sink, whatever its kind: a generic method, so
+/// each kind gets its own code and no write goes through a box.
+pub trait SinkRunner {
+    type Output;
+    fn run<S: Sink>(self, sink: S) -> Self::Output;
+}
+
+impl AnySink {
+    /// Opens the sink. `settled` is the pipeline's settled source positions
+    /// (used by a Redis sink with `exactly_once`).
+    pub async fn open(
+        pipeline: &str,
+        config: &SinkConfig,
+        probe: &Probe,
+        settled: &Arc<Settled>,
+    ) -> Result<Self, ConnectorError> {
+        Ok(match config {
+            SinkConfig::Redis(c) => {
+                AnySink::Redis(redis::RedisSink::open(pipeline, c, probe, settled).await?)
+            }
+            SinkConfig::Kafka(c) => {
+                AnySink::Kafka(kafka::KafkaSink::open(pipeline, c, probe).await?)
+            }
+            SinkConfig::Amqp(c) => AnySink::Amqp(amqp::sink::AmqpSink::open(pipeline, c).await?),
+        })
+    }
+
+    /// Hands the sink, as its own type, to `runner`.
+    pub fn run<R: SinkRunner>(self, runner: R) -> R::Output {
+        match self {
+            AnySink::Redis(s) => runner.run(s),
+            AnySink::Kafka(s) => runner.run(s),
+            AnySink::Amqp(s) => runner.run(s),
         }
     }
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::config::values::NonEmpty;
-use crate::config::{ConfigPath, Problem};
 use crate::error::ConnectorError;
+use crate::problem::{ConfigPath, Problem};
+use crate::values::NonEmpty;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

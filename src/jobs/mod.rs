@@ -11,6 +11,7 @@
 pub mod diff;
 pub mod read;
 pub mod reconcile;
+pub mod repair;
 pub mod replay;
 pub mod spill;
 pub mod tap;
@@ -25,7 +26,7 @@ use crate::config::{Config, PipelineConfig};
 /// from a command-line string, through the same checks a config file gets.
 pub fn value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
     // Through TOML, as a config file's value, so that values which keep
-    // their position in the file (see `config::values::checked`) parse too.
+    // their position in the file (see `values::checked`) parse too.
     #[derive(Deserialize)]
     struct Value<T> {
         v: T,

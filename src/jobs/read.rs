@@ -16,16 +16,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
 
-use crate::config::time::Time;
 use crate::connectors::kafka::mapping::to_message;
-use crate::connectors::redis::access::connect;
+use crate::connectors::kafka::oauth::{BearerToken, TokenContext};
+use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::replies::parse_read_reply;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
-use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
+use crate::connectors::redis::stream_entry::entry_message;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
-use crate::message::{Message, Origin};
+use crate::message::Message;
 use crate::position::Mark;
+use crate::values::time::Time;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,7 +44,7 @@ pub enum Begin {
 /// A Kafka reader of assigned partitions: it joins no group and commits
 /// nothing, so no group's offsets move because of it.
 pub struct KafkaReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<TokenContext>,
     topics: HashMap<String, Arc<str>>,
     /// With `to_end`: per partition, the end offset at open.
     ends: Option<HashMap<(Arc<str>, i32), i64>>,
@@ -57,6 +58,7 @@ impl KafkaReader {
         brokers: &str,
         topics: &[String],
         options: &std::collections::BTreeMap<String, String>,
+        bearer: Option<BearerToken>,
         begin: Begin,
         to_end: bool,
     ) -> Result<KafkaReader, String> {
@@ -76,8 +78,8 @@ impl KafkaReader {
         for (k, v) in options {
             config.set(k, v);
         }
-        let consumer: StreamConsumer = config
-            .create()
+        let consumer: StreamConsumer<TokenContext> = config
+            .create_with_context(TokenContext(bearer))
             .map_err(|e| format!("kafka {brokers}: cannot create a consumer: {e}"))?;
         let topics_owned = topics.to_vec();
         let (consumer, ends) = tokio::task::spawn_blocking(move || {
@@ -182,7 +184,7 @@ type Ranges = HashMap<(Arc<str>, i32), (i64, i64)>;
 /// The partitions of `topics` with their start offsets, and per partition
 /// (start, end at open).
 fn assignment(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<TokenContext>,
     topics: &[String],
     begin: Begin,
 ) -> Result<(TopicPartitionList, Ranges), String> {
@@ -248,14 +250,13 @@ pub struct StreamReader {
 
 impl StreamReader {
     pub async fn open(
-        url: &str,
+        access: &RedisAccess,
         streams: &[String],
         begin: Begin,
         to_end: bool,
     ) -> Result<StreamReader, String> {
         let block = Duration::from_secs(1);
-        let access = crate::connectors::redis::access::RedisAccess::from_url(url)?;
-        let mut conn = connect(&access, block + TIMEOUT).map_err(|e| e.to_string())?;
+        let mut conn = connect(access, block + TIMEOUT).map_err(|e| e.to_string())?;
         let mut last = Vec::new();
         let mut ends = Vec::new();
         for s in streams {
@@ -341,18 +342,8 @@ impl StreamReader {
                     }
                     self.last[i] = entry.id.clone();
                     let Some(fields) = entry.fields else { continue };
-                    let m = from_stream_fields(&fields);
-                    self.buffer.push_back(Message {
-                        key: m.key,
-                        payload: m.payload,
-                        headers: m.headers,
-                        timestamp: m.timestamp.or_else(|| stream_id_millis(&entry.id)),
-                        origin: Origin::RedisStream {
-                            stream: Arc::clone(&self.streams[i]),
-                            id: entry.id,
-                        },
-                        ..Message::default()
-                    });
+                    self.buffer
+                        .push_back(entry_message(&self.streams[i], entry.id, &fields));
                 }
             }
             // A stream with nothing more before its end is done.

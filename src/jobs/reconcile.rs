@@ -9,14 +9,14 @@
 
 use std::fmt::Write as _;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::diff::{self, Difference};
 use super::read::{Begin, FileReader, KafkaReader, KeysReader, StreamReader};
+pub use super::repair::{Repair, RepairSink};
 use super::spill::{Collector, Original, Row, Sorted};
-use crate::connectors::Sink;
+use crate::connectors::redis::access::RedisAccess;
 use crate::message::Message;
 use crate::steps::Jq;
 use crate::steps::jq::{Variables, payload_value};
@@ -108,6 +108,7 @@ impl Reader {
                     brokers,
                     std::slice::from_ref(topic),
                     &Default::default(),
+                    None,
                     Begin::Earliest,
                     true,
                 )
@@ -115,8 +116,13 @@ impl Reader {
             ),
             Side::Keys { url, pattern } => Reader::Keys(KeysReader::open(url, pattern).await?),
             Side::Stream { url, stream } => Reader::Stream(
-                StreamReader::open(url, std::slice::from_ref(stream), Begin::Earliest, true)
-                    .await?,
+                StreamReader::open(
+                    &RedisAccess::from_url(url)?,
+                    std::slice::from_ref(stream),
+                    Begin::Earliest,
+                    true,
+                )
+                .await?,
             ),
             Side::File { path } => Reader::File(FileReader::open(path)?),
         })
@@ -409,108 +415,6 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Writes records the right side lacks, through the sink for that side.
-pub struct Repair {
-    pub sink: RepairSink,
-    pub batch: usize,
-}
-
-pub enum RepairSink {
-    Kafka(crate::connectors::kafka::KafkaSink),
-    Redis(Box<crate::connectors::redis::RedisSink>),
-}
-
-impl Repair {
-    /// The sink that writes into `side`: the topic, the stream (`xadd`),
-    /// or keys by `key` (a template such as `order:{order_id}`, `set`).
-    pub async fn open(side: &Side, key: Option<&str>) -> Result<Repair, String> {
-        use crate::connectors::kafka::{KafkaSink, KafkaSinkConfig};
-        use crate::connectors::redis::{RedisSink, RedisSinkConfig};
-        let q = |s: &str| toml::Value::from(s).to_string();
-        let sink = match side {
-            Side::Kafka { brokers, topic } => {
-                let c: KafkaSinkConfig =
-                    toml::from_str(&format!("brokers = {}\ntopic = {}", q(brokers), q(topic)))
-                        .map_err(|e| format!("--repair: {e}"))?;
-                RepairSink::Kafka(
-                    KafkaSink::open(
-                        "reconcile",
-                        &c,
-                        &crate::observe::Probe::detached("reconcile", "repair"),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?,
-                )
-            }
-            Side::Keys { url, .. } | Side::Stream { url, .. } => {
-                let (write, key) = match (side, key) {
-                    (Side::Stream { stream, .. }, _) => ("xadd", stream.clone()),
-                    (_, Some(key)) => ("set", key.to_owned()),
-                    (_, None) => {
-                        return Err("--repair into redis keys needs --repair-key, the key \
-                                    template of each record (e.g. `order:{order_id}`)"
-                            .to_owned());
-                    }
-                };
-                let c: RedisSinkConfig = toml::from_str(&format!(
-                    "url = {}\nwrite = {}\nkey = {}",
-                    q(url),
-                    q(write),
-                    q(&key)
-                ))
-                .map_err(|e| format!("--repair: {e}"))?;
-                let health = crate::observe::Health::new();
-                let probe = health.probe("reconcile", "repair");
-                RepairSink::Redis(Box::new(
-                    RedisSink::open("reconcile", &c, &probe, &crate::position::Settled::new())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                ))
-            }
-            Side::File { .. } => {
-                return Err("--repair writes through a sink; a file side has none".to_owned());
-            }
-        };
-        Ok(Repair { sink, batch: 500 })
-    }
-
-    async fn write(&mut self, rows: Vec<Row>) -> Result<u64, String> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let messages: Vec<Message> = rows
-            .into_iter()
-            .filter_map(|r| r.original)
-            .map(|o| Message {
-                key: o.key.map(Bytes::from),
-                payload: o.payload.map(Bytes::from),
-                ..Message::default()
-            })
-            .collect();
-        let n = messages.len() as u64;
-        match &mut self.sink {
-            RepairSink::Kafka(s) => write_all(s, &messages).await?,
-            RepairSink::Redis(s) => write_all(s.as_mut(), &messages).await?,
-        }
-        Ok(n)
-    }
-}
-
-async fn write_all<S: Sink>(sink: &mut S, messages: &[Message]) -> Result<(), String> {
-    let prepared = messages
-        .iter()
-        .map(|m| sink.prepare(m).map_err(|e| format!("--repair: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let results = sink
-        .write(prepared.into())
-        .await
-        .map_err(|e| format!("--repair: {e}"))?;
-    match results.into_iter().find_map(Result::err) {
-        Some(e) => Err(format!("--repair: a record was refused: {e}")),
-        None => Ok(()),
-    }
-}
-
 /// The summary table and the first differences.
 pub fn summary(report: &Report) -> String {
     let mut s = String::new();
@@ -594,103 +498,4 @@ pub fn summary(report: &Report) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sides_are_named_by_url() {
-        assert_eq!(
-            Side::parse("kafka://127.0.0.1:9092,b:9092/ORDER").unwrap(),
-            Side::Kafka {
-                brokers: "127.0.0.1:9092,b:9092".into(),
-                topic: "ORDER".into()
-            }
-        );
-        assert_eq!(
-            Side::parse("redis://127.0.0.1:6379/2?keys=order:*&protocol=resp3").unwrap(),
-            Side::Keys {
-                url: "redis://127.0.0.1:6379/2?protocol=resp3".into(),
-                pattern: "order:*".into()
-            }
-        );
-        assert_eq!(
-            Side::parse("redis://h/0?stream=orders").unwrap(),
-            Side::Stream {
-                url: "redis://h/0".into(),
-                stream: "orders".into()
-            }
-        );
-        assert_eq!(
-            Side::parse("file:dump.jsonl").unwrap(),
-            Side::File {
-                path: "dump.jsonl".into()
-            }
-        );
-        assert!(Side::parse("redis://h/0").unwrap_err().contains("?keys="));
-        assert!(
-            Side::parse("kafka://h")
-                .unwrap_err()
-                .contains("BROKERS/TOPIC")
-        );
-        assert!(Side::parse("amqp://h/q").unwrap_err().contains("file:PATH"));
-    }
-
-    fn extract(key: &str, normalize: Option<&str>) -> Extract {
-        Extract {
-            key: Jq::compile(key).unwrap(),
-            normalize: normalize.map(|n| Jq::compile(n).unwrap()),
-        }
-    }
-
-    #[test]
-    fn keys_come_from_jq_or_the_message_key_and_values_are_normalised() {
-        let mut m = Message::from_payload(r#"{"id":7,"status":"paid","at":123}"#);
-        m.key = Some(Bytes::from("o7"));
-        assert_eq!(
-            extract("$key", None).apply(&m).unwrap(),
-            (
-                Some("o7".into()),
-                r#"{"at":123,"id":7,"status":"paid"}"#.into()
-            )
-        );
-        assert_eq!(
-            extract(".id", Some("del(.at)")).apply(&m).unwrap(),
-            (Some("7".into()), r#"{"id":7,"status":"paid"}"#.into())
-        );
-        assert_eq!(extract(".missing", None).apply(&m).unwrap().0, None);
-        let text = Message::from_payload("not json");
-        assert_eq!(
-            extract(".", None).apply(&text).unwrap(),
-            (Some("not json".into()), "\"not json\"".into())
-        );
-    }
-
-    #[test]
-    fn the_summary_says_whether_the_sides_agree_and_shows_the_differences() {
-        let report = Report {
-            different: 1,
-            examples_different: vec![Different {
-                key: "o5".into(),
-                differences: diff::differences(
-                    &serde_json::json!({"status": "paid"}),
-                    &serde_json::json!({"status": "refunded"}),
-                    10,
-                ),
-            }],
-            missing_on_right: 1,
-            examples_missing_on_right: vec!["o9".into()],
-            memory_rows: 10,
-            ..Report::default()
-        };
-        let s = summary(&report);
-        assert!(s.contains("missing on the right (first 1): o9"), "{s}");
-        assert!(
-            s.contains("  o5\n    .status: left \"paid\", right \"refunded\""),
-            "{s}"
-        );
-        assert!(
-            s.contains("the sides differ (at most 10 rows in memory per side"),
-            "{s}"
-        );
-    }
-}
+mod tests;

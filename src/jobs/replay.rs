@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{pick_pipeline, value};
-use crate::config::time::Time;
-use crate::config::values::Until;
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::kafka::config::{PartitionOffsets, StartFrom};
 use crate::connectors::redis::config::{EntryId, StreamStart};
 use crate::connectors::{SinkConfig, SourceConfig};
 use crate::observe::Health;
 use crate::runtime::{self, RunOptions, Totals, router::Router};
+use crate::values::Until;
+use crate::values::time::Time;
 
 /// Where a replay begins (where its group has no position yet).
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +68,8 @@ pub enum End {
     Time(Time),
     /// Kafka: before an offset per partition.
     Offsets(PartitionOffsets),
+    /// A Redis stream: before an entry id.
+    EntryId(EntryId),
 }
 
 impl End {
@@ -79,19 +81,17 @@ impl End {
         if s.contains('=') {
             return offsets(s).map(End::Offsets);
         }
+        if is_entry_id(s) {
+            return EntryId::parse(s).map(End::EntryId);
+        }
         Time::parse(s)
             .map(End::Time)
-            .map_err(|e| format!("{e}; or `now` or `PARTITION=OFFSET,...`"))
+            .map_err(|e| format!("{e}; or `now`, `PARTITION=OFFSET,...` or a stream entry id"))
     }
 }
 
 fn is_entry_id(s: &str) -> bool {
-    s.split_once('-').is_some_and(|(ms, seq)| {
-        !ms.is_empty()
-            && !seq.is_empty()
-            && ms.bytes().all(|b| b.is_ascii_digit())
-            && seq.bytes().all(|b| b.is_ascii_digit())
-    })
+    crate::position::stream_id(s).is_some()
 }
 
 /// `orders/0=120,orders/1=80` or `0=120,1=80`.
@@ -168,6 +168,12 @@ pub fn plan(pipeline: &PipelineConfig, options: &ReplayOptions) -> Result<Pipeli
                 End::Now => {}
                 End::Time(t) => c.end_time = Some(*t),
                 End::Offsets(o) => c.end_offsets = o.clone(),
+                End::EntryId(id) => {
+                    return Err(format!(
+                        "--to {id} is a stream entry id; a kafka source ends at \
+                         `now`, a time or PARTITION=OFFSET"
+                    ));
+                }
             }
         }
         SourceConfig::RedisStream(c) => {
@@ -185,12 +191,16 @@ pub fn plan(pipeline: &PipelineConfig, options: &ReplayOptions) -> Result<Pipeli
                         .to_owned());
                 }
             };
-            // The stream reader stops at the end the stream had at start.
-            if options.to != End::Now {
-                return Err("a redis-stream replay ends at the stream's end at start \
-                            (--to now); a later end is not supported yet"
-                    .to_owned());
-            }
+            (c.end_id, c.end_time) = match &options.to {
+                End::Now => (None, None),
+                End::Time(t) => (None, Some(*t)),
+                End::EntryId(id) => (Some(*id), None),
+                End::Offsets(_) => {
+                    return Err("a redis-stream source has no partitions; end at \
+                                `now`, a time or an entry id"
+                        .to_owned());
+                }
+            };
         }
         other => {
             return Err(format!(
@@ -395,10 +405,20 @@ key = "order:{{order_id}}"
         };
         assert_eq!(s.group_start(), "1700-4");
         assert_eq!(s.until, Until::End);
+        let p = plan(&c.pipelines[0], &options("earliest", "1714557600000")).unwrap();
+        let SourceConfig::RedisStream(s) = &p.source else {
+            panic!("stream")
+        };
+        assert_eq!(s.end_before(), Some(EntryId(1714557600000, 0)));
+        let p = plan(&c.pipelines[0], &options("earliest", "1700-5")).unwrap();
+        let SourceConfig::RedisStream(s) = &p.source else {
+            panic!("stream")
+        };
+        assert_eq!(s.end_before(), Some(EntryId(1700, 5)));
         assert!(
-            plan(&c.pipelines[0], &options("earliest", "1714557600000"))
+            plan(&c.pipelines[0], &options("earliest", "0=5"))
                 .unwrap_err()
-                .contains("not supported")
+                .contains("no partitions")
         );
     }
 

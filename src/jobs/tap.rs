@@ -15,14 +15,18 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 
 use super::read::{Begin, KafkaReader, StreamReader};
-use crate::config::time::Time;
 use crate::config::{Config, PipelineConfig};
 use crate::connectors::SourceConfig;
-use crate::connectors::amqp::mapping::{DeliveryInfo, to_message};
+use crate::connectors::amqp::access::AmqpAccess;
+use crate::connectors::amqp::mapping::delivery_message;
+use crate::connectors::kafka::oauth::BearerToken;
+use crate::connectors::kafka::security;
+use crate::connectors::redis::access::RedisAccess;
 use crate::message::Message;
 use crate::runtime::router::{Plan, Router};
 use crate::steps::jq::{Variables, payload_value};
 use crate::steps::{Jq, truthy};
+use crate::values::time::Time;
 
 /// What to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,21 +100,37 @@ impl Target {
     }
 
     /// The target a pipeline's source reads from.
-    pub fn of_pipeline(pipeline: &PipelineConfig) -> Result<(Target, KafkaOptions), String> {
+    pub fn of_pipeline(pipeline: &PipelineConfig) -> Result<(Target, Login), String> {
         match &pipeline.source {
             SourceConfig::Kafka(c) => Ok((
                 Target::Kafka {
                     brokers: c.brokers.to_string(),
                     topics: c.topics.iter().map(ToString::to_string).collect(),
                 },
-                c.options.clone(),
+                Login {
+                    kafka_options: c
+                        .options
+                        .clone()
+                        .into_iter()
+                        .chain(
+                            security::properties(c.tls.as_ref(), c.sasl.as_ref())
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v)),
+                        )
+                        .collect(),
+                    kafka_bearer: BearerToken::of(c.sasl.as_ref()),
+                    ..Login::default()
+                },
             )),
             SourceConfig::RedisStream(c) => Ok((
                 Target::Stream {
                     url: c.url.as_str().to_owned(),
                     streams: c.streams.iter().map(ToString::to_string).collect(),
                 },
-                Default::default(),
+                Login {
+                    redis: Some(c.access()),
+                    ..Login::default()
+                },
             )),
             SourceConfig::Amqp(c) => {
                 let binding = c
@@ -131,7 +151,10 @@ impl Target {
                         exchange: binding.exchange.to_string(),
                         routing_key: binding.routing_key.clone(),
                     },
-                    Default::default(),
+                    Login {
+                        amqp: Some(c.access()),
+                        ..Login::default()
+                    },
                 ))
             }
             other => Err(format!(
@@ -144,8 +167,16 @@ impl Target {
     }
 }
 
-/// Extra librdkafka settings of a pipeline's Kafka source.
-pub type KafkaOptions = std::collections::BTreeMap<String, String>;
+/// How a pipeline's source logs in, beyond what its URL says: its
+/// `options`, `tls` and `sasl` (Kafka), its `username`, `password` and `tls`
+/// (Redis, RabbitMQ). A target given as a URL has only the URL.
+#[derive(Clone, Debug, Default)]
+pub struct Login {
+    kafka_options: std::collections::BTreeMap<String, String>,
+    kafka_bearer: Option<BearerToken>,
+    redis: Option<RedisAccess>,
+    amqp: Option<AmqpAccess>,
+}
 
 /// How a tap shows messages.
 pub struct Tap {
@@ -219,14 +250,21 @@ impl Tap {
 
     /// Follows `target` until `count` messages were shown or the process
     /// is stopped.
-    pub async fn run(&self, target: &Target, options: &KafkaOptions) -> Result<u64, String> {
+    pub async fn run(&self, target: &Target, login: &Login) -> Result<u64, String> {
         let mut stdout = std::io::stdout();
         let mut shown = 0;
         let done = |shown: u64| self.count.is_some_and(|n| shown >= n);
         match target {
             Target::Kafka { brokers, topics } => {
-                let mut reader =
-                    KafkaReader::open(brokers, topics, options, self.begin, false).await?;
+                let mut reader = KafkaReader::open(
+                    brokers,
+                    topics,
+                    &login.kafka_options,
+                    login.kafka_bearer.clone(),
+                    self.begin,
+                    false,
+                )
+                .await?;
                 tracing::info!(
                     ?topics,
                     "tapping kafka (partitions assigned, no group, no commits)"
@@ -240,7 +278,11 @@ impl Tap {
                 }
             }
             Target::Stream { url, streams } => {
-                let mut reader = StreamReader::open(url, streams, self.begin, false).await?;
+                let access = match &login.redis {
+                    Some(access) => access.clone(),
+                    None => RedisAccess::from_url(url)?,
+                };
+                let mut reader = StreamReader::open(&access, streams, self.begin, false).await?;
                 tracing::info!(?streams, "tapping redis streams (XREAD, no group)");
                 while !done(shown) {
                     let Some(m) = reader.next().await? else { break };
@@ -255,7 +297,10 @@ impl Tap {
                 exchange,
                 routing_key,
             } => {
-                let access = crate::connectors::amqp::access::AmqpAccess::from_url(url)?;
+                let access = match &login.amqp {
+                    Some(access) => access.clone(),
+                    None => AmqpAccess::from_url(url)?,
+                };
                 let (_conn, channel) =
                     crate::connectors::amqp::connection::open(&access, "ferry-tap")
                         .await
@@ -303,13 +348,7 @@ impl Tap {
                         break;
                     };
                     let delivery = delivery.map_err(|e| format!("amqp: {e}"))?;
-                    let info = DeliveryInfo {
-                        queue: Arc::clone(&name),
-                        exchange: delivery.exchange.as_str(),
-                        routing_key: delivery.routing_key.as_str(),
-                        delivery_tag: delivery.delivery_tag,
-                    };
-                    let m = to_message(info, &delivery.properties, &delivery.data);
+                    let m = delivery_message(&name, &delivery);
                     let Some(n) = self.show(&m, &mut stdout)? else {
                         break;
                     };

@@ -9,7 +9,7 @@
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -100,13 +100,7 @@ impl Probe {
     /// last error for the report), so that [`Probe::opened`] can tell
     /// whether the connector reported a problem while opening.
     pub fn attempt(&self) {
-        let detail = self
-            .0
-            .detail
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .clone();
+        let detail = crate::sync::lock(&self.0.detail).0.clone();
         self.set(State::Starting, detail);
     }
 
@@ -149,7 +143,7 @@ impl Probe {
     }
 
     fn set(&self, state: State, detail: Option<String>) {
-        let mut guard = self.0.detail.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = crate::sync::lock(&self.0.detail);
         let previous = State::from_u8(self.0.state.swap(state as u8, Ordering::Relaxed));
         if previous != state {
             guard.1 = Instant::now();
@@ -159,7 +153,7 @@ impl Probe {
     }
 
     fn report(&self) -> ComponentReport {
-        let guard = self.0.detail.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = crate::sync::lock(&self.0.detail);
         ComponentReport {
             pipeline: self.0.pipeline.clone(),
             component: self.0.component.clone(),
@@ -205,18 +199,12 @@ impl Health {
     pub fn probe(&self, pipeline: &str, component: &str) -> Probe {
         let probe = Probe::detached(pipeline, component);
         probe.0.up.set(0.0);
-        self.probes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(probe.clone());
+        crate::sync::lock(&self.probes).push(probe.clone());
         probe
     }
 
     pub fn report(&self) -> Report {
-        let components: Vec<ComponentReport> = self
-            .probes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let components: Vec<ComponentReport> = crate::sync::lock(&self.probes)
             .iter()
             .map(Probe::report)
             .collect();

@@ -56,8 +56,8 @@ pub struct InFlight<P> {
     bytes: usize,
 }
 
-impl<P> InFlight<P> {
-    pub fn new() -> Self {
+impl<P> Default for InFlight<P> {
+    fn default() -> Self {
         Self {
             next_seq: 0,
             flights: VecDeque::new(),
@@ -65,7 +65,9 @@ impl<P> InFlight<P> {
             bytes: 0,
         }
     }
+}
 
+impl<P> InFlight<P> {
     /// Batches not yet settled, or settled behind one that is not.
     pub fn len(&self) -> usize {
         self.flights.len()

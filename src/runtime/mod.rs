@@ -1,6 +1,5 @@
 //! Runs the pipelines of a config until they finish or ferry is told to stop.
 
-pub mod backoff;
 pub mod in_flight;
 pub mod pipeline;
 pub mod router;

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::PipelineError;
-use super::backoff::Backoff;
 use super::in_flight::{Confirmed, InFlight, Window};
 use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
+use crate::backoff::Backoff;
 use crate::config::pipeline::RetryConfig;
 use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
@@ -208,7 +208,7 @@ impl SinkTask {
         } else {
             1
         };
-        let mut flights = InFlight::new();
+        let mut flights = InFlight::default();
         let mut incoming = Vec::with_capacity(self.batch_size);
         let mut open = true;
         loop {
@@ -470,5 +470,4 @@ enum Written {
 }
 
 #[cfg(test)]
-#[path = "sink_task_tests.rs"]
 mod tests;

@@ -23,9 +23,9 @@ use bytes::Bytes;
 use jaq_json::Val;
 use serde::Deserialize;
 
-use crate::config::{ConfigPath, Problem};
 use crate::error::MessageError;
 use crate::message::Message;
+use crate::problem::{ConfigPath, Problem};
 pub use jq::{Budget, Jq};
 use jq::{Failure, Variables, payload_value};
 

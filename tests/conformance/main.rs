@@ -17,10 +17,12 @@ mod support;
 
 mod common;
 mod kits;
+mod sink_kits;
 mod sinks;
 mod sources;
 
 use kits::*;
+use sink_kits::*;
 
 /// `name => Kit: [scenario, ...]`: one test module per kit, one test per
 /// scenario it opts into, named after the scenario.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ferry::connectors::generate::order;
 
 use crate::common::*;
-use crate::kits::SinkKit;
+use crate::sink_kits::SinkKit;
 use crate::support::*;
 
 fn generate_pipeline(count: u64, rate: Option<u64>, sink: &str) -> String {

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use crate::support::{free_port, wait_until};
 
+mod rabbit;
+#[allow(unused_imports)]
+pub use rabbit::TlsRabbit;
+
 /// A test CA, a server certificate for `localhost`/`127.0.0.1` and a client
 /// certificate signed by it, and an unrelated CA.
 pub struct Certs {

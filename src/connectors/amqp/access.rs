@@ -17,9 +17,9 @@ use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
 use serde::Deserialize;
 
 use super::config::AmqpUrl;
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What lapin cannot do with `tls`.

@@ -5,13 +5,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 
 use super::access::{AmqpAccess, AuthMechanism};
-use crate::config::values::{
-    Batch, Count, Length, MessageTtl, NonEmpty, Prefetch, Refusal, Span, Until, checked,
-};
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::TlsConfig;
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 use crate::template::Template;
+use crate::values::{
+    Batch, Count, Length, MessageTtl, NonEmpty, Prefetch, Refusal, Span, Until, checked,
+};
 
 /// An AMQP URL: `amqp://user:password@host:5672/vhost` (`%2f` is the
 /// default vhost `/`), or `amqps://` for TLS.

@@ -39,6 +39,17 @@ pub struct DeliveryInfo<'a> {
     pub delivery_tag: u64,
 }
 
+/// The message a delivery from `queue` is.
+pub fn delivery_message(queue: &Arc<str>, delivery: &lapin::message::Delivery) -> Message {
+    let info = DeliveryInfo {
+        queue: Arc::clone(queue),
+        exchange: delivery.exchange.as_str(),
+        routing_key: delivery.routing_key.as_str(),
+        delivery_tag: delivery.delivery_tag,
+    };
+    to_message(info, &delivery.properties, &delivery.data)
+}
+
 pub fn to_message(info: DeliveryInfo<'_>, properties: &BasicProperties, body: &[u8]) -> Message {
     let mut headers = Headers::new();
     let mut key = None;

@@ -5,6 +5,7 @@ pub mod access;
 pub mod acks;
 pub mod config;
 pub mod connection;
+pub mod errors;
 pub mod mapping;
 pub mod sink;
 pub mod source;

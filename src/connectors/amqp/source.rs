@@ -30,13 +30,13 @@ use tracing::{debug, info, warn};
 use super::acks::Tags;
 use super::config::{AmqpSourceConfig, RejectMode};
 use super::connection;
-use super::mapping::{DeliveryInfo, to_message};
+use super::mapping::delivery_message;
 use crate::ack::{Ack, Outcome};
-use crate::config::values::Until;
+use crate::backoff::Backoff;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::Probe;
-use crate::runtime::backoff::Backoff;
+use crate::values::Until;
 
 /// A delivery's outcome: its session (one per channel), tag and handle.
 type AckRequest = (u64, u64, Acker, Outcome);
@@ -57,7 +57,9 @@ pub struct AmqpSource {
     expected: Option<u64>,
 }
 
-/// What the supervisor hands to `next()`.
+/// What the supervisor hands to `next()`. Deliveries are nearly every
+/// event: boxing them to shrink the rare ones would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Delivery(Envelope),
     Failed(ConnectorError),
@@ -246,13 +248,7 @@ async fn supervise(
                     break;
                 }
             };
-            let info = DeliveryInfo {
-                queue: Arc::clone(&queue),
-                exchange: delivery.exchange.as_str(),
-                routing_key: delivery.routing_key.as_str(),
-                delivery_tag: delivery.delivery_tag,
-            };
-            let message = to_message(info, &delivery.properties, &delivery.data);
+            let message = delivery_message(&queue, &delivery);
             let acks = ack_tx.clone();
             let handle = delivery.acker.clone();
             let tag = delivery.delivery_tag;

@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ack::Ack;
-use crate::config::values::{Count, Rate};
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::Message;
+use crate::values::{Count, Rate};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::oauth::{BearerToken, TokenContext};
 use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,26 +35,36 @@ where
     .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
 }
 
-/// Creates `topic`; an existing topic is not an error.
+/// Creates `topic`; an existing topic is not an error. For clients that
+/// need no token of ferry's own (see [`create_topic_with`]).
 pub async fn create_topic(
     config: &ClientConfig,
     topic: &str,
     partitions: usize,
     replication: usize,
 ) -> Result<(), ConnectorError> {
-    create_topic_with(config, topic, partitions, replication, &Default::default()).await
+    create_topic_with(
+        config,
+        None,
+        topic,
+        partitions,
+        replication,
+        &Default::default(),
+    )
+    .await
 }
 
 /// [`create_topic`] with topic settings (`cleanup.policy`, `retention.ms`, ...).
 pub async fn create_topic_with(
     config: &ClientConfig,
+    bearer: Option<BearerToken>,
     topic: &str,
     partitions: usize,
     replication: usize,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ConnectorError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .create()
+    let admin: AdminClient<TokenContext> = config
+        .create_with_context(TokenContext(bearer))
         .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
     let mut new = NewTopic::new(
         topic,

@@ -7,15 +7,15 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use super::security::{self, SaslConfig};
-use crate::config::time::Time;
-pub use crate::config::values::Until;
-use crate::config::values::{
+use crate::connectors::tls::TlsConfig;
+use crate::problem::{ConfigPath, Problem};
+use crate::template::Template;
+pub use crate::values::Until;
+use crate::values::time::Time;
+use crate::values::{
     Batch, CommitInterval, Count, Linger, NonEmpty, Partitions, PrefetchKbytes, Replicas, Span,
     TopicName,
 };
-use crate::config::{ConfigPath, Problem};
-use crate::connectors::tls::TlsConfig;
-use crate::template::Template;
 
 /// `type = "kafka"` as a source.
 #[derive(Clone, Debug, Deserialize)]
@@ -405,7 +405,7 @@ pub struct CreateTopic {
     pub config: BTreeMap<String, String>,
 }
 
-fn one<L: crate::config::values::Limit>() -> Count<L> {
+fn one<L: crate::values::Limit>() -> Count<L> {
     Count::new(1)
 }
 

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod errors;
 pub mod mapping;
+pub mod oauth;
 pub mod offsets;
 pub mod security;
 pub mod sink;

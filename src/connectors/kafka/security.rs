@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use crate::config::values::NonEmpty;
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::Secret;
+use crate::values::NonEmpty;
 
 /// What librdkafka cannot do with `tls`.
 pub const TLS_SUPPORT: Supports = Supports {
@@ -41,6 +41,11 @@ pub struct SaslConfig {
     /// OAUTHBEARER: fetch tokens from an OpenID Connect provider with the
     /// client-credentials grant (librdkafka refreshes them before expiry).
     pub oidc: Option<OidcConfig>,
+    /// OAUTHBEARER: a fixed token (`"${KAFKA_TOKEN}"`); never shown.
+    pub token: Option<Secret>,
+    /// OAUTHBEARER: a file holding the token, read again before the token
+    /// expires and at least every 5 minutes, so a rotated file is used.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -179,25 +184,49 @@ pub fn check(
                         .with_help("e.g. username = \"ferry\", password = \"${KAFKA_PASSWORD}\""),
                     );
                 }
-                if sasl.oidc.is_some() {
-                    problems.push(
-                        Problem::at_path(
-                            p.key("oidc"),
-                            "`oidc` is for mechanism = \"OAUTHBEARER\"",
-                        )
-                        .with_help("remove it, or set mechanism = \"OAUTHBEARER\""),
-                    );
+                for (field, set) in [
+                    ("oidc", sasl.oidc.is_some()),
+                    ("token", sasl.token.is_some()),
+                    ("token_file", sasl.token_file.is_some()),
+                ] {
+                    if set {
+                        problems.push(
+                            Problem::at_path(
+                                p.key(field),
+                                format!("`{field}` is for mechanism = \"OAUTHBEARER\""),
+                            )
+                            .with_help("remove it, or set mechanism = \"OAUTHBEARER\""),
+                        );
+                    }
                 }
             }
             Mechanism::OauthBearer => {
-                if sasl.oidc.is_none() {
-                    problems.push(
-                        Problem::at_path(p.clone(), "`OAUTHBEARER` needs `oidc`").with_help(
+                let sources = [
+                    sasl.oidc.is_some(),
+                    sasl.token.is_some(),
+                    sasl.token_file.is_some(),
+                ];
+                match sources.iter().filter(|s| **s).count() {
+                    0 => problems.push(
+                        Problem::at_path(
+                            p.clone(),
+                            "`OAUTHBEARER` needs `oidc`, `token` or `token_file`",
+                        )
+                        .with_help(
                             "give the token endpoint and client credentials: \
                                  oidc = { token_url = \"https://...\", client_id = \"...\", \
-                                 client_secret = \"${KAFKA_CLIENT_SECRET}\" }",
+                                 client_secret = \"${KAFKA_CLIENT_SECRET}\" }, \
+                                 or token_file = \"/run/secrets/kafka-token\"",
                         ),
-                    );
+                    ),
+                    1 => {}
+                    _ => problems.push(
+                        Problem::at_path(
+                            p.clone(),
+                            "`oidc`, `token` and `token_file` each say where tokens come from",
+                        )
+                        .with_help("keep one of them"),
+                    ),
                 }
                 if sasl.username.is_some() || sasl.password.is_some() {
                     problems.push(
@@ -316,11 +345,31 @@ mod tests {
     }
 
     #[test]
+    fn a_token_of_ferrys_own_sets_only_the_mechanism() {
+        let (props, problems) =
+            parse("tls = {}\nsasl = { mechanism = \"OAUTHBEARER\", token_file = \"/run/token\" }");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(props["sasl.mechanism"], "OAUTHBEARER");
+        assert!(!props.contains_key("sasl.oauthbearer.method"));
+    }
+
+    #[test]
     fn incomplete_or_contradicting_settings_are_refused() {
         let (_, p) = parse("sasl = { mechanism = \"SCRAM-SHA-256\", username = \"u\" }");
         assert_eq!(p, ["`SCRAM-SHA-256` needs `username` and `password`"]);
         let (_, p) = parse("sasl = { mechanism = \"OAUTHBEARER\" }\ntls = {}");
-        assert_eq!(p, ["`OAUTHBEARER` needs `oidc`"]);
+        assert_eq!(p, ["`OAUTHBEARER` needs `oidc`, `token` or `token_file`"]);
+        let (_, p) = parse(
+            "sasl = { mechanism = \"OAUTHBEARER\", token = \"t\", token_file = \"/t\" }\ntls = {}",
+        );
+        assert_eq!(
+            p,
+            ["`oidc`, `token` and `token_file` each say where tokens come from"]
+        );
+        let (_, p) = parse(
+            "sasl = { mechanism = \"SCRAM-SHA-256\", username = \"u\", password = \"p\", token = \"t\" }",
+        );
+        assert_eq!(p, ["`token` is for mechanism = \"OAUTHBEARER\""]);
         let (_, p) = parse(
             "tls = {}\nsasl = { mechanism = \"PLAIN\", username = \"u\", password = \"p\" }\n\
              options = { \"security.protocol\" = \"PLAINTEXT\", \"ssl.cipher.suites\" = \"x\" }",

@@ -12,10 +12,12 @@ use tracing::info;
 
 use super::admin;
 use super::config::KafkaSinkConfig;
+use super::errors::code_is_per_message;
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
+use super::oauth::{self, BearerToken};
 use super::watch::BrokerWatch;
 use crate::connectors::{Confirming, Sink};
-use crate::error::{ConnectorError, MessageError, kafka_code_is_per_message};
+use crate::error::{ConnectorError, MessageError};
 use crate::message::{Headers, Message};
 use crate::observe::Probe;
 use crate::template::Template;
@@ -25,9 +27,20 @@ use crate::template::Template;
 /// `message.timeout.ms`, so the writes alone would say nothing for minutes).
 pub struct SinkContext {
     watch: BrokerWatch,
+    /// OAUTHBEARER with a token of ferry's own.
+    bearer: Option<BearerToken>,
 }
 
 impl ClientContext for SinkContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        oauth::generate(self.bearer.as_ref())
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.watch.log(level, fac, message);
     }
@@ -74,9 +87,11 @@ impl KafkaSink {
         // the metadata reply also starts its producer id request at once,
         // where a producer created after a separate check waits for its
         // next 500 ms timer (phase A measured 0.7 s to the first message).
+        let bearer = BearerToken::of(config.sasl.as_ref());
         let producer: FutureProducer<SinkContext> = client_config
             .create_with_context(SinkContext {
                 watch: BrokerWatch::new(pipeline, probe.clone()),
+                bearer: bearer.clone(),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         let client = producer.clone();
@@ -90,6 +105,7 @@ impl KafkaSink {
                 Some(create) => {
                     admin::create_topic_with(
                         &client_config,
+                        bearer.clone(),
                         topic,
                         create.partitions.get(),
                         create.replication.get(),
@@ -194,7 +210,7 @@ impl Sink for KafkaSink {
 /// the batch (which is then retried or fails the pipeline).
 fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), ConnectorError> {
     match e.rdkafka_error_code() {
-        Some(code) if kafka_code_is_per_message(code) => {
+        Some(code) if code_is_per_message(code) => {
             *result = Err(MessageError::Refused {
                 system: "kafka",
                 reason: code.to_string(),

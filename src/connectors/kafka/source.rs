@@ -21,21 +21,22 @@ use tracing::{debug, info, warn};
 
 use super::config::{KafkaSourceConfig, StartFrom, Until};
 use super::mapping::to_message;
+use super::oauth::{self, BearerToken};
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
-use crate::config::time::Time;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::observe::{Probe, names};
 use crate::position::{Mark, Scope, Settled};
+use crate::values::time::Time;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Tracker = Arc<Mutex<OffsetTracker>>;
 
 fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
-    tracker.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(tracker)
 }
 
 /// librdkafka callbacks: logging, rebalances, commit results.
@@ -46,9 +47,20 @@ pub struct SourceContext {
     /// Told of every committed offset: the group will not deliver what
     /// lies below it again (`exactly_once` sinks forget those positions).
     settled: Arc<Settled>,
+    /// OAUTHBEARER with a token of ferry's own.
+    bearer: Option<BearerToken>,
 }
 
 impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        oauth::generate(self.bearer.as_ref())
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.watch.log(level, fac, message);
     }
@@ -219,6 +231,7 @@ impl KafkaSource {
             tracker: Arc::clone(&tracker),
             watch: BrokerWatch::new(pipeline, probe.clone()),
             settled: Arc::clone(settled),
+            bearer: BearerToken::of(config.sasl.as_ref()),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config
@@ -584,57 +597,4 @@ impl Source for KafkaSource {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::statistics::{Broker, Partition as PartitionStats, Topic};
-
-    fn partition(id: i32, desired: bool, lag: i64) -> (i32, PartitionStats) {
-        let p = PartitionStats {
-            partition: id,
-            desired,
-            consumer_lag: lag,
-            ..PartitionStats::default()
-        };
-        (id, p)
-    }
-
-    fn broker(nodeid: i32, state: &str) -> (String, Broker) {
-        let b = Broker {
-            nodeid,
-            state: state.to_owned(),
-            ..Broker::default()
-        };
-        (format!("b{nodeid}"), b)
-    }
-
-    #[test]
-    fn stats_give_the_lag_of_owned_partitions_only() {
-        let mut statistics = Statistics::default();
-        let topic = Topic {
-            partitions: [
-                partition(0, true, 12),
-                partition(1, false, 40), // not ours (any more)
-                partition(2, true, -1),  // lag not known yet
-                partition(-1, false, 0), // librdkafka's internal UA partition
-                partition(3, true, 0),
-            ]
-            .into_iter()
-            .collect(),
-            ..Topic::default()
-        };
-        statistics.topics.insert("orders".into(), topic);
-        let view = StatsView::of(&statistics);
-        assert_eq!(view.lags, vec![("orders", 0, 12), ("orders", 3, 0)]);
-    }
-
-    #[test]
-    fn only_a_real_broker_counts_as_up() {
-        let mut statistics = Statistics {
-            brokers: [broker(-1, "UP"), broker(1, "DOWN")].into_iter().collect(),
-            ..Statistics::default()
-        };
-        assert!(!StatsView::of(&statistics).broker_up, "a bootstrap entry");
-        statistics.brokers.extend([broker(2, "UP")]);
-        assert!(StatsView::of(&statistics).broker_up);
-    }
-}
+mod tests;

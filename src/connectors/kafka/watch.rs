@@ -9,8 +9,8 @@
 //! once a broker is connected and no subscribed topic is missing.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -119,10 +119,7 @@ impl BrokerWatch {
     }
 
     fn admit(&self, line: &str) -> Option<u64> {
-        self.repeats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(&shape(line), Instant::now())
+        crate::sync::lock(&self.repeats).admit(&shape(line), Instant::now())
     }
 }
 

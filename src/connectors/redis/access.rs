@@ -17,9 +17,9 @@ use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::config::RedisUrl;
-use crate::config::{ConfigPath, Problem};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
+use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What redis-rs cannot do with `tls`.

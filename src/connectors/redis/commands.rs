@@ -240,9 +240,9 @@ pub fn object_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::values::{Count, Length};
     use crate::connectors::redis::config::RedisSinkConfig;
     use crate::message::Headers;
+    use crate::values::{Count, Length};
 
     fn t(s: &str) -> Template {
         Template::parse(s).unwrap()

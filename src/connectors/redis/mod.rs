@@ -4,6 +4,7 @@
 pub mod access;
 pub mod commands;
 pub mod config;
+pub mod errors;
 pub mod exactly_once;
 pub mod key_value;
 pub mod replies;

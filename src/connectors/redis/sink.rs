@@ -118,7 +118,7 @@ impl RedisSink {
         match redis::cmd("PING").query_async::<String>(&mut ping).await {
             Ok(_) => info!(pipeline, "redis sink connected"),
             // Waiting would not change the password.
-            Err(e) if crate::error::redis_auth_refused(&e) => {
+            Err(e) if super::errors::auth_refused(&e) => {
                 return Err(ConnectorError::redis("connecting", e));
             }
             Err(e) => {
@@ -313,7 +313,7 @@ fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, Conn
             | "CLUSTERDOWN"
             | "MISCONF"
     );
-    let auth = crate::error::redis_auth_refused(&e);
+    let auth = super::errors::auth_refused(&e);
     let connector = ConnectorError::redis("writing", e);
     if auth {
         return Err(ConnectorError::Fatal(connector.to_string()));

@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 
-use crate::message::{Headers, Message};
+use std::sync::Arc;
+
+use crate::message::{Headers, Message, Origin};
 
 /// Prefix of stream fields that carry headers.
 pub const HEADER_FIELD_PREFIX: &str = "header.";
@@ -94,9 +96,27 @@ pub struct StreamMessage {
     pub timestamp: Option<i64>,
 }
 
+/// The message an entry of `stream` is: its fields, its id as its origin,
+/// and the id's milliseconds as its timestamp when the fields carry none.
+pub fn entry_message(stream: &Arc<str>, id: String, fields: &[(String, Bytes)]) -> Message {
+    let m = from_stream_fields(fields);
+    Message {
+        key: m.key,
+        payload: m.payload,
+        headers: m.headers,
+        timestamp: m.timestamp.or_else(|| stream_id_millis(&id)),
+        origin: Origin::RedisStream {
+            stream: Arc::clone(stream),
+            id,
+        },
+        ..Message::default()
+    }
+}
+
 /// Milliseconds of a stream entry id (`1700000000000-0`), its timestamp.
 pub fn stream_id_millis(id: &str) -> Option<i64> {
-    id.split('-').next()?.parse().ok()
+    let (ms, _) = crate::position::stream_id(id)?;
+    i64::try_from(ms).ok()
 }
 
 #[cfg(test)]

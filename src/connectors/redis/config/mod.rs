@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::time::Time;
-use crate::config::values::{
+use crate::connectors::tls::TlsConfig;
+use crate::problem::{ConfigPath, Problem};
+use crate::secret::{Secret, mask_url};
+use crate::template::Template;
+use crate::values::time::Time;
+use crate::values::{
     Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
     Refusal, Span, Timeout, Until, checked,
 };
-use crate::config::{ConfigPath, Problem};
-use crate::connectors::tls::TlsConfig;
-use crate::secret::{Secret, mask_url};
-use crate::template::Template;
 
 /// A Redis URL that redis-rs accepts: `redis://[user:password@]host[:port][/db]`,
 /// `rediss://` for TLS, `redis+unix:///path`.

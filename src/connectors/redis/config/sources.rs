@@ -1,6 +1,7 @@
 //! The Redis sources' settings: streams, lists, pub/sub and keyspace.
 
 use super::*;
+use crate::position::stream_id;
 
 /// Where a newly created consumer group starts reading a stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -44,6 +45,12 @@ pub struct RedisStreamSourceConfig {
     /// Instead of `start`: a group ferry creates begins at the first entry
     /// added at or after this time (RFC 3339 or epoch milliseconds).
     pub start_time: Option<Time>,
+    /// With `until = "end"`: end before this entry id (exclusive) rather
+    /// than at the end the stream had at start.
+    pub end_id: Option<EntryId>,
+    /// With `until = "end"`: end before the first entry added at or after
+    /// this time (RFC 3339 or epoch milliseconds).
+    pub end_time: Option<Time>,
     /// Create the group (and the stream) when missing.
     #[serde(default = "yes")]
     pub create_group: bool,
@@ -263,21 +270,29 @@ pub struct EntryId(pub u64, pub u64);
 impl EntryId {
     pub fn parse(s: &str) -> Result<EntryId, String> {
         let bad = || format!("invalid stream entry id \"{s}\": write e.g. \"1714557600000-0\"");
-        let (ms, seq) = s.trim().split_once('-').unwrap_or((s.trim(), "0"));
-        Ok(EntryId(
-            ms.parse().map_err(|_| bad())?,
-            seq.parse().map_err(|_| bad())?,
-        ))
+        // `<milliseconds>` alone is the first entry of that millisecond.
+        let id = s.trim();
+        let id = match id.contains('-') {
+            true => stream_id(id),
+            false => stream_id(&format!("{id}-0")),
+        };
+        id.map(|(ms, seq)| EntryId(ms, seq)).ok_or_else(bad)
     }
 
-    /// The last id before this one: what `XGROUP CREATE` takes, since a
-    /// group delivers the entries after the id it is given.
-    pub fn before(self) -> String {
+    /// The last id before this one (`None` before the first id there is).
+    pub fn before(self) -> Option<EntryId> {
         match self {
-            EntryId(0, 0) => "0".to_owned(),
-            EntryId(ms, 0) => format!("{}-{}", ms - 1, u64::MAX),
-            EntryId(ms, seq) => format!("{ms}-{}", seq - 1),
+            EntryId(0, 0) => None,
+            EntryId(ms, 0) => Some(EntryId(ms - 1, u64::MAX)),
+            EntryId(ms, seq) => Some(EntryId(ms, seq - 1)),
         }
+    }
+
+    /// What `XGROUP CREATE` takes to deliver this entry first, since a
+    /// group delivers the entries after the id it is given.
+    pub fn group_start(self) -> String {
+        self.before()
+            .map_or_else(|| "0".to_owned(), |id| id.to_string())
     }
 }
 
@@ -313,7 +328,17 @@ impl RedisStreamSourceConfig {
                 };
             }
         };
-        first.before()
+        first.group_start()
+    }
+
+    /// With `end_id` or `end_time`: the first entry id the job does not
+    /// read.
+    pub fn end_before(&self) -> Option<EntryId> {
+        match (self.end_id, self.end_time) {
+            (Some(id), _) => Some(id),
+            (None, Some(t)) => Some(EntryId(u64::try_from(t.millis()).unwrap_or(0), 0)),
+            (None, None) => None,
+        }
     }
 
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
@@ -326,6 +351,31 @@ impl RedisStreamSourceConfig {
                 )
                 .with_help("keep one of them"),
             );
+        }
+        if self.end_id.is_some() && self.end_time.is_some() {
+            problems.push(
+                Problem::at_path(
+                    path.key("end_time"),
+                    "`end_id` and `end_time` both say where to end",
+                )
+                .with_help("keep one of them"),
+            );
+        }
+        if self.until != Until::End {
+            for (field, set) in [
+                ("end_id", self.end_id.is_some()),
+                ("end_time", self.end_time.is_some()),
+            ] {
+                if set {
+                    problems.push(
+                        Problem::at_path(
+                            path.key(field),
+                            format!("`{field}` needs `until = \"end\"`"),
+                        )
+                        .with_help("a daemon never ends; add until = \"end\" for a job that does"),
+                    );
+                }
+            }
         }
         if self.streams.is_empty() {
             problems.push(

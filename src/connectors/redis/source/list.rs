@@ -19,13 +19,13 @@ use redis::aio::ConnectionManager;
 use tracing::info;
 
 use super::{Acker, default_consumer};
-use crate::config::values::Until;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisListSourceConfig;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::observe::Probe;
+use crate::values::Until;
 
 pub struct RedisListSource {
     pipeline: String,

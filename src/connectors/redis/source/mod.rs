@@ -9,7 +9,7 @@ pub mod stream;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::ack::{Ack, Outcome};
-use crate::runtime::backoff::Backoff;
+use crate::backoff::Backoff;
 
 /// This process's consumer name when the config gives none:
 /// `ferry-<pipeline>-<hostname>`, stable across restarts of one machine.
@@ -107,7 +107,7 @@ impl<T: Hash + Eq> InFlight<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<T, usize>> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.counts)
     }
 }
 

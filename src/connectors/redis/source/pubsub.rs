@@ -18,12 +18,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::ack::Ack;
+use crate::backoff::Backoff;
 use crate::connectors::redis::config::RedisPubSubSourceConfig;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
 use crate::observe::Probe;
-use crate::runtime::backoff::Backoff;
 
 pub struct RedisPubSubSource {
     rx: mpsc::Receiver<Message>,

@@ -24,18 +24,22 @@ use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
 use crate::ack::Outcome;
-use crate::config::values::Until;
 use crate::connectors::redis::access::connect;
 use crate::connectors::redis::config::RedisStreamSourceConfig;
 use crate::connectors::redis::replies::{
-    StreamEntry, parse_autoclaim_reply, parse_entries, parse_pending, parse_read_reply, text,
+    StreamEntry, parse_autoclaim_reply, parse_entries, parse_pending, parse_read_reply,
 };
-use crate::connectors::redis::stream_entry::{from_stream_fields, stream_id_millis};
+use crate::connectors::redis::stream_entry::entry_message;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
-use crate::message::{Message, Origin};
 use crate::observe::Probe;
+use crate::position::stream_id;
 use crate::position::{Mark, Scope, Settled};
+use crate::values::Until;
+
+mod group;
+
+use group::{create_group, job_of, keep_from, list_of_maps, trim_acknowledged};
 
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How often the group's floor is passed to `exactly_once` sinks, which
@@ -67,6 +71,9 @@ pub struct RedisStreamSource {
     /// With `until = "end"`: per stream, the last entry id it had at start,
     /// or `None` once the group has been given everything up to it.
     ends: Option<Vec<Option<(u64, u64)>>>,
+    /// With `end_id` or `end_time`: the first entry id not delivered.
+    /// Entries from there on that a read brings stay pending, undelivered.
+    end_before: Option<(u64, u64)>,
     /// With `until = "end"`: entries to deliver, when Redis could say.
     expected: Option<u64>,
     probe: Probe,
@@ -125,7 +132,13 @@ impl RedisStreamSource {
             let mut expected = Some(0);
             for s in &streams {
                 let (end, size) = job_of(&mut cmd, s, &group, &consumer).await?;
-                ends.push(end);
+                let last_wanted = config.end_before().map(|id| id.before());
+                ends.push(match last_wanted {
+                    // Before the first entry: nothing to read.
+                    Some(None) => None,
+                    Some(Some(last)) => end.map(|end| end.min((last.0, last.1))),
+                    None => end,
+                });
                 expected = expected.zip(size).map(|(a, b)| a + b);
             }
             (Some(ends), expected)
@@ -157,6 +170,7 @@ impl RedisStreamSource {
             settled: Arc::clone(settled),
             acker,
             ends,
+            end_before: config.end_before().map(|id| (id.0, id.1)),
             expected,
             probe: probe.clone(),
         };
@@ -307,7 +321,7 @@ impl RedisStreamSource {
         for (name, entries) in per_stream {
             if let Some(i) = self.streams.iter().position(|s| **s == *name) {
                 if let Some(ends) = &mut self.ends {
-                    let last = entries.last().and_then(|e| parse_id(&e.id));
+                    let last = entries.last().and_then(|e| stream_id(&e.id));
                     if !entries.is_empty() && last < ends[i] {
                         answered.push(i);
                     }
@@ -381,6 +395,12 @@ impl RedisStreamSource {
     ) {
         let max = self.config.max_deliveries.get() as u64;
         for entry in entries {
+            if self
+                .end_before
+                .is_some_and(|end| stream_id(&entry.id).is_none_or(|id| id >= end))
+            {
+                continue;
+            }
             let Some(fields) = entry.fields else {
                 // Deleted while pending: nothing to deliver, just forget it.
                 self.acker
@@ -388,18 +408,7 @@ impl RedisStreamSource {
                     .complete(Outcome::Delivered);
                 continue;
             };
-            let m = from_stream_fields(&fields);
-            let message = Message {
-                key: m.key,
-                payload: m.payload,
-                headers: m.headers,
-                timestamp: m.timestamp.or_else(|| stream_id_millis(&entry.id)),
-                origin: Origin::RedisStream {
-                    stream: Arc::clone(&self.streams[stream]),
-                    id: entry.id.clone(),
-                },
-                ..Message::default()
-            };
+            let message = entry_message(&self.streams[stream], entry.id.clone(), &fields);
             let ack = self.acker.ack((stream, entry.id.clone()));
             let mut envelope = Envelope::new(message, ack);
             if let Some(&n) = deliveries.get(&entry.id)
@@ -466,182 +475,6 @@ impl RedisStreamSource {
             }
         }
         Ok(())
-    }
-}
-
-/// Deletes, from each of `streams`, the entries every group has
-/// acknowledged (`group` names ferry's group in errors).
-async fn trim_acknowledged(
-    cmd: &mut ConnectionManager,
-    streams: &[Arc<str>],
-    group: &str,
-) -> Result<(), ConnectorError> {
-    let err = |what: &str, e| ConnectorError::redis(format!("{what} (group {group})"), e);
-    for s in streams.iter().cloned() {
-        let groups: redis::Value = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&*s)
-            .query_async(cmd)
-            .await
-            .map_err(|e| err("reading stream groups", e))?;
-        let mut min: Option<(u64, u64)> = None;
-        for g in list_of_maps(&groups) {
-            let keep_from = keep_from(cmd, &s, &g).await?;
-            let Some(keep_from) = keep_from else {
-                min = Some((0, 0));
-                break;
-            };
-            min = Some(min.map_or(keep_from, |m| m.min(keep_from)));
-        }
-        if let Some((ms, seq)) = min.filter(|m| *m > (0, 0)) {
-            let _: i64 = redis::cmd("XTRIM")
-                .arg(&*s)
-                .arg("MINID")
-                .arg(format!("{ms}-{seq}"))
-                .query_async(cmd)
-                .await
-                .map_err(|e| err("trimming", e))?;
-        }
-    }
-    Ok(())
-}
-
-/// The first entry a group (one row of `XINFO GROUPS`) may still deliver
-/// again: its lowest pending entry, or the one after the last it
-/// delivered. Every entry below it was acknowledged. `None` when Redis does
-/// not say.
-///
-/// `XINFO GROUPS` gives the pending count and the last delivered id
-/// atomically. The `XPENDING` that follows may see later deliveries, but
-/// those lie above every earlier one, so its lowest pending id is still a
-/// floor.
-async fn keep_from(
-    cmd: &mut ConnectionManager,
-    stream: &str,
-    group: &HashMap<String, String>,
-) -> Result<Option<(u64, u64)>, ConnectorError> {
-    let name = group.get("name").cloned().unwrap_or_default();
-    let pending: u64 = group
-        .get("pending")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    if pending == 0 {
-        return Ok(group
-            .get("last-delivered-id")
-            .and_then(|id| parse_id(id))
-            .map(|(ms, seq)| (ms, seq + 1)));
-    }
-    let summary: redis::Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(&name)
-        .query_async(cmd)
-        .await
-        .map_err(|e| ConnectorError::redis(format!("reading pending summary (group {name})"), e))?;
-    Ok(match &summary {
-        redis::Value::Array(parts) => parts.get(1).and_then(text).and_then(|id| parse_id(&id)),
-        _ => None,
-    })
-}
-
-fn parse_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-/// `XINFO GROUPS` and `XINFO CONSUMERS` answer a list of [`map_of`].
-fn list_of_maps(v: &redis::Value) -> Vec<HashMap<String, String>> {
-    let redis::Value::Array(rows) = v else {
-        return Vec::new();
-    };
-    rows.iter().map(map_of).collect()
-}
-
-/// A flat key/value list (RESP2) or a map (RESP3), keeping the values that
-/// are text or numbers (nested ones, like `XINFO STREAM`'s entries, are
-/// skipped).
-fn map_of(v: &redis::Value) -> HashMap<String, String> {
-    match v {
-        redis::Value::Array(flat) => flat
-            .chunks(2)
-            .filter_map(|kv| Some((text(&kv[0])?, text(kv.get(1)?)?)))
-            .collect(),
-        redis::Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-            .collect(),
-        _ => HashMap::new(),
-    }
-}
-
-/// For `until = "end"`: the stream's last entry id now (`None` if the
-/// group has been given it already), and how many entries the job has:
-/// those not yet given to the group (`lag`, Redis 7+) plus this consumer's
-/// own pending ones, which it reads again first.
-async fn job_of(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-    consumer: &str,
-) -> Result<(Option<(u64, u64)>, Option<u64>), ConnectorError> {
-    let err = |what: &str, e| ConnectorError::redis(format!("{what} of {stream}"), e);
-    let info: redis::Value = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .query_async(conn)
-        .await
-        .map_err(|e| err("reading the end", e))?;
-    let end = map_of(&info)
-        .get("last-generated-id")
-        .and_then(|id| parse_id(id));
-    let groups: redis::Value = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(conn)
-        .await
-        .map_err(|e| err("reading the groups", e))?;
-    let ours = list_of_maps(&groups)
-        .into_iter()
-        .find(|g| g.get("name").map(String::as_str) == Some(group))
-        .unwrap_or_default();
-    let delivered = ours.get("last-delivered-id").and_then(|id| parse_id(id));
-    let lag: Option<u64> = ours.get("lag").and_then(|l| l.parse().ok());
-    let consumers: redis::Value = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg(group)
-        .query_async(conn)
-        .await
-        .map_err(|e| err("reading the consumers", e))?;
-    let own_pending: u64 = list_of_maps(&consumers)
-        .into_iter()
-        .find(|c| c.get("name").map(String::as_str) == Some(consumer))
-        .and_then(|c| c.get("pending")?.parse().ok())
-        .unwrap_or(0);
-    let end = end.filter(|end| *end > (0, 0) && delivered < Some(*end));
-    Ok((end, lag.map(|lag| lag + own_pending)))
-}
-
-async fn create_group(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-    from: &str,
-) -> Result<(), ConnectorError> {
-    let result: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg(from)
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(ConnectorError::redis(
-            format!("creating group {group} on {stream}"),
-            e,
-        )),
     }
 }
 

@@ -11,11 +11,11 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::connectors::redis::replies::text;
 use crate::connectors::redis::sync;
 use crate::error::ConnectorError;
 use crate::observe::Probe;
-use crate::runtime::backoff::Backoff;
 use crate::sync::lock;
 
 /// Keys that changed and wait to be read, oldest first, each once.
@@ -118,7 +118,7 @@ pub(super) async fn listen(
                     continue;
                 }
                 Err(e) => {
-                    *shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *crate::sync::lock(&shared.fatal) = Some(e.to_string());
                     shared.notify.notify_one();
                     return;
                 }

@@ -348,13 +348,7 @@ impl Source for RedisKeyspaceSource {
             if let Some(envelope) = self.ready.pop_front() {
                 return Ok(Some(envelope));
             }
-            if let Some(e) = self
-                .shared
-                .fatal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-            {
+            if let Some(e) = crate::sync::lock(&self.shared.fatal).take() {
                 return Err(ConnectorError::Fatal(e));
             }
             // A rescan asked for while a scan runs waits for it to end: the

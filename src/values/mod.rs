@@ -1,6 +1,11 @@
 //! Small config value types that check themselves while being parsed, so
 //! that a bad value is reported with its line and can never reach the code
-//! that uses it.
+//! that uses it. [`time`] holds the points in time (`--from`, `start_at`).
+//!
+//! Low in the house: connectors, steps and config all use these types, and
+//! they use nothing above [`crate::problem`] and [`crate::template`].
+
+pub mod time;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -10,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::Problem;
+use crate::problem::Problem;
 use crate::template::Template;
 
 /// The range a size or duration setting accepts, and why: every such

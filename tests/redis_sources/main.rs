@@ -2,7 +2,11 @@
 //! of dead consumers, poison entries, trimming, list recovery after a
 //! crash, keyspace values by type and tombstones.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod keyspace;
+mod list_drain;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -250,136 +254,6 @@ fn list_elements_popped_but_not_confirmed_before_a_crash_are_delivered_again() {
 }
 
 #[test]
-fn keyspace_changes_arrive_as_values_by_type_and_deletions_as_tombstones() {
-    let source = RedisServer::start();
-    let verify = RedisServer::start();
-    let config = pipeline(
-        &format!(
-            r#"{{ type = "redis-keyspace", url = "{}", pattern = "user:*", snapshot = false, configure_notifications = true }}"#,
-            source.url()
-        ),
-        &format!(
-            "type = \"redis\"\nurl = \"{}\"\nwrite = \"xadd\"\nkey = \"changes\"\n",
-            verify.url()
-        ),
-    );
-    let mut ferry = Ferry::start(&config);
-    wait_until(Duration::from_secs(30), "the subscription", || {
-        ferry.log().contains("pipeline running")
-    });
-    let mut c = source.conn();
-    let mut run = |args: &[&str]| {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(&mut c).unwrap();
-        // One change at a time, so each is read on its own.
-        std::thread::sleep(Duration::from_millis(150));
-    };
-    run(&["SET", "user:str", "hello"]);
-    run(&["HSET", "user:hash", "name", "ada", "age", "36"]);
-    run(&["RPUSH", "user:list", "a", "b"]);
-    run(&["SADD", "user:set", "y", "x"]);
-    run(&["ZADD", "user:zset", "2", "b", "1.5", "a"]);
-    run(&["XADD", "user:stream", "1-1", "f", "v"]);
-    run(&["DEL", "user:str"]);
-    run(&["SET", "user:ttl", "soon", "PX", "50"]);
-    run(&["SET", "other:key", "ignored"]);
-    let len = || -> u64 {
-        redis::cmd("XLEN")
-            .arg("changes")
-            .query(&mut verify.conn())
-            .unwrap()
-    };
-    wait_until(
-        Duration::from_secs(30),
-        "every change and the expiry",
-        || len() >= 9,
-    );
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
-
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("changes")
-        .arg("-")
-        .arg("+")
-        .query(&mut verify.conn())
-        .unwrap();
-    let seen: Vec<(String, String, String, Option<String>)> = entries
-        .ids
-        .iter()
-        .map(|e| {
-            (
-                e.get::<String>("key").unwrap(),
-                e.get::<String>("header.redis.event").unwrap(),
-                e.get::<String>("header.redis.type").unwrap(),
-                e.get::<String>("payload"),
-            )
-        })
-        .collect();
-    let last: HashMap<(String, String), Option<String>> = seen
-        .iter()
-        .map(|(k, ev, _, p)| ((k.clone(), ev.clone()), p.clone()))
-        .collect();
-    let get = |k: &str, ev: &str| {
-        last.get(&(k.to_owned(), ev.to_owned()))
-            .cloned()
-            .unwrap_or_else(|| panic!("no {ev} of {k}: {seen:?}"))
-    };
-    assert_eq!(get("user:str", "set").as_deref(), Some("hello"));
-    assert_eq!(
-        get("user:hash", "hset").as_deref(),
-        Some(r#"{"name":"ada","age":"36"}"#)
-    );
-    assert_eq!(get("user:list", "rpush").as_deref(), Some(r#"["a","b"]"#));
-    assert_eq!(get("user:set", "sadd").as_deref(), Some(r#"["x","y"]"#));
-    assert_eq!(
-        get("user:zset", "zadd").as_deref(),
-        Some(r#"{"a":1.5,"b":2.0}"#)
-    );
-    assert!(
-        get("user:stream", "xadd")
-            .unwrap()
-            .contains(r#""last_entry":{"f":"v"}"#)
-    );
-    assert_eq!(get("user:str", "del"), None, "a deleted key is a tombstone");
-    assert_eq!(
-        get("user:ttl", "expired"),
-        None,
-        "an expired key is a tombstone"
-    );
-    assert!(
-        seen.iter().all(|(k, ..)| k.starts_with("user:")),
-        "only the pattern's keys"
-    );
-}
-
-#[test]
-fn keyspace_refuses_to_start_when_notifications_are_off_and_says_what_to_set() {
-    let source = RedisServer::start();
-    let verify = RedisServer::start();
-    let config = pipeline(
-        &format!(
-            r#"{{ type = "redis-keyspace", url = "{}", pattern = "user:*" }}"#,
-            source.url()
-        ),
-        &set_orders(&verify.url()),
-    );
-    let mut ferry = Ferry::start(&config);
-    let status = ferry
-        .wait_timeout(Duration::from_secs(30))
-        .expect("ferry stops");
-    assert!(!status.success());
-    let log = ferry.log();
-    assert!(
-        log.contains("CONFIG SET notify-keyspace-events KA"),
-        "{log}"
-    );
-    assert!(log.contains("configure_notifications = true"), "{log}");
-}
-
-#[test]
 fn one_source_reads_several_streams_in_one_group() {
     let source = RedisServer::start();
     let verify = RedisServer::start();
@@ -402,68 +276,6 @@ fn one_source_reads_several_streams_in_one_group() {
     ferry.signal(Signal::SIGTERM);
     ferry.wait_success(Duration::from_secs(10));
     assert!(verify.get("eu:1").is_some() && verify.get("us:100").is_some());
-}
-
-#[test]
-fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notifications() {
-    // Notifications are off (the default of a fresh server): a one-off
-    // copy does not need them.
-    let source = RedisServer::start();
-    let verify = RedisServer::start();
-    let mut c = source.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..1500 {
-        pipe.cmd("SET")
-            .arg(format!("user:{i}"))
-            .arg(format!("v{i}"));
-    }
-    pipe.cmd("HSET").arg("user:hash").arg("f").arg("v");
-    pipe.cmd("SET").arg("other:key").arg("not copied");
-    let _: () = pipe.query(&mut c).unwrap();
-
-    let copy = |pattern: &str, stream: &str| {
-        let config = pipeline(
-            &format!(
-                r#"{{ type = "redis-keyspace", url = "{}", pattern = "{pattern}", until = "snapshot" }}"#,
-                source.url()
-            ),
-            &format!(
-                "type = \"redis\"\nurl = \"{}\"\nwrite = \"xadd\"\nkey = \"{stream}\"\n",
-                verify.url()
-            ),
-        );
-        let mut ferry = Ferry::start(&config);
-        ferry.wait_success(Duration::from_secs(30));
-        ferry.log()
-    };
-    let xlen = |stream: &str| -> u64 {
-        redis::cmd("XLEN")
-            .arg(stream)
-            .query(&mut verify.conn())
-            .unwrap()
-    };
-
-    copy("user:*", "users");
-    let keys: std::collections::HashSet<String> = {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("users")
-            .arg("-")
-            .arg("+")
-            .query(&mut verify.conn())
-            .unwrap();
-        reply
-            .ids
-            .iter()
-            .map(|e| e.get::<String>("key").unwrap())
-            .collect()
-    };
-    assert_eq!(keys.len(), 1501, "every user key, the hash too");
-    assert!(!keys.contains("other:key"));
-
-    // The whole database: the job's size is known up front.
-    let log = copy("*", "everything");
-    assert!(log.contains("a job of 1502 messages"), "{log}");
-    assert!(xlen("everything") >= 1502);
 }
 
 #[test]
@@ -507,48 +319,6 @@ fn a_stream_copy_until_the_end_reads_what_was_there_acknowledges_it_and_stops() 
     );
     assert_eq!(verify.dbsize(), 620);
     assert_eq!(group_pending("eu"), 0);
-}
-
-#[test]
-fn a_list_drain_until_the_end_takes_leftovers_and_the_list_then_stops() {
-    let source = RedisServer::start();
-    let verify = RedisServer::start();
-    let mut pipe = redis::pipe();
-    for n in 1..=700u64 {
-        pipe.cmd("LPUSH")
-            .arg("in")
-            .arg(ferry::connectors::generate::order(n));
-    }
-    // Popped by an earlier run that crashed before its sinks confirmed.
-    for n in 701..=703u64 {
-        pipe.cmd("LPUSH")
-            .arg("in:processing:c")
-            .arg(ferry::connectors::generate::order(n));
-    }
-    let _: () = pipe.query(&mut source.conn()).unwrap();
-    let config = pipeline(
-        &format!(
-            r#"{{ type = "redis-list", url = "{}", list = "in", consumer = "c", until = "end" }}"#,
-            source.url()
-        ),
-        &set_orders(&verify.url()),
-    );
-    let mut ferry = Ferry::start(&config);
-    ferry.wait_success(Duration::from_secs(30));
-    assert!(
-        ferry.log().contains("a job of 703 messages"),
-        "{}",
-        ferry.log()
-    );
-    assert_eq!(verify.dbsize(), 703);
-    let lens: (u64, u64) = redis::pipe()
-        .cmd("LLEN")
-        .arg("in")
-        .cmd("LLEN")
-        .arg("in:processing:c")
-        .query(&mut source.conn())
-        .unwrap();
-    assert_eq!(lens, (0, 0), "popped and confirmed: removed");
 }
 
 /// Recovering after a dropped connection re-reads this consumer's pending

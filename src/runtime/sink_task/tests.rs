@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::ack::{Ack, Outcome};
-use crate::config::values::{Count, Span};
 use crate::connectors::Confirming;
 use crate::error::ConnectorError;
 use crate::message::{Headers, Origin};
+use crate::values::{Count, Span};
 
 /// What one `write` call answers.
 enum Answer {

@@ -1,0 +1,190 @@
+//! OAUTHBEARER with a token ferry hands to librdkafka itself: a fixed
+//! token (`sasl.token`) or one read from a file that something else keeps
+//! fresh (`sasl.token_file`, e.g. a Kubernetes projected token). With
+//! `sasl.oidc` librdkafka fetches tokens on its own and this is not used.
+//!
+//! librdkafka asks for a token when it starts and again at 80% of the
+//! token's lifetime. The lifetime is the token's `exp` claim when it is a
+//! JWT; a token file is read again at least every [`FILE_REREAD`], so a
+//! rotated file is picked up before the old token expires.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rdkafka::ClientContext;
+use rdkafka::client::OAuthToken;
+use rdkafka::consumer::ConsumerContext;
+
+use super::security::SaslConfig;
+use crate::clock::now_ms;
+use crate::secret::Secret;
+
+/// How long a token file's token is used before the file is read again.
+const FILE_REREAD: i64 = 5 * 60 * 1000;
+/// The lifetime of a fixed token that says nothing of its expiry.
+const UNKNOWN_LIFETIME: i64 = 60 * 60 * 1000;
+/// The principal when the token names none (`sub`); brokers take theirs
+/// from the token anyway.
+const DEFAULT_PRINCIPAL: &str = "ferry";
+
+#[derive(Clone, Debug)]
+pub enum BearerToken {
+    Fixed(Secret),
+    File(PathBuf),
+}
+
+impl BearerToken {
+    /// The token source of a `sasl` setting, if it has one.
+    pub fn of(sasl: Option<&SaslConfig>) -> Option<BearerToken> {
+        let sasl = sasl?;
+        if let Some(token) = &sasl.token {
+            return Some(BearerToken::Fixed(token.clone()));
+        }
+        sasl.token_file.clone().map(BearerToken::File)
+    }
+
+    /// The token for librdkafka, with its lifetime and principal.
+    pub fn generate(&self) -> Result<OAuthToken, Box<dyn Error>> {
+        let (token, reread) = match self {
+            BearerToken::Fixed(t) => (t.expose().trim().to_owned(), None),
+            BearerToken::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("reading the OAUTHBEARER token file {}: {e}", path.display())
+                })?;
+                (text.trim().to_owned(), Some(FILE_REREAD))
+            }
+        };
+        if token.is_empty() {
+            return Err("the OAUTHBEARER token is empty".into());
+        }
+        let now = now_ms();
+        let claims = Claims::of(&token);
+        if let Some(exp) = claims.expires_ms
+            && exp <= now
+        {
+            return Err("the OAUTHBEARER token has expired (its `exp` claim is past)".into());
+        }
+        let lifetime_ms = lifetime(now, claims.expires_ms, reread);
+        Ok(OAuthToken {
+            token,
+            principal_name: claims
+                .subject
+                .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_owned()),
+            lifetime_ms,
+        })
+    }
+}
+
+/// The answer to librdkafka's request for a token, for any client
+/// context: an error when the config gives no token of ferry's own.
+pub fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<dyn Error>> {
+    match bearer {
+        Some(b) => b.generate(),
+        None => Err("OAUTHBEARER: set `sasl.oidc`, `sasl.token` or `sasl.token_file`".into()),
+    }
+}
+
+/// The client context of ferry's short-lived clients (admin, readers):
+/// librdkafka's defaults, plus the token when ferry hands it over.
+pub struct TokenContext(pub Option<BearerToken>);
+
+impl ClientContext for TokenContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        generate(self.0.as_ref())
+    }
+}
+
+impl ConsumerContext for TokenContext {}
+
+/// When librdkafka must ask again: the token's expiry, or sooner for a
+/// file that may have been rotated.
+fn lifetime(now: i64, expires: Option<i64>, reread: Option<i64>) -> i64 {
+    let expiry = expires.unwrap_or(now + UNKNOWN_LIFETIME);
+    match reread {
+        Some(every) => expiry.min(now + every),
+        None => expiry,
+    }
+}
+
+/// What ferry reads of a JWT: nothing is verified (the broker does that).
+#[derive(Debug, Default, PartialEq)]
+struct Claims {
+    expires_ms: Option<i64>,
+    subject: Option<String>,
+}
+
+impl Claims {
+    /// The claims of a JWT (`header.payload.signature`); none for an opaque
+    /// token.
+    fn of(token: &str) -> Claims {
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return Claims::default();
+        };
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
+            return Claims::default();
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Claims::default();
+        };
+        Claims {
+            expires_ms: json["exp"].as_i64().map(|s| s.saturating_mul(1000)),
+            subject: json["sub"].as_str().map(str::to_owned),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "eyJhbGciOiJSUzI1NiJ9.{}.c2lnbmF0dXJl",
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn a_jwt_gives_its_expiry_and_subject_and_an_opaque_token_nothing() {
+        let c = Claims::of(&jwt(r#"{"exp":4102444800,"sub":"svc-ferry"}"#));
+        assert_eq!(c.expires_ms, Some(4_102_444_800_000));
+        assert_eq!(c.subject.as_deref(), Some("svc-ferry"));
+        assert_eq!(Claims::of("opaque-token"), Claims::default());
+        assert_eq!(Claims::of("a.!!!.c"), Claims::default());
+    }
+
+    #[test]
+    fn a_token_file_is_read_again_before_its_token_expires() {
+        assert_eq!(
+            lifetime(0, Some(10_000_000), Some(FILE_REREAD)),
+            FILE_REREAD
+        );
+        assert_eq!(lifetime(0, Some(1_000), Some(FILE_REREAD)), 1_000);
+        assert_eq!(lifetime(0, None, None), UNKNOWN_LIFETIME);
+        assert_eq!(lifetime(0, Some(10_000_000), None), 10_000_000);
+    }
+
+    #[test]
+    fn a_rotated_file_gives_the_new_token_and_an_expired_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let source = BearerToken::File(path.clone());
+        std::fs::write(&path, format!("{}\n", jwt(r#"{"exp":4102444800}"#))).unwrap();
+        let first = source.generate().unwrap();
+        assert_eq!(first.principal_name, DEFAULT_PRINCIPAL);
+        std::fs::write(&path, jwt(r#"{"exp":4102444801,"sub":"b"}"#)).unwrap();
+        let second = source.generate().unwrap();
+        assert_ne!(first.token, second.token);
+        assert_eq!(second.principal_name, "b");
+        std::fs::write(&path, jwt(r#"{"exp":1}"#)).unwrap();
+        let refused = |s: &BearerToken| s.generate().err().map(|e| e.to_string());
+        assert!(refused(&source).unwrap().contains("expired"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(refused(&source).unwrap().contains("token file"));
+    }
+}
