@@ -1,7 +1,8 @@
 //! Acknowledgements: how a sink's confirmation travels back to the source.
 //!
-//! A source hands out every message with an [`Ack`]. The router splits it
-//! into one handle per sink the message goes to ([`Ack::split`]); each sink
+//! A source hands out every message with an [`Ack`]. The read loop
+//! (`hand_over` in runtime/pipeline.rs) splits it into one handle per
+//! message the steps made and sink it goes to ([`Ack::split`]); each sink
 //! completes its handle only after the target system confirmed the write.
 //! When the last handle is gone, the source's callback runs exactly once
 //! with the worst outcome of all handles: [`Outcome::Failed`] if any failed,

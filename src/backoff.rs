@@ -5,14 +5,14 @@ use std::time::Duration;
 /// Delays of `initial * 2^n`, capped at `max`, each scaled by a random
 /// factor in [0.5, 1.0] so that many clients do not retry in lockstep.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
             max,
@@ -21,7 +21,7 @@ impl Backoff {
     }
 
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self
             .initial
             .saturating_mul(2u32.saturating_pow(self.attempt.min(20)))
@@ -31,11 +31,11 @@ impl Backoff {
     }
 
     /// Attempts made so far.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

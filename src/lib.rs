@@ -6,9 +6,9 @@
 //! [`ack`] carries sink confirmations back to the source.
 
 pub mod ack;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod check;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod connectors;
 pub mod error;
@@ -21,6 +21,6 @@ pub mod problem;
 pub mod runtime;
 pub mod secret;
 pub mod steps;
-pub mod sync;
+pub(crate) mod sync;
 pub mod template;
 pub mod values;

@@ -8,12 +8,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// panicking code left it; every structure ferry guards this way (counters,
 /// registries, bookkeeping maps) stays meaningful after a partial update, so
 /// going on beats turning one panic into a cascade of them.
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The contents of a `mutex` held exclusively (no lock needed), taking over
 /// a poisoned one, for the same reason as [`lock`].
-pub fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
+pub(crate) fn get_mut<T>(mutex: &mut Mutex<T>) -> &mut T {
     mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
 }

@@ -1,12 +1,15 @@
 //! RabbitMQ behaviours beyond the conformance suite: native dead-lettering,
 //! unroutable messages, competing consumers.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;
 
 use ferry::connectors::generate::order;
-use nix::sys::signal::Signal;
 use support::*;
 
 fn set_orders(url: &str) -> String {
@@ -50,8 +53,7 @@ declare = {{ exchanges = [{{ name = "dlx", kind = "fanout" }}], queues = [{{ nam
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert_eq!(dead, vec![b"not an order".to_vec()]);
     assert_eq!(vhost.queue_len("orders").await, 0);
     assert!(ferry.log().contains("rejected to the source"));
@@ -97,8 +99,7 @@ declare = {{ exchanges = [{{ name = "shop", kind = "topic" }}], queues = [{{ nam
     wait_until(Duration::from_secs(30), "the unroutable order", || {
         dead() == 1
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert_eq!(vhost.drain("odd").await, vec![order(1).into_bytes()]);
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("dead")
@@ -135,8 +136,7 @@ async fn several_ferry_processes_share_one_queue_as_competing_consumers() {
         verify.dbsize() == N
     });
     for f in [&mut a, &mut b] {
-        f.signal(Signal::SIGTERM);
-        f.wait_success(Duration::from_secs(10));
+        f.stop(Duration::from_secs(10));
     }
     let received = |f: &Ferry| -> u64 {
         let log = f.log();
@@ -195,8 +195,7 @@ async fn with_rejected_requeue_a_message_no_sink_takes_stays_in_the_queue() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = ferry.log().matches("rejected to the source").count() - before;
     assert!((1..=6).contains(&during), "{during} rejections in 3s");
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert_eq!(
         vhost.drain("orders").await,
         vec![b"not an order".to_vec()],

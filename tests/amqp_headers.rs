@@ -1,6 +1,10 @@
 //! AMQP header tables reach steps and sinks as plain JSON: RabbitMQ's own
 //! `x-death` header, as a dead-lettered message carries it.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

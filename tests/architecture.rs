@@ -6,6 +6,10 @@
 //! line that is not a comment counts as an import of `name`, which catches
 //! `use` lines and paths written inline alike.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

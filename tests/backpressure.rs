@@ -1,6 +1,10 @@
 //! Backpressure: when Redis stalls, ferry stops reading instead of
 //! buffering, so its memory stays bounded however large the Kafka backlog.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! The tester's configs that passed `ferry check` and broke `ferry run`:
 //! both now refuse them, with every problem, file:line and a hint.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::process::Command;

@@ -3,6 +3,10 @@
 //! RabbitMQ is the shared node (a vhost of the test's own; a wrong password
 //! only fails a login), Redis and Kafka are private servers.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 

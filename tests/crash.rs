@@ -1,6 +1,10 @@
 //! Crash at any point loses nothing: SIGKILL ferry mid-stream, restart it,
 //! and every order is in Redis. Prints how many were written twice.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

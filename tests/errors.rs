@@ -2,6 +2,10 @@
 //! an authentication error stops the pipeline at once, a server that
 //! refuses every write for now (Redis `OOM`) is waited out.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

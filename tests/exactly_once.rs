@@ -2,6 +2,10 @@
 //! processes in one consumer group, claims of a dead consumer's entries,
 //! and the positions' memory bound.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::HashMap;
@@ -151,8 +155,7 @@ async fn two_processes_in_one_group_write_every_entry_once_across_a_kill_and_cla
     wait_until(Duration::from_secs(120), "the group to finish", || {
         lag(&source, "orders", "g") == 0 && pending(&source, "orders", "g") == 0
     });
-    b.signal(Signal::SIGTERM);
-    b.wait_success(Duration::from_secs(30));
+    b.stop(Duration::from_secs(30));
     let counts = order_counts(&sink, "orders-log");
     let doubled = counts.values().filter(|&&c| c > 1).count();
     let lost = (1..=N).filter(|id| !counts.contains_key(id)).count();
@@ -197,8 +200,7 @@ async fn positions_are_forgotten_once_the_group_acknowledged_them() {
         order_counts(&sink, "orders-log").len() as u64 == N + 1
     });
     let kept = positions(&sink);
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(30));
+    ferry.stop(Duration::from_secs(30));
     println!("positions kept after {} orders: {kept}", N + 1);
     assert!(
         kept <= 10,

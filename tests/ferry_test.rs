@@ -1,6 +1,10 @@
 //! `ferry test`: the retail example's unit tests pass without any broker,
 //! and a changed expectation fails with a message that says what differs.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::process::Command;

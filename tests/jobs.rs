@@ -1,5 +1,9 @@
 //! One-off jobs (`until = "end"`) leave nothing half done behind.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,10 @@
 //! jq steps that never end: the message is dead-lettered with the reason
 //! and the pipeline goes on; a stop interrupts a step at once.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,9 @@
 //! The Kafka sink against a real broker (tansu in CI).
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

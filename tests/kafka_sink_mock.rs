@@ -1,6 +1,10 @@
 //! What tansu cannot do (snappy batches, several brokers) is checked against
 //! librdkafka's in-process mock cluster, through ferry's own Kafka sink.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -1,5 +1,9 @@
 //! Kafka -> Redis end to end, against a real broker and a real Redis.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;
@@ -225,8 +229,7 @@ async fn start_latest_skips_the_backlog_and_start_committed_refuses_a_group_with
     });
     assert_eq!(redis.get("order:1"), None, "the backlog was skipped");
     assert!(redis.get("order:105").is_some());
-    ferry.signal(nix::sys::signal::Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
 
     let committed = kafka.to_redis_config(
         "committed",

@@ -2,6 +2,10 @@
 //! that agree with what reached the brokers, and readiness that follows
 //! the brokers going away and coming back.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,10 @@
 //! unmatched messages, chaining one pipeline into another, and steps that
 //! split messages.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;
@@ -161,8 +165,7 @@ key = "line:{{key}}"
     wait_until(Duration::from_secs(60), "every order line", || {
         lines() == expected
     });
-    ferry.signal(nix::sys::signal::Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
     let v = redis.get("line:7-2").unwrap();
     assert_eq!(v, r#"{"line":2,"order_id":7}"#);
     let _ = order(1);

@@ -2,6 +2,10 @@
 //! records, a topic vs Redis keys, repairs, and a million records per side
 //! in bounded memory.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::process::Command;

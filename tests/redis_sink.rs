@@ -1,5 +1,9 @@
 //! Every Redis write mode against a real Redis, fed by ferry's generator.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,10 @@
 //! `ferry replay`: a cache rebuilt from the log, from a point in time, into
 //! a fresh Redis, interrupted and resumed, with every order written once.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::HashMap;
@@ -8,44 +12,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 
 /// Produces orders `ids`, keyed by id, each with the timestamp `at` (ms).
 async fn produce_orders_at(brokers: &str, topic: &str, ids: std::ops::Range<u64>, at: i64) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    let mut pending = Vec::new();
-    for n in ids {
-        let p = producer.clone();
-        let topic = topic.to_owned();
-        pending.push(tokio::spawn(async move {
-            let (key, value) = (n.to_string(), ferry::connectors::generate::order(n));
-            p.send(
-                FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&value)
-                    .timestamp(at),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
-        }));
-        if pending.len() >= 5000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().expect("delivery");
-            }
-        }
-    }
-    for p in pending {
-        p.await.unwrap().expect("delivery");
-    }
+    let orders = ids.map(|n| {
+        (
+            n.to_string(),
+            ferry::connectors::generate::order(n).into_bytes(),
+            Some(at),
+        )
+    });
+    produce_timed_at(brokers, topic, orders).await;
 }
 
 fn replay(config: &str, args: &[&str], out: &std::path::Path) -> Child {

@@ -2,6 +2,10 @@
 //! payment, inventory and web-log events, and what each destination must
 //! receive, exactly.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::BTreeMap;

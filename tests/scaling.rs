@@ -1,11 +1,14 @@
 //! Scaling out on the brokers' own mechanisms: several ferry processes in
 //! one Kafka consumer group, or one Redis consumer group, share the work.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use support::*;
 
 fn received(f: &Ferry) -> u64 {
@@ -35,8 +38,7 @@ fn config(source: &str, verify: &RedisServer) -> String {
 
 fn stop_both(a: &mut Ferry, b: &mut Ferry) -> (u64, u64) {
     for f in [&mut *a, &mut *b] {
-        f.signal(Signal::SIGTERM);
-        f.wait_success(Duration::from_secs(30));
+        f.stop(Duration::from_secs(30));
     }
     (received(a), received(b))
 }

@@ -4,6 +4,10 @@
 //! appears in its log, in `ferry check` and `ferry check --connect`
 //! output, in `/metrics` or in `/ready`.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 

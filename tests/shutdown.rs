@@ -1,6 +1,10 @@
 //! Graceful shutdown: SIGTERM mid-stream drains what is in flight, commits
 //! exactly what was confirmed and exits 0 within a few seconds.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -7,6 +7,10 @@
 //! Too long for every run: the tests are ignored, and `scripts/soak.sh`
 //! runs them in release mode (`FERRY_SOAK_MESSAGES=1000000 scripts/soak.sh`
 //! for the full size). Each prints sent / delivered / lost / duplicated.
+
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 #![allow(async_fn_in_trait)]
 
 mod support;

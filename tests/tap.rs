@@ -2,6 +2,10 @@
 //! nothing: the pipeline's committed offsets move only with the pipeline,
 //! a stream gets no group, a queue keeps every message.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::io::Read;

@@ -3,6 +3,10 @@
 //! certificates made by the test (openssl). One node for every case: it
 //! takes seconds to start.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 
@@ -91,6 +95,31 @@ declare = {{ queues = [{{ name = "copied" }}] }}
         &publish(&rabbit.tls_url(), "by-cert", &by_cert, 1),
     );
     assert_eq!(code, 0, "{stdout}");
+
+    // Reached by an address the certificate does not list (127.0.0.2 is
+    // this machine too): refused, unless `server_name` names what it lists.
+    let by_address = rabbit.tls_url().replace("localhost", "127.0.0.2");
+    let (code, _, stderr) = run(&publish(&by_address, "by-name", &by_password, 5));
+    assert!(code > 0, "exit {code}: {stderr}");
+    assert!(
+        stderr.contains("fix: the server's TLS certificate does not carry"),
+        "{stderr}"
+    );
+    let named = by_password.replace("tls = {", "tls = { server_name = \"localhost\",");
+    let (code, _, stderr) = run(&publish(&by_address, "by-name", &named, 5));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rabbit.queue_len("by-name").await, 5);
+
+    // `insecure_skip_verify` (tests only): any certificate, loudly.
+    let insecure =
+        "username = \"alice\"\npassword = \"s3cret-pw\"\ntls = { insecure_skip_verify = true }";
+    let (code, _, stderr) = run(&publish(&rabbit.tls_url(), "insecure", insecure, 5));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("TLS certificate verification is OFF"),
+        "{stderr}"
+    );
+    assert_eq!(rabbit.queue_len("insecure").await, 5);
 
     // A server certificate from a CA ferry does not trust: refused once,
     // with the setting to change, instead of retrying forever.

@@ -3,6 +3,10 @@
 //! TLS itself, so `socat` terminates TLS in front of it and tansu
 //! advertises socat's port: every connection goes through TLS).
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 

@@ -1,6 +1,10 @@
 //! Redis over TLS and with ACL users, against a private `redis-server`
 //! with a TLS port and certificates made by the test (openssl).
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod secure;
 mod support;
 

@@ -5,11 +5,14 @@
 //! the same values, that each change crossed exactly once (no echo written
 //! back), and that message counts stay put once the changes stop.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 
@@ -128,8 +131,7 @@ key = "{{key}}"
     for (key, value) in &latest {
         assert_eq!(&get(&redis, key), value, "{key}");
     }
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
     let log = ferry.log();
     assert!(
         log.contains("dropped=2"),
@@ -286,8 +288,7 @@ key = "{{routing_key}}"
         "the application's 2 SETs and ferry's 2, no echo into Redis"
     );
     assert_eq!(get(&redis, "config:b").as_deref(), Some("2"));
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(20));
+    ferry.stop(Duration::from_secs(20));
 }
 
 /// Applications change the same 500 keys on both sides at once, for a
@@ -401,8 +402,7 @@ sync = true
         topic_size(&brokers),
         differ.len()
     );
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(30));
+    ferry.stop(Duration::from_secs(30));
     assert!(differ.is_empty(), "keys that differ: {differ:#?}");
 }
 

@@ -24,6 +24,10 @@
 //! here), a vhost of its own on the RabbitMQ at 127.0.0.1:5672. Speed never
 //! fails anything: the harness reports, it does not judge.
 
+// Benchmark code: a panic is the run failing, and helpers are `pub` for
+// the modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod backlog;
 mod clients;
 mod latency;

@@ -105,14 +105,14 @@ async fn exchange(conn: &Connection, name: &str, topology: &Topology, out: &mut 
     }
 }
 
-pub async fn source(c: &AmqpSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn source(c: &AmqpSourceConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         queue(conn, c.queue.as_str(), &c.declare, out).await;
     })
     .await
 }
 
-pub async fn sink(c: &AmqpSinkConfig) -> (String, Vec<Finding>) {
+pub(super) async fn sink(c: &AmqpSinkConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         if c.exchange.is_empty() {
             // The default exchange routes to the queue the key names.

@@ -190,7 +190,7 @@ async fn blocking(config: ClientConfig, plan: Plan) -> Vec<Finding> {
         })
 }
 
-pub async fn source(c: &KafkaSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn source(c: &KafkaSourceConfig) -> (String, Vec<Finding>) {
     let plan = Plan {
         topics: c.topics.iter().map(ToString::to_string).collect(),
         bearer: BearerToken::of(c.sasl.as_ref()),
@@ -201,7 +201,7 @@ pub async fn source(c: &KafkaSourceConfig) -> (String, Vec<Finding>) {
     (c.brokers.to_string(), findings)
 }
 
-pub async fn sink(c: &KafkaSinkConfig) -> (String, Vec<Finding>) {
+pub(super) async fn sink(c: &KafkaSinkConfig) -> (String, Vec<Finding>) {
     let plan = Plan {
         topics: vec![c.topic.to_string()],
         bearer: BearerToken::of(c.sasl.as_ref()),

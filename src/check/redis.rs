@@ -162,7 +162,7 @@ async fn expect_type(
     }
 }
 
-pub async fn sink(c: &RedisSinkConfig) -> (String, Vec<Finding>) {
+pub(super) async fn sink(c: &RedisSinkConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         let key = sample_key(c.key.as_str());
         let mut commands = Vec::new();
@@ -214,7 +214,7 @@ pub async fn sink(c: &RedisSinkConfig) -> (String, Vec<Finding>) {
     .await
 }
 
-pub async fn stream_source(c: &RedisStreamSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn stream_source(c: &RedisStreamSourceConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         let group = c.group.as_str();
         for stream in &c.streams {
@@ -266,7 +266,7 @@ pub async fn stream_source(c: &RedisStreamSourceConfig) -> (String, Vec<Finding>
     .await
 }
 
-pub async fn list_source(c: &RedisListSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn list_source(c: &RedisListSourceConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         let list = c.list.as_str();
         expect_type(conn, list, "list", Ok("ferry waits for elements"), out).await;
@@ -282,14 +282,14 @@ pub async fn list_source(c: &RedisListSourceConfig) -> (String, Vec<Finding>) {
     .await
 }
 
-pub async fn pubsub_source(c: &RedisPubSubSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn pubsub_source(c: &RedisPubSubSourceConfig) -> (String, Vec<Finding>) {
     // SUBSCRIBE cannot be queued in a transaction; logging in is what can
     // be checked without subscribing.
     let _ = c;
     part(&c.access(), async |_, _| {}).await
 }
 
-pub async fn keyspace_source(c: &RedisKeyspaceSourceConfig) -> (String, Vec<Finding>) {
+pub(super) async fn keyspace_source(c: &RedisKeyspaceSourceConfig) -> (String, Vec<Finding>) {
     part(&c.access(), async |conn, out| {
         if c.until != crate::connectors::redis::config::KeyspaceUntil::Snapshot {
             let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")

@@ -16,8 +16,7 @@ use toml::de::{DeArray, DeTable, DeValue};
 use crate::problem::{ConfigPath, Problem, Segment};
 
 /// A parsed config file with environment variables substituted.
-pub struct Document<'i> {
-    text: &'i str,
+pub(crate) struct Document<'i> {
     root: Spanned<DeTable<'i>>,
     /// The document as written (before [`Document::lift_type_tags`]), for
     /// turning config paths into spans.
@@ -26,7 +25,7 @@ pub struct Document<'i> {
 
 impl<'i> Document<'i> {
     /// Parses TOML text and substitutes `${VAR}` in every string value.
-    pub fn parse(
+    pub(crate) fn parse(
         text: &'i str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<Problem>> {
@@ -37,11 +36,7 @@ impl<'i> Document<'i> {
         }
         if problems.is_empty() {
             let as_written = root.clone();
-            Ok(Self {
-                text,
-                root,
-                as_written,
-            })
+            Ok(Self { root, as_written })
         } else {
             Err(problems)
         }
@@ -59,7 +54,7 @@ impl<'i> Document<'i> {
     /// With `into`, settings common to every connector (`keep`, such as a
     /// sink's `name`) stay where they are and the enum goes under `into`:
     /// `{ name = "db", connector = { redis = { url = ... } } }`.
-    pub fn lift_type_tags(&mut self, lift: &Lift) -> Vec<Problem> {
+    pub(crate) fn lift_type_tags(&mut self, lift: &Lift) -> Vec<Problem> {
         let mut problems = Vec::new();
         let root = self.root.get_mut();
         if let Some((first, rest)) = lift.pattern.split_first()
@@ -71,7 +66,7 @@ impl<'i> Document<'i> {
     }
 
     /// Deserializes the whole document into `T`; serde errors keep their spans.
-    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+    pub(crate) fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Problem> {
         let de = toml::de::Deserializer::from(self.root.clone());
         T::deserialize(de).map_err(|e| Problem::from_toml(&e))
     }
@@ -79,17 +74,13 @@ impl<'i> Document<'i> {
     /// Removes the setting that the byte offset `at` falls in (the
     /// innermost one), so that parsing can go on past a setting serde
     /// refused; returns its name.
-    pub fn remove_at(&mut self, at: usize) -> Option<String> {
+    pub(crate) fn remove_at(&mut self, at: usize) -> Option<String> {
         remove_containing(self.root.get_mut(), at)
-    }
-
-    pub fn text(&self) -> &'i str {
-        self.text
     }
 
     /// The span of the value at `path`, or of its nearest ancestor that
     /// exists (a missing field points at the table that should hold it).
-    pub fn span_of(&self, path: &ConfigPath) -> Option<Range<usize>> {
+    pub(crate) fn span_of(&self, path: &ConfigPath) -> Option<Range<usize>> {
         let mut span = None;
         let mut table = Some(self.as_written.get_ref());
         let mut value: Option<&Spanned<DeValue<'_>>> = None;
@@ -161,7 +152,7 @@ fn remove_from_array(items: &mut DeArray<'_>, at: usize, name: &str) -> Option<S
 
 /// Where connector tables sit, and how to lift them (see
 /// [`Document::lift_type_tags`]).
-pub struct Lift {
+pub(crate) struct Lift {
     /// Keys from the root; `*` is every element of an array.
     pub pattern: &'static [&'static str],
     /// Settings common to all connectors, left in place.
@@ -266,7 +257,7 @@ fn substitute(
 /// Expands `${VAR}`, `${VAR:-default}` and `${file:/path}` (the content of
 /// a file, without its trailing newline: a mounted secret); `$${` is a
 /// literal `${`. Errors name the variable or file, never a value.
-pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {

@@ -1,16 +1,16 @@
 //! The config file: parsed, then checked, then handed to the runtime.
 //!
-//! 1. [`document`] parses the TOML and substitutes `${VAR}` in strings.
+//! 1. `document.rs` parses the TOML and substitutes `${VAR}` in strings.
 //! 2. serde turns it into [`Config`]; field types such as
 //!    [`crate::values::Span`] and [`crate::template::Template`] refuse bad values
 //!    while parsing, and `deny_unknown_fields` refuses misspelt keys.
-//! 3. [`Config::check`] applies rules that involve several fields (unique
+//! 3. `Config::check` applies rules that involve several fields (unique
 //!    names, templates that need what the source provides).
 //!
 //! Every problem is reported with file, line, column and a hint, all at once.
 
-pub mod document;
-pub mod error;
+pub(crate) mod document;
+pub(crate) mod error;
 pub mod pipeline;
 pub mod topology;
 

@@ -108,7 +108,6 @@ impl SinkSpec {
         }
     }
 
-    /// How logs and dead-letter headers name the sink.
     /// A short id for metrics and health: the name, or `sinks[INDEX]`.
     pub fn id(&self, index: usize) -> String {
         match &self.name {
@@ -117,6 +116,7 @@ impl SinkSpec {
         }
     }
 
+    /// How logs and dead-letter headers name the sink.
     pub fn label(&self, index: usize) -> String {
         match &self.name {
             Some(n) => format!("sink `{n}`"),

@@ -16,7 +16,7 @@ pub struct Difference {
 
 /// Every leaf where `left` and `right` differ, in field order, at most
 /// `limit` of them.
-pub fn differences(left: &Value, right: &Value, limit: usize) -> Vec<Difference> {
+pub(crate) fn differences(left: &Value, right: &Value, limit: usize) -> Vec<Difference> {
     let mut out = Vec::new();
     walk(String::new(), Some(left), Some(right), limit, &mut out);
     out
@@ -68,7 +68,7 @@ fn same(l: Option<&Value>, r: Option<&Value>) -> bool {
 }
 
 /// Whether two values are equal by [`differences`]' measure.
-pub fn equal(left: &Value, right: &Value) -> bool {
+pub(crate) fn equal(left: &Value, right: &Value) -> bool {
     differences(left, right, 1).is_empty()
 }
 
@@ -86,7 +86,7 @@ fn field(path: &str, key: &str) -> String {
 
 /// `.status: "paid" → "refunded"`, one line per difference, each line
 /// starting with `indent`; `left`/`right` name the sides.
-pub fn render(diffs: &[Difference], indent: &str, left: &str, right: &str) -> String {
+pub(crate) fn render(diffs: &[Difference], indent: &str, left: &str, right: &str) -> String {
     let show = |v: &Option<Value>| match v {
         Some(v) => v.to_string(),
         None => "(missing)".to_owned(),
@@ -106,7 +106,7 @@ pub fn render(diffs: &[Difference], indent: &str, left: &str, right: &str) -> St
 
 /// JSON with object keys sorted at every level: one spelling per value,
 /// so that equal values compare (and sort) equal as text.
-pub fn canonical(value: &Value) -> String {
+pub(crate) fn canonical(value: &Value) -> String {
     fn sorted(v: &Value) -> Value {
         match v {
             Value::Object(m) => {

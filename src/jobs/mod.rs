@@ -6,14 +6,14 @@
 //!
 //! They reuse the runtime and the connectors: a replay is a pipeline run
 //! with another start, end and group; a repair writes through a normal
-//! sink; a test runs the pipeline's [`crate::runtime::router::Router`].
+//! sink; a test runs the pipeline's `runtime::router::Router`.
 
-pub mod diff;
+pub(crate) mod diff;
 pub mod read;
 pub mod reconcile;
 pub mod repair;
 pub mod replay;
-pub mod spill;
+pub(crate) mod spill;
 pub mod tap;
 pub mod unit_tests;
 

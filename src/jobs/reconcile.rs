@@ -2,7 +2,7 @@
 //! without touching it ([`super::read`]), each record gets a key (a jq
 //! expression, `$key` by default) and a value (the payload, optionally
 //! normalised by jq, e.g. to drop timestamps), both sides are sorted by
-//! key in bounded memory ([`super::spill`]) and merged: keys missing on
+//! key in bounded memory (`spill.rs`) and merged: keys missing on
 //! either side, and keys whose values differ, with a readable diff of the
 //! first few. With `--repair`, what the right side lacks is written to it
 //! through a normal sink.

@@ -2,7 +2,7 @@
 //! to a chosen end, under a consumer group of its own, so that the live
 //! pipeline's group is untouched.
 //!
-//! A replay is an ordinary pipeline run ([`crate::runtime::pipeline`]) of
+//! A replay is an ordinary pipeline run (`runtime::pipeline`) of
 //! a changed copy of the pipeline: the source gets the replay's group, its
 //! start (`start_time`, `start_offsets`, `start_id`) and `until = "end"`;
 //! Redis sinks can be pointed at another server or database and key

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// One record: its key, its place in the input, its comparable value and,
 /// for repairs, the message it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub key: String,
     pub seq: u64,
     pub value: String,
@@ -25,7 +25,7 @@ pub struct Row {
 
 /// What a repair writes: the record's own key and payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Original {
+pub(crate) struct Original {
     pub key: Option<String>,
     pub payload: Option<String>,
 }
@@ -40,7 +40,7 @@ impl Drop for Run {
 }
 
 /// Rows collected so far.
-pub struct Collector {
+pub(crate) struct Collector {
     rows: Vec<Row>,
     limit: usize,
     runs: Vec<Run>,
@@ -51,7 +51,7 @@ pub struct Collector {
 
 impl Collector {
     /// Holds at most `limit` rows in memory; runs go to `dir`.
-    pub fn new(limit: usize, dir: PathBuf, name: &str) -> Collector {
+    pub(crate) fn new(limit: usize, dir: PathBuf, name: &str) -> Collector {
         Collector {
             rows: Vec::new(),
             limit: limit.max(1),
@@ -62,7 +62,7 @@ impl Collector {
         }
     }
 
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         key: String,
         value: String,
@@ -106,7 +106,7 @@ impl Collector {
 
     /// Every key once, in key order, with its last row; and how many rows
     /// were superseded by a later one of the same key.
-    pub fn finish(mut self) -> Result<Sorted, String> {
+    pub(crate) fn finish(mut self) -> Result<Sorted, String> {
         if self.runs.is_empty() {
             sort(&mut self.rows);
             return Ok(Sorted {
@@ -203,7 +203,7 @@ impl Source {
 }
 
 /// Rows in key order, one per key.
-pub struct Sorted {
+pub(crate) struct Sorted {
     source: Source,
     pending: Option<Row>,
     /// Rows replaced by a later row of the same key, so far.
@@ -213,7 +213,7 @@ pub struct Sorted {
 }
 
 impl Sorted {
-    pub fn next_row(&mut self) -> Result<Option<Row>, String> {
+    pub(crate) fn next_row(&mut self) -> Result<Option<Row>, String> {
         let mut current = match self.pending.take() {
             Some(row) => row,
             None => match self.source.next()? {

@@ -4,7 +4,7 @@
 //! each sink receives (payload, and the key its template renders), what
 //! goes to the dead-letter sink and how many messages are dropped.
 //!
-//! The pipeline's own [`Router`] decides (loop protection, steps, routes),
+//! The pipeline's own `Router` decides (loop protection, steps, routes),
 //! and the sinks' key templates are rendered as the sinks would; the
 //! writes themselves are not simulated (a `hset` of a payload that is not
 //! an object is only found out by Redis).

@@ -27,29 +27,29 @@ pub struct Window {
 }
 
 /// What a batch's confirmations said.
-pub type Confirmed = Result<Vec<Result<(), MessageError>>, ConnectorError>;
+pub(crate) type Confirmed = Result<Vec<Result<(), MessageError>>, ConnectorError>;
 
 type Settling = Pin<Box<dyn Future<Output = (u64, Confirmed)> + Send>>;
 
 /// One batch sent.
-pub struct Flight<P> {
-    pub seq: u64,
-    pub prepared: Arc<[P]>,
+pub(crate) struct Flight<P> {
+    pub(crate) seq: u64,
+    pub(crate) prepared: Arc<[P]>,
     /// Taken when the batch's messages are settled (acknowledged or set
     /// aside); the batch itself stays until every earlier one is, as a
     /// retry of an earlier batch writes it again after that one.
-    pub deliveries: Vec<Delivery>,
-    pub settled: bool,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) settled: bool,
     /// The error that failed this batch, while it waits to be written
     /// again.
-    pub failed: Option<ConnectorError>,
-    pub sent: Instant,
+    pub(crate) failed: Option<ConnectorError>,
+    pub(crate) sent: Instant,
     bytes: usize,
 }
 
 /// The window: batches in the order they were sent, and their
 /// confirmations in the order they arrive.
-pub struct InFlight<P> {
+pub(crate) struct InFlight<P> {
     next_seq: u64,
     flights: VecDeque<Flight<P>>,
     confirming: FuturesUnordered<Settling>,
@@ -69,24 +69,24 @@ impl<P> Default for InFlight<P> {
 
 impl<P> InFlight<P> {
     /// Batches not yet settled, or settled behind one that is not.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.flights.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.flights.is_empty()
     }
 
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Batches whose confirmations are still awaited.
-    pub fn awaiting(&self) -> usize {
+    pub(crate) fn awaiting(&self) -> usize {
         self.confirming.len()
     }
 
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         prepared: Arc<[P]>,
         deliveries: Vec<Delivery>,
@@ -111,18 +111,18 @@ impl<P> InFlight<P> {
 
     /// The next batch whose confirmations all arrived (or that failed), in
     /// whatever order they come; `None` when none is awaited.
-    pub async fn next(&mut self) -> Option<(u64, Confirmed)> {
+    pub(crate) async fn next(&mut self) -> Option<(u64, Confirmed)> {
         self.confirming.next().await
     }
 
-    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Flight<P>> {
+    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Flight<P>> {
         let first = self.flights.front()?.seq;
         let index = usize::try_from(seq.checked_sub(first)?).ok()?;
         self.flights.get_mut(index)
     }
 
     /// Forgets the settled batches that no unsettled one precedes.
-    pub fn pop_settled(&mut self) {
+    pub(crate) fn pop_settled(&mut self) {
         while self.flights.front().is_some_and(|f| f.settled) {
             if let Some(f) = self.flights.pop_front() {
                 self.bytes -= f.bytes;
@@ -132,7 +132,7 @@ impl<P> InFlight<P> {
 
     /// Every batch, in the order sent, once no confirmation is awaited
     /// any more (the window is empty afterwards).
-    pub fn take_all(&mut self) -> Vec<Flight<P>> {
+    pub(crate) fn take_all(&mut self) -> Vec<Flight<P>> {
         debug_assert!(self.confirming.is_empty());
         self.bytes = 0;
         self.flights.drain(..).collect()

@@ -1,11 +1,11 @@
 //! Runs the pipelines of a config until they finish or ferry is told to stop.
 
-pub mod in_flight;
-pub mod pipeline;
-pub mod router;
+pub(crate) mod in_flight;
+pub(crate) mod pipeline;
+pub(crate) mod router;
 pub mod shutdown;
-pub mod sink_task;
-pub mod stats;
+pub(crate) mod sink_task;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

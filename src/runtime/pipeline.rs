@@ -40,7 +40,7 @@ type SinkHandle = JoinHandle<Result<(), PipelineError>>;
 
 /// Runs one pipeline until its source is exhausted, `shutdown` is
 /// cancelled, or it fails.
-pub async fn run_pipeline(
+pub(crate) async fn run_pipeline(
     config: PipelineConfig,
     router: Router,
     shutdown: CancellationToken,
@@ -118,7 +118,7 @@ async fn run_parts(
 
     let capacity = config.buffer.get();
     let mut tasks = Vec::new();
-    // The probes were registered from the same config, one per part.
+    // The probes were registered from the same config, one per sink.
     let rejections = match config.dead_letter.as_ref().zip(probes.dead_letter.as_ref()) {
         Some((dl, probe)) => {
             let (tx, rx) = mpsc::channel(capacity);
@@ -126,14 +126,14 @@ async fn run_parts(
                 .name
                 .as_ref()
                 .map_or("dead_letter".to_owned(), |n| format!("dead_letter `{n}`"));
-            let part = Part {
+            let context = SinkContext {
                 label: &label,
                 id: "dead_letter",
                 probe,
                 settled: &settled,
             };
             let Some(task) =
-                spawn_sink(&name, part, dl, rx, Rejections::Stop, &stats, &stop).await?
+                spawn_sink(&name, context, dl, rx, Rejections::Stop, &stats, &stop).await?
             else {
                 return Ok(stats.totals());
             };
@@ -147,14 +147,14 @@ async fn run_parts(
     for ((i, sink), probe) in config.sinks.iter().enumerate().zip(&probes.sinks) {
         let (tx, rx) = mpsc::channel(capacity);
         let (label, id) = (sink.label(i), sink.id(i));
-        let part = Part {
+        let context = SinkContext {
             label: &label,
             id: &id,
             probe,
             settled: &settled,
         };
         let Some(task) =
-            spawn_sink(&name, part, sink, rx, rejections.clone(), &stats, &stop).await?
+            spawn_sink(&name, context, sink, rx, rejections.clone(), &stats, &stop).await?
         else {
             return Ok(stats.totals());
         };
@@ -272,7 +272,7 @@ where
 }
 
 /// How one sink of a pipeline is named and watched.
-struct Part<'a> {
+struct SinkContext<'a> {
     /// For logs and errors: ``sink `db` ``.
     label: &'a str,
     /// For metrics: `db`.
@@ -285,19 +285,19 @@ struct Part<'a> {
 /// Opens a sink and starts the task that feeds it.
 async fn spawn_sink(
     pipeline: &str,
-    part: Part<'_>,
+    context: SinkContext<'_>,
     spec: &SinkSpec,
     rx: mpsc::Receiver<Delivery>,
     rejections: Rejections,
     stats: &Arc<Stats>,
     stop: &CancellationToken,
 ) -> Result<Option<SinkHandle>, PipelineError> {
-    let Part {
+    let SinkContext {
         label,
         id,
         probe,
         settled,
-    } = part;
+    } = context;
     let task = SinkTask {
         pipeline: pipeline.to_owned(),
         sink_name: label.to_owned(),
@@ -440,15 +440,17 @@ async fn hand_over(
     };
     // One ack handle per (message, sink), and per unmatched message that
     // is dead-lettered; filtered and dropped messages need none.
-    let unmatched_parts = |sinks: &Vec<usize>| match (sinks.is_empty(), out.unmatched) {
+    let handles_for = |sinks: &Vec<usize>| match (sinks.is_empty(), out.unmatched) {
         (true, Unmatched::DeadLetter) => 1,
         _ => sinks.len(),
     };
-    let parts = plan.iter().map(|(_, s)| unmatched_parts(s)).sum();
+    let handles = plan.iter().map(|(_, s)| handles_for(s)).sum();
     if plan.is_empty() {
         out.stats.dropped.add(1);
     }
-    let mut acks = ack.split(parts).into_iter();
+    let mut acks = ack.split(handles).into_iter();
+    // `part`: which of the messages the steps made of the source message
+    // this one is (see `position::Position`).
     for (part, (mut message, sinks)) in plan.into_iter().enumerate() {
         message.part = u32::try_from(part).unwrap_or(u32::MAX);
         if sinks.is_empty() {

@@ -18,9 +18,9 @@ use crate::steps::jq::{Variables, payload_value};
 use crate::steps::{self, Budget, Step, StepError, truthy};
 
 /// Header: the origin a message first entered ferry from.
-pub const ORIGIN_HEADER: &str = "ferry.origin";
+pub(crate) const ORIGIN_HEADER: &str = "ferry.origin";
 /// Header: how many ferry pipelines a message went through.
-pub const HOPS_HEADER: &str = "ferry.hops";
+pub(crate) const HOPS_HEADER: &str = "ferry.hops";
 
 /// Where the messages made from one source message go.
 #[derive(Debug, PartialEq)]

@@ -26,21 +26,21 @@ use crate::observe::Probe;
 
 /// A message on its way to one sink, with that sink's share of the ack.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub message: Arc<Message>,
     pub ack: Ack,
 }
 
 /// Headers ferry adds to a dead-lettered message.
-pub mod dead_letter_headers {
-    pub const ERROR: &str = "ferry.error";
-    pub const PIPELINE: &str = "ferry.pipeline";
-    pub const SINK: &str = "ferry.sink";
+pub(crate) mod dead_letter_headers {
+    pub(crate) const ERROR: &str = "ferry.error";
+    pub(crate) const PIPELINE: &str = "ferry.pipeline";
+    pub(crate) const SINK: &str = "ferry.sink";
     /// Where the message was read (not to be confused with the
     /// loop-protection header `ferry.origin`, which names a deployment).
-    pub const ORIGIN: &str = "ferry.source";
+    pub(crate) const ORIGIN: &str = "ferry.source";
     /// How many times the sink tried to write it.
-    pub const ATTEMPTS: &str = "ferry.attempts";
+    pub(crate) const ATTEMPTS: &str = "ferry.attempts";
 }
 
 /// Bytes of the payload an error quotes.
@@ -50,7 +50,7 @@ const EXCERPT: usize = 80;
 /// it was read, and what it carries (message id, key, the start of the
 /// payload and its length). Where alone is not enough: an AMQP delivery
 /// tag changes with every redelivery.
-pub fn identify(message: &Message) -> String {
+pub(crate) fn identify(message: &Message) -> String {
     let mut out = message.describe_origin();
     if let Some(id) = message.headers.get("amqp.message_id") {
         out.push_str(&format!(" message_id={}", String::from_utf8_lossy(id)));
@@ -79,7 +79,7 @@ pub fn identify(message: &Message) -> String {
 
 /// Where a message goes that cannot be delivered.
 #[derive(Clone, Debug)]
-pub enum Rejections {
+pub(crate) enum Rejections {
     /// To the dead-letter sink, with the reason in headers.
     DeadLetterSink(mpsc::Sender<Delivery>),
     /// Back to the source, which has its own dead-lettering (AMQP).
@@ -91,7 +91,7 @@ pub enum Rejections {
 impl Rejections {
     /// Sets `delivery` aside because of `error`, raised at `stage` (a
     /// sink's name, or "source").
-    pub async fn reject(
+    pub(crate) async fn reject(
         &self,
         pipeline: &str,
         stage: &str,
@@ -146,7 +146,7 @@ impl Rejections {
 }
 
 /// Everything a sink task needs besides the sink.
-pub struct SinkTask {
+pub(crate) struct SinkTask {
     pub pipeline: String,
     pub sink_name: String,
     pub batch_size: usize,
@@ -164,7 +164,7 @@ pub struct SinkTask {
 }
 
 impl SinkTask {
-    pub async fn run<S: Sink>(
+    pub(crate) async fn run<S: Sink>(
         self,
         mut sink: S,
         mut rx: mpsc::Receiver<Delivery>,

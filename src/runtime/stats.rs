@@ -13,7 +13,7 @@ use crate::observe::progress::{Bars, percent};
 /// One counter: a total the runtime reads back (progress lines, the final
 /// summary, tests) and the same count exported to Prometheus.
 #[derive(Debug)]
-pub struct Count {
+pub(crate) struct Count {
     value: AtomicU64,
     metric: metrics::Counter,
 }
@@ -26,19 +26,19 @@ impl Count {
         }
     }
 
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.value.fetch_add(n, Ordering::Relaxed);
         self.metric.increment(n);
     }
 
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
 }
 
 /// Counters of one pipeline. Cheap to update from any task.
 #[derive(Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Messages read from the source.
     pub received: Count,
     /// Messages acknowledged to the source as delivered.
@@ -56,7 +56,7 @@ pub struct Stats {
     in_flight: metrics::Gauge,
 }
 
-/// A snapshot of [`Stats`].
+/// A snapshot of `Stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub received: u64,
@@ -76,7 +76,7 @@ impl Totals {
 }
 
 impl Stats {
-    pub fn new(pipeline: &str) -> Stats {
+    pub(crate) fn new(pipeline: &str) -> Stats {
         use crate::observe::names;
         Stats {
             received: Count::new(names::RECEIVED, pipeline),
@@ -90,13 +90,13 @@ impl Stats {
     }
 
     /// A message was read from the source.
-    pub fn received(&self) {
+    pub(crate) fn received(&self) {
         self.received.add(1);
         self.in_flight.increment(1.0);
     }
 
     /// A message read from the source was acknowledged to it.
-    pub fn completed(&self, outcome: Outcome) {
+    pub(crate) fn completed(&self, outcome: Outcome) {
         match outcome {
             Outcome::Delivered => self.confirmed.add(1),
             Outcome::Rejected => self.rejected.add(1),
@@ -105,7 +105,7 @@ impl Stats {
         self.in_flight.decrement(1.0);
     }
 
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         Totals {
             received: self.received.get(),
             confirmed: self.confirmed.get(),
@@ -119,7 +119,7 @@ impl Stats {
 
 /// The metrics of one sink of a pipeline.
 #[derive(Debug)]
-pub struct SinkStats {
+pub(crate) struct SinkStats {
     /// Messages the sink confirmed.
     pub written: metrics::Counter,
     /// Batch writes that failed with a retryable error and were retried.
@@ -129,7 +129,7 @@ pub struct SinkStats {
 }
 
 impl SinkStats {
-    pub fn new(pipeline: &str, sink: &str) -> SinkStats {
+    pub(crate) fn new(pipeline: &str, sink: &str) -> SinkStats {
         use crate::observe::names;
         let labels = [("pipeline", pipeline.to_owned()), ("sink", sink.to_owned())];
         SinkStats {
@@ -143,7 +143,7 @@ impl SinkStats {
 /// Logs a progress line every `every` until `stop` is cancelled. For a job
 /// of `expected` messages, the line says how much is done, or, when stderr
 /// is a terminal, a bar shows it instead.
-pub async fn report_progress(
+pub(crate) async fn report_progress(
     pipeline: String,
     stats: Arc<Stats>,
     every: Duration,

@@ -160,12 +160,21 @@ fn within<L: Limit>(
     if (L::MIN..=L::MAX).contains(&n) {
         return Ok(n);
     }
-    let message = if n < L::MIN {
+    Err(out_of_range::<L>(n < L::MIN, written, show))
+}
+
+/// The refusal of a value below (`below`) or above `L`'s range.
+fn out_of_range<L: Limit>(
+    below: bool,
+    written: impl Fn() -> String,
+    show: &dyn Fn(u64) -> String,
+) -> Refusal {
+    let message = if below {
         format!("must be at least {}, not {}", show(L::MIN), written())
     } else {
         format!("must be at most {}, not {}", show(L::MAX), written())
     };
-    Err(Refusal {
+    Refusal {
         message,
         help: Some(format!(
             "write {} to {}: {}",
@@ -173,7 +182,7 @@ fn within<L: Limit>(
             show(L::MAX),
             L::WHY
         )),
-    })
+    }
 }
 
 impl<'de, L: Limit> Deserialize<'de> for Span<L> {
@@ -353,8 +362,8 @@ impl<L: Limit> Count<L> {
 
     pub fn parse(n: i64) -> Result<Self, Refusal> {
         let show = |n: u64| n.to_string();
-        let n =
-            u64::try_from(n).map_err(|_| within::<L>(0, || n.to_string(), &show).unwrap_err())?;
+        // A negative count is below every range.
+        let n = u64::try_from(n).map_err(|_| out_of_range::<L>(true, || n.to_string(), &show))?;
         let n = within::<L>(n, || n.to_string(), &show)?;
         usize::try_from(n)
             .ok()

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use ferry::connectors::generate::order;
-use nix::sys::signal::Signal;
 
 use crate::kits::SourceKit;
 use crate::support::*;
@@ -70,8 +69,7 @@ pub fn start_ferry_with<K: SourceKit>(config: &str, args: &[&str]) -> Ferry {
 }
 
 pub fn stop(ferry: &mut Ferry) {
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(30));
+    ferry.stop(Duration::from_secs(30));
 }
 
 /// Distinct orders written to the verification Redis (`SET order:N`).

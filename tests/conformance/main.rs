@@ -10,6 +10,10 @@
 //! that cannot do it does not compile.
 //!
 //! A new connector gets the suite by writing a kit and one line below.
+
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 #![allow(async_fn_in_trait)]
 
 #[path = "../support/mod.rs"]

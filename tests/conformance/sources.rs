@@ -206,7 +206,7 @@ pub async fn survives_connection_cuts_mid_read<K: SourceKit>(name: &str) {
             orders_in(&verify)
         ));
     }
-    wait_until(WAIT, "a third of the orders", || {
+    until_or_log(&ferry, "a third of the orders", || {
         orders_in(&verify) >= N / 3
     });
     let cut = proxy.cut();
@@ -214,7 +214,7 @@ pub async fn survives_connection_cuts_mid_read<K: SourceKit>(name: &str) {
         "cut {cut} connections with {} written",
         orders_in(&verify)
     ));
-    wait_until(WAIT, "two thirds of the orders", || {
+    until_or_log(&ferry, "two thirds of the orders", || {
         orders_in(&verify) >= 2 * N / 3
     });
     proxy.outage(Duration::from_secs(2));
@@ -435,11 +435,16 @@ batch_size = 50
             "{name}: nothing written twice ({tally})"
         );
     }
-    assert_eq!(
-        kit.outstanding().await,
-        0,
-        "{name}: everything acknowledged"
-    );
+    let outstanding = kit.outstanding().await;
+    if outstanding > 0 {
+        for (i, m) in members.iter().enumerate() {
+            let log = m.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("--- member {i}'s log ends:\n{}", tail.join("\n"));
+        }
+    }
+    assert_eq!(outstanding, 0, "{name}: everything acknowledged");
 }
 
 /// Checkpoint capture: acknowledgements that arrive out of order never
@@ -536,4 +541,21 @@ batch_size = 10
         0,
         "{name}: everything acknowledged"
     );
+}
+
+/// [`wait_until`], with the end of ferry's log when it times out.
+fn until_or_log(ferry: &Ferry, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > WAIT {
+            let log = ferry.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out after {WAIT:?} waiting for {what}; ferry's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

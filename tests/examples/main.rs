@@ -7,6 +7,10 @@
 //! Also: a message keeps its key, payload and headers on a round trip
 //! Kafka -> RabbitMQ -> Redis Stream -> Kafka.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -21,7 +25,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lapin::types::AMQPValue;
-use nix::sys::signal::Signal;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -78,8 +78,7 @@ async fn a_message_keeps_key_payload_and_headers_from_kafka_through_rabbitmq_and
         received = read_records(&brokers, "out");
         received.len() >= sent.len()
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(TIMEOUT);
+    ferry.stop(TIMEOUT);
 
     assert_eq!(received.len(), sent.len(), "{received:#?}");
     let mut received = without_hops(received, 3);
@@ -125,8 +124,7 @@ async fn round_trip(sent: &[Record]) -> Vec<Record> {
         received = read_records(&brokers, "out");
         received.len() >= sent.len()
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(TIMEOUT);
+    ferry.stop(TIMEOUT);
     without_hops(received, 3)
 }
 

@@ -51,8 +51,7 @@ fn keyspace_changes_arrive_as_values_by_type_and_deletions_as_tombstones() {
         "every change and the expiry",
         || len() >= 9,
     );
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
 
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("changes")

@@ -2,6 +2,10 @@
 //! of dead consumers, poison entries, trimming, list recovery after a
 //! crash, keyspace values by type and tombstones.
 
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -105,8 +109,7 @@ fn entries_a_dead_consumer_left_pending_are_claimed_after_claim_idle() {
     wait_until(Duration::from_secs(10), "acknowledgements", || {
         pending(&source) == 0
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert!(
         ferry
             .log()
@@ -169,8 +172,7 @@ key = "dead"
     wait_until(Duration::from_secs(10), "the acknowledgement", || {
         pending(&source) == 0
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert_eq!(verify.get("order:1"), None, "never written to the sink");
     let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("dead")
@@ -207,8 +209,7 @@ fn trim_deletes_entries_every_group_has_acknowledged() {
     wait_until(Duration::from_secs(30), "the stream to be trimmed", || {
         len() == 0
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
 }
 
 #[test]
@@ -244,8 +245,7 @@ fn list_elements_popped_but_not_confirmed_before_a_crash_are_delivered_again() {
     wait_until(Duration::from_secs(10), "empty lists", || {
         len("orders") + len("orders:processing:c1") == 0
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert!(
         ferry
             .log()
@@ -273,8 +273,7 @@ fn one_source_reads_several_streams_in_one_group() {
     wait_until(Duration::from_secs(30), "both streams", || {
         verify.dbsize() == 100
     });
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert!(verify.get("eu:1").is_some() && verify.get("us:100").is_some());
 }
 
@@ -379,8 +378,7 @@ key = "dead"
         "the order or a dead letter",
         || verify.get("order:1").is_some() || dead() > 0,
     );
-    ferry.signal(Signal::SIGTERM);
-    ferry.wait_success(Duration::from_secs(10));
+    ferry.stop(Duration::from_secs(10));
     assert_eq!(
         dead(),
         0,

@@ -32,6 +32,21 @@ pub async fn produce_at(
     topic: &str,
     records: impl IntoIterator<Item = (String, Vec<u8>)>,
 ) {
+    produce_timed_at(
+        brokers,
+        topic,
+        records.into_iter().map(|(k, v)| (k, v, None)),
+    )
+    .await;
+}
+
+/// Produces `(key, value, timestamp in ms)` records (no timestamp: the
+/// producer's clock) and waits for every delivery.
+pub async fn produce_timed_at(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>, Option<i64>)>,
+) {
     let producer: FutureProducer = client_config(brokers)
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
@@ -39,17 +54,18 @@ pub async fn produce_at(
         .create()
         .expect("producer");
     let mut pending = Vec::new();
-    for (key, value) in records {
+    for (key, value, at) in records {
         let p = producer.clone();
         let topic = topic.to_owned();
         pending.push(tokio::spawn(async move {
-            p.send(
-                FutureRecord::to(&topic).key(&key).payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+            let mut record = FutureRecord::to(&topic).key(&key).payload(&value);
+            if let Some(at) = at {
+                record = record.timestamp(at);
+            }
+            p.send(record, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
         }));
         if pending.len() >= 5000 {
             for p in pending.drain(..) {

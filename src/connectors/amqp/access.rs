@@ -9,6 +9,8 @@
 //! | `username`, `password` | the URI's user info (PLAIN) |
 //! | `vhost` | the URI's path |
 //! | `mechanism = "external"` | `auth_mechanism = external`: the client certificate is the login |
+//! | `tls.server_name` | the TLS handshake's name (SNI and certificate check) instead of the url's host |
+//! | `tls.insecure_skip_verify` | ferry's own rustls connector accepting any certificate (`insecure.rs`) |
 
 use std::str::FromStr;
 
@@ -22,13 +24,9 @@ use crate::error::ConnectorError;
 use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
-/// What lapin cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
-    server_name: Some(
-        "lapin checks the certificate against the host in `url`; \
-         connect by that name (DNS or /etc/hosts) instead",
-    ),
-};
+/// What lapin cannot do with `tls`: nothing among these (`server_name`
+/// goes through lapin's own connector, see `connection.rs`).
+pub(crate) const TLS_SUPPORT: Supports = Supports { server_name: None };
 
 /// How ferry logs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -98,17 +96,6 @@ impl AmqpAccess {
                 );
             }
             tls.check(path, &TLS_SUPPORT, problems);
-            if tls.insecure_skip_verify {
-                problems.push(
-                    Problem::at_path(
-                        path.key("tls").key("insecure_skip_verify"),
-                        "`insecure_skip_verify` is not supported for RabbitMQ",
-                    )
-                    .with_help(
-                        "lapin always verifies the server; give the test CA in `tls.ca` instead",
-                    ),
-                );
-            }
         }
         if self.mechanism == AuthMechanism::External {
             let has_cert = self.tls.as_ref().is_some_and(|t| t.cert.is_some());
@@ -177,6 +164,21 @@ impl AmqpAccess {
         })
     }
 
+    /// `tls.insecure_skip_verify`: any server certificate is accepted.
+    pub fn insecure(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
+    }
+
+    /// `tls.server_name`: the name the server's certificate must carry
+    /// when it is not the host in `url`.
+    pub fn server_name(&self) -> Option<String> {
+        self.tls
+            .as_ref()?
+            .server_name
+            .as_ref()
+            .map(ToString::to_string)
+    }
+
     /// The virtual host connected to (for messages that name it).
     pub fn vhost(&self) -> String {
         self.uri().map(|u| u.vhost).unwrap_or_default()
@@ -237,10 +239,13 @@ mod tests {
                 .any(|m| m.contains("`tls` settings with an `amqp://` url")),
             "{p:?}"
         );
-        assert!(
-            p.iter().any(|m| m.contains("not supported for RabbitMQ")),
-            "{p:?}"
+        assert_eq!(p.len(), 1, "{p:?}");
+        let (a, p) = access(
+            "url = \"amqps://h\"\ntls = { insecure_skip_verify = true, server_name = \"rabbit\" }",
         );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(a.insecure());
+        assert_eq!(a.server_name().as_deref(), Some("rabbit"));
     }
 
     #[test]

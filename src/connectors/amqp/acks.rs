@@ -26,7 +26,7 @@ enum Held<A> {
 
 /// The deliveries of one channel, by tag.
 #[derive(Debug)]
-pub struct Tags<A> {
+pub(crate) struct Tags<A> {
     /// The lowest tag not yet settled (tags start at 1 on a channel).
     next: u64,
     held: BTreeMap<u64, Held<A>>,
@@ -42,23 +42,23 @@ impl<A> Default for Tags<A> {
 }
 
 impl<A> Tags<A> {
-    pub fn delivered(&mut self, tag: u64, handle: A) {
+    pub(crate) fn delivered(&mut self, tag: u64, handle: A) {
         self.held.insert(tag, Held::Ack(handle));
     }
 
     /// Nacked or rejected: its frame was sent.
-    pub fn settled(&mut self, tag: u64) {
+    pub(crate) fn settled(&mut self, tag: u64) {
         self.held.insert(tag, Held::Settled);
     }
 
     /// To be nacked later; call [`Tags::settled`] once it is.
-    pub fn waiting(&mut self, tag: u64) {
+    pub(crate) fn waiting(&mut self, tag: u64) {
         self.held.insert(tag, Held::Waiting);
     }
 
     /// The handle to acknowledge with `multiple`: the highest delivered
     /// tag below which nothing is outstanding. Forgets what it covers.
-    pub fn advance(&mut self) -> Option<A> {
+    pub(crate) fn advance(&mut self) -> Option<A> {
         let mut last = None;
         while let Some(entry) = self.held.first_entry() {
             if *entry.key() != self.next || matches!(entry.get(), Held::Waiting) {
@@ -76,7 +76,7 @@ impl<A> Tags<A> {
     /// tag below them is still in the pipeline, or waiting): to be
     /// acknowledged one by one when that lasts. Their tags count as
     /// settled from then on.
-    pub fn stranded(&mut self) -> Vec<A> {
+    pub(crate) fn stranded(&mut self) -> Vec<A> {
         let mut out = Vec::new();
         for held in self.held.values_mut() {
             if matches!(held, Held::Ack(_))
@@ -89,7 +89,7 @@ impl<A> Tags<A> {
     }
 
     /// Nothing held: every tag seen is settled.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }

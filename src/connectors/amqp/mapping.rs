@@ -25,14 +25,14 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use crate::message::{Headers, Message, Origin};
 
 /// Header carrying the message key through AMQP, which has no key.
-pub const KEY_HEADER: &str = "ferry.key";
+pub(crate) const KEY_HEADER: &str = "ferry.key";
 /// Header marking a tombstone (AMQP bodies cannot be null).
-pub const TOMBSTONE_HEADER: &str = "ferry.tombstone";
+pub(crate) const TOMBSTONE_HEADER: &str = "ferry.tombstone";
 /// Prefix of headers that stand for AMQP message properties.
-pub const PROPERTY_PREFIX: &str = "amqp.";
+pub(crate) const PROPERTY_PREFIX: &str = "amqp.";
 
 /// Where a delivery came from.
-pub struct DeliveryInfo<'a> {
+pub(crate) struct DeliveryInfo<'a> {
     pub queue: Arc<str>,
     pub exchange: &'a str,
     pub routing_key: &'a str,
@@ -40,7 +40,7 @@ pub struct DeliveryInfo<'a> {
 }
 
 /// The message a delivery from `queue` is.
-pub fn delivery_message(queue: &Arc<str>, delivery: &lapin::message::Delivery) -> Message {
+pub(crate) fn delivery_message(queue: &Arc<str>, delivery: &lapin::message::Delivery) -> Message {
     let info = DeliveryInfo {
         queue: Arc::clone(queue),
         exchange: delivery.exchange.as_str(),
@@ -50,7 +50,11 @@ pub fn delivery_message(queue: &Arc<str>, delivery: &lapin::message::Delivery) -
     to_message(info, &delivery.properties, &delivery.data)
 }
 
-pub fn to_message(info: DeliveryInfo<'_>, properties: &BasicProperties, body: &[u8]) -> Message {
+pub(crate) fn to_message(
+    info: DeliveryInfo<'_>,
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Message {
     let mut headers = Headers::new();
     let mut key = None;
     let mut tombstone = false;
@@ -111,7 +115,7 @@ pub fn to_message(info: DeliveryInfo<'_>, properties: &BasicProperties, body: &[
 }
 
 /// An AMQP header value as bytes.
-pub fn value_bytes(value: &AMQPValue) -> Bytes {
+pub(crate) fn value_bytes(value: &AMQPValue) -> Bytes {
     match value {
         AMQPValue::LongString(s) => Bytes::copy_from_slice(s.as_bytes()),
         AMQPValue::ShortString(s) => Bytes::from(s.as_str().to_owned()),
@@ -136,7 +140,7 @@ pub fn value_bytes(value: &AMQPValue) -> Bytes {
 /// tables as objects, arrays as arrays (an `x-death` header reads as
 /// `[{"count": 1, "queue": "orders", ...}]`). Bytes that are not UTF-8 are
 /// replaced (U+FFFD), as JSON strings are text.
-pub fn value_json(value: &AMQPValue) -> serde_json::Value {
+pub(crate) fn value_json(value: &AMQPValue) -> serde_json::Value {
     use serde_json::Value as J;
     let text = |b: &[u8]| J::String(String::from_utf8_lossy(b).into_owned());
     match value {
@@ -175,7 +179,7 @@ pub fn value_json(value: &AMQPValue) -> serde_json::Value {
 }
 
 /// Body and properties to publish `message` with.
-pub fn to_publish(message: &Message, persistent: bool) -> (Bytes, BasicProperties) {
+pub(crate) fn to_publish(message: &Message, persistent: bool) -> (Bytes, BasicProperties) {
     let mut table = FieldTable::default();
     let mut props = BasicProperties::default();
     let short = |v: &Bytes| ShortString::from(String::from_utf8_lossy(v).into_owned());

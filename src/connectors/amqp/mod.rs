@@ -1,13 +1,14 @@
 //! RabbitMQ (AMQP 0-9-1): a queue consumer with manual acks and a
 //! publisher with confirms, both reconnecting with backoff (lapin does not).
 
-pub mod access;
-pub mod acks;
+pub(crate) mod access;
+mod acks;
 pub mod config;
-pub mod connection;
-pub mod errors;
-pub mod mapping;
+pub(crate) mod connection;
+pub(crate) mod errors;
+mod insecure;
+pub(crate) mod mapping;
 pub mod sink;
-pub mod source;
+pub(crate) mod source;
 
 pub use config::{AmqpSinkConfig, AmqpSourceConfig};

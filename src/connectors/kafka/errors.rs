@@ -48,7 +48,7 @@ fn code_is_fatal(code: RDKafkaErrorCode) -> bool {
 
 /// Producer error codes that concern one record rather than the connection:
 /// the record goes to the dead-letter sink instead of being retried.
-pub fn code_is_per_message(code: RDKafkaErrorCode) -> bool {
+pub(crate) fn code_is_per_message(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
         code,

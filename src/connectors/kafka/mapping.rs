@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rdkafka::Timestamp;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 
 use crate::message::{Headers, Message, Origin};
@@ -19,7 +18,7 @@ use crate::message::{Headers, Message, Origin};
 /// Builds a ferry message from any Kafka record (borrowed from the consumer
 /// or owned, as in tests). `topic` is passed in so one `Arc<str>` can be
 /// shared by all messages of a topic.
-pub fn to_message<M: rdkafka::Message>(record: &M, topic: Arc<str>) -> Message {
+pub(crate) fn to_message<M: rdkafka::Message>(record: &M, topic: Arc<str>) -> Message {
     let headers = record
         .headers()
         .map(|hs| {
@@ -46,7 +45,7 @@ pub fn to_message<M: rdkafka::Message>(record: &M, topic: Arc<str>) -> Message {
 }
 
 /// The headers of a message as a Kafka producer wants them.
-pub fn to_kafka_headers(headers: &Headers) -> Option<OwnedHeaders> {
+pub(crate) fn to_kafka_headers(headers: &Headers) -> Option<OwnedHeaders> {
     if headers.is_empty() {
         return None;
     }
@@ -62,13 +61,8 @@ pub fn to_kafka_headers(headers: &Headers) -> Option<OwnedHeaders> {
 
 /// The timestamp to produce with: the message's own, so that event time
 /// survives a hop through ferry.
-pub fn to_kafka_timestamp(message: &Message) -> Option<i64> {
+pub(crate) fn to_kafka_timestamp(message: &Message) -> Option<i64> {
     message.timestamp.filter(|t| *t >= 0)
-}
-
-/// Reads a Kafka `Timestamp` from a raw millisecond value (tests).
-pub fn create_time(ms: i64) -> Timestamp {
-    Timestamp::CreateTime(ms)
 }
 
 #[cfg(test)]
@@ -81,7 +75,7 @@ mod tests {
             payload.map(|p| p.as_bytes().to_vec()),
             Some(b"order-7".to_vec()),
             "orders".into(),
-            create_time(1_700_000_000_123),
+            rdkafka::Timestamp::CreateTime(1_700_000_000_123),
             2,
             41,
             headers,

@@ -2,14 +2,14 @@
 
 pub mod admin;
 pub mod config;
-pub mod errors;
-pub mod mapping;
-pub mod oauth;
-pub mod offsets;
-pub mod security;
+pub(crate) mod errors;
+pub(crate) mod mapping;
+pub(crate) mod oauth;
+pub(crate) mod offsets;
+pub(crate) mod security;
 pub mod sink;
-pub mod source;
-pub mod watch;
+pub(crate) mod source;
+pub(crate) mod watch;
 
 pub use config::{KafkaSinkConfig, KafkaSourceConfig};
 pub use sink::KafkaSink;

@@ -79,7 +79,7 @@ impl BearerToken {
 
 /// The answer to librdkafka's request for a token, for any client
 /// context: an error when the config gives no token of ferry's own.
-pub fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<dyn Error>> {
+pub(crate) fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<dyn Error>> {
     match bearer {
         Some(b) => b.generate(),
         None => Err("OAUTHBEARER: set `sasl.oidc`, `sasl.token` or `sasl.token_file`".into()),
@@ -88,7 +88,7 @@ pub fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<dyn Erro
 
 /// The client context of ferry's short-lived clients (admin, readers):
 /// librdkafka's defaults, plus the token when ferry hands it over.
-pub struct TokenContext(pub Option<BearerToken>);
+pub(crate) struct TokenContext(pub Option<BearerToken>);
 
 impl ClientContext for TokenContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// A topic-partition.
-pub type Partition = (Arc<str>, i32);
+pub(crate) type Partition = (Arc<str>, i32);
 
 #[derive(Debug, Default)]
 struct PartitionState {
@@ -35,13 +35,13 @@ impl PartitionState {
 
 /// Offsets in flight, per partition.
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     last_epoch: u64,
     partitions: HashMap<Partition, PartitionState>,
 }
 
 impl OffsetTracker {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -56,7 +56,7 @@ impl OffsetTracker {
     /// Partitions were (re)assigned to this consumer: each starts a new
     /// epoch, so late confirmations from an earlier assignment are ignored.
     /// Partitions not named keep their state (cooperative rebalancing).
-    pub fn assigned(&mut self, partitions: &[Partition]) {
+    pub(crate) fn assigned(&mut self, partitions: &[Partition]) {
         for p in partitions {
             let state = self.fresh();
             self.partitions.insert(p.clone(), state);
@@ -65,7 +65,7 @@ impl OffsetTracker {
 
     /// A message was handed to the pipeline; returns the epoch to quote
     /// when confirming it.
-    pub fn received(&mut self, partition: &Partition, offset: i64) -> u64 {
+    pub(crate) fn received(&mut self, partition: &Partition, offset: i64) -> u64 {
         let fresh_epoch = self.last_epoch + 1;
         let state = self
             .partitions
@@ -83,7 +83,7 @@ impl OffsetTracker {
     }
 
     /// Every sink confirmed the message at `offset`.
-    pub fn confirmed(&mut self, partition: &Partition, offset: i64, epoch: u64) {
+    pub(crate) fn confirmed(&mut self, partition: &Partition, offset: i64, epoch: u64) {
         if let Some(state) = self.partitions.get_mut(partition)
             && state.epoch == epoch
         {
@@ -93,7 +93,7 @@ impl OffsetTracker {
 
     /// Offsets that moved since the last call: `(partition, offset to commit)`.
     /// The commit offset is the next offset to read, as Kafka expects.
-    pub fn take_commits(&mut self) -> Vec<(Partition, i64)> {
+    pub(crate) fn take_commits(&mut self) -> Vec<(Partition, i64)> {
         let mut out = Vec::new();
         for (p, state) in &mut self.partitions {
             if let Some(c) = state.committable()
@@ -109,7 +109,7 @@ impl OffsetTracker {
 
     /// The committable offset of every partition, moved or not (for the
     /// final commit, which must not depend on earlier commits succeeding).
-    pub fn all_commits(&mut self) -> Vec<(Partition, i64)> {
+    pub(crate) fn all_commits(&mut self) -> Vec<(Partition, i64)> {
         let mut out: Vec<_> = self
             .partitions
             .iter_mut()
@@ -124,7 +124,7 @@ impl OffsetTracker {
     }
 
     /// A commit of these offsets failed: offer them again next time.
-    pub fn commit_failed(&mut self, commits: &[(Partition, i64)]) {
+    pub(crate) fn commit_failed(&mut self, commits: &[(Partition, i64)]) {
         for (p, offset) in commits {
             if let Some(state) = self.partitions.get_mut(p)
                 && state.committed == Some(*offset)
@@ -136,7 +136,7 @@ impl OffsetTracker {
 
     /// Committable offsets of the given partitions (used when they are
     /// revoked), which are then forgotten.
-    pub fn revoke(&mut self, partitions: &[Partition]) -> Vec<(Partition, i64)> {
+    pub(crate) fn revoke(&mut self, partitions: &[Partition]) -> Vec<(Partition, i64)> {
         let mut out = Vec::new();
         for p in partitions {
             if let Some(state) = self.partitions.remove(p)
@@ -150,7 +150,7 @@ impl OffsetTracker {
     }
 
     /// Messages handed out and not yet confirmed, over all partitions.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.partitions.values().map(|s| s.pending.len()).sum()
     }
 }

@@ -23,7 +23,7 @@ use crate::secret::Secret;
 use crate::values::NonEmpty;
 
 /// What librdkafka cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
+pub(crate) const TLS_SUPPORT: Supports = Supports {
     server_name: Some(
         "librdkafka checks each broker's certificate against the name the cluster \
          advertises for it; it has no override",
@@ -88,7 +88,7 @@ pub struct OidcConfig {
 }
 
 /// The librdkafka properties that `tls` and `sasl` set, in order.
-pub fn properties(
+pub(crate) fn properties(
     tls: Option<&TlsConfig>,
     sasl: Option<&SaslConfig>,
 ) -> Vec<(&'static str, String)> {
@@ -150,7 +150,7 @@ pub fn properties(
 }
 
 /// Applies `tls` and `sasl` to a librdkafka configuration.
-pub fn apply(c: &mut ClientConfig, tls: Option<&TlsConfig>, sasl: Option<&SaslConfig>) {
+pub(crate) fn apply(c: &mut ClientConfig, tls: Option<&TlsConfig>, sasl: Option<&SaslConfig>) {
     for (k, v) in properties(tls, sasl) {
         c.set(k, v);
     }
@@ -158,7 +158,7 @@ pub fn apply(c: &mut ClientConfig, tls: Option<&TlsConfig>, sasl: Option<&SaslCo
 
 /// Settings that go together, and `options` that would contradict the
 /// first-class ones.
-pub fn check(
+pub(crate) fn check(
     tls: Option<&TlsConfig>,
     sasl: Option<&SaslConfig>,
     options: &BTreeMap<String, String>,

@@ -40,7 +40,7 @@ fn lock(tracker: &Tracker) -> MutexGuard<'_, OffsetTracker> {
 }
 
 /// librdkafka callbacks: logging, rebalances, commit results.
-pub struct SourceContext {
+pub(crate) struct SourceContext {
     pipeline: String,
     tracker: Tracker,
     watch: BrokerWatch,

@@ -20,13 +20,13 @@ use tracing::{debug, error, info, warn};
 use crate::observe::{Probe, State};
 
 /// How long repeats of a log line are held back before they are counted.
-pub const REPEAT_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const REPEAT_WINDOW: Duration = Duration::from_secs(30);
 
 /// librdkafka's log facility for a failed broker connection.
 const CONNECTION_FAILED: &str = "FAIL";
 
 /// Health and logging for one librdkafka client of a pipeline.
-pub struct BrokerWatch {
+pub(crate) struct BrokerWatch {
     pipeline: String,
     probe: Probe,
     repeats: Mutex<Repeats>,
@@ -36,7 +36,7 @@ pub struct BrokerWatch {
 }
 
 impl BrokerWatch {
-    pub fn new(pipeline: &str, probe: Probe) -> Self {
+    pub(crate) fn new(pipeline: &str, probe: Probe) -> Self {
         Self {
             pipeline: pipeline.to_owned(),
             probe,
@@ -45,12 +45,8 @@ impl BrokerWatch {
         }
     }
 
-    pub fn probe(&self) -> &Probe {
-        &self.probe
-    }
-
     /// A librdkafka log line.
-    pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    pub(crate) fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let serious = matches!(
             level,
             RDKafkaLogLevel::Emerg
@@ -80,7 +76,7 @@ impl BrokerWatch {
 
     /// An error librdkafka reports to the client (`what`: "consumer" or
     /// "producer").
-    pub fn error(&self, what: &str, error: &KafkaError, reason: &str) {
+    pub(crate) fn error(&self, what: &str, error: &KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
             debug!(pipeline = %self.pipeline, "{reason}");
             return;
@@ -92,14 +88,14 @@ impl BrokerWatch {
     }
 
     /// A warning that may repeat many times a second.
-    pub fn warn(&self, line: &str) {
+    pub(crate) fn warn(&self, line: &str) {
         if let Some(held) = self.admit(line) {
             warn!(pipeline = %self.pipeline, "{}", with_held(line.to_owned(), held));
         }
     }
 
     /// librdkafka's statistics say whether a broker is connected.
-    pub fn broker_seen(&self, up: bool) {
+    pub(crate) fn broker_seen(&self, up: bool) {
         let waiting = matches!(self.probe.state(), State::Starting | State::Retrying);
         if up && waiting && !self.topic_missing() {
             self.probe.up();
@@ -107,7 +103,7 @@ impl BrokerWatch {
     }
 
     /// A subscribed topic is missing (`Some(error)`) or was found (`None`).
-    pub fn topic_missing_because(&self, error: Option<&dyn std::fmt::Display>) {
+    pub(crate) fn topic_missing_because(&self, error: Option<&dyn std::fmt::Display>) {
         self.topic_missing.store(error.is_some(), Ordering::Relaxed);
         if let Some(e) = error {
             self.probe.retrying(e);
@@ -125,7 +121,7 @@ impl BrokerWatch {
 
 /// Whether a librdkafka error means the brokers cannot be reached (as
 /// opposed to, say, a failed commit or an unknown topic).
-pub fn is_connection_error(error: &KafkaError) -> bool {
+pub(crate) fn is_connection_error(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(
@@ -138,7 +134,7 @@ pub fn is_connection_error(error: &KafkaError) -> bool {
 }
 
 /// Whether a consumer error says a subscribed topic does not exist.
-pub fn is_missing_topic(error: &KafkaError) -> bool {
+pub(crate) fn is_missing_topic(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
@@ -178,7 +174,7 @@ fn shape(line: &str) -> String {
 /// Which lines to let through: the first of a shape, then one per window
 /// with the count of those held back meanwhile.
 #[derive(Debug)]
-pub struct Repeats {
+pub(crate) struct Repeats {
     window: Duration,
     /// Per shape: when the last line was let through, and how many were
     /// held back since.
@@ -190,7 +186,7 @@ pub struct Repeats {
 const MAX_SHAPES: usize = 1000;
 
 impl Repeats {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             window,
             seen: HashMap::new(),
@@ -199,7 +195,7 @@ impl Repeats {
 
     /// `Some(held)` when a line of `shape` is to be logged now (`held`:
     /// how many were held back before it); `None` to hold it back.
-    pub fn admit(&mut self, shape: &str, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&mut self, shape: &str, now: Instant) -> Option<u64> {
         if let Some((since, held)) = self.seen.get_mut(shape) {
             if now.duration_since(*since) < self.window {
                 *held += 1;

@@ -23,7 +23,7 @@ use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
 
 /// What redis-rs cannot do with `tls`.
-pub const TLS_SUPPORT: Supports = Supports {
+pub(crate) const TLS_SUPPORT: Supports = Supports {
     server_name: Some(
         "redis-rs checks the certificate against the host in `url`; \
          connect by that name (DNS or /etc/hosts) instead",
@@ -137,7 +137,7 @@ impl RedisAccess {
 /// A connection manager that reconnects by itself, with a response timeout
 /// so that a hung server fails a batch (which is retried) instead of
 /// blocking the pipeline forever.
-pub fn connect(
+pub(crate) fn connect(
     access: &RedisAccess,
     response_timeout: Duration,
 ) -> Result<ConnectionManager, ConnectorError> {

@@ -200,7 +200,7 @@ fn parse_score(score: &Template, message: &Message) -> Result<f64, MessageError>
 
 /// The members of a JSON object payload as (field, text) pairs, or only
 /// the `selected` paths.
-pub fn object_fields(
+pub(crate) fn object_fields(
     message: &Message,
     mode: &str,
     selected: Option<&[Vec<String>]>,

@@ -13,7 +13,7 @@ impl ConnectorError {
 
 /// A wrong password or user, or a user without the permission: retrying
 /// would be refused the same way.
-pub fn auth_refused(e: &redis::RedisError) -> bool {
+pub(crate) fn auth_refused(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }

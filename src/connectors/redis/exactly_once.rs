@@ -24,7 +24,7 @@ use super::script;
 use crate::position::{Mark, Position, Scope};
 
 /// The sorted set of a scope's recorded positions: `<base>:<scope>`.
-pub fn scope_key(base: &str, scope: &Scope) -> String {
+pub(crate) fn scope_key(base: &str, scope: &Scope) -> String {
     match scope {
         Scope::Kafka { topic, partition } => format!("{base}:kafka:{topic}/{partition}"),
         Scope::RedisStream { stream } => format!("{base}:stream:{stream}"),
@@ -42,7 +42,7 @@ fn mark_text(mark: Mark) -> String {
 /// A position as a member of its scope's sorted set: the mark, then the
 /// part, so that every message a step made of one source message is its
 /// own member and members sort by mark first.
-pub fn member(position: &Position) -> String {
+pub(crate) fn member(position: &Position) -> String {
     format!("{}.{:010}", mark_text(position.mark), position.part)
 }
 
@@ -51,7 +51,7 @@ pub fn member(position: &Position) -> String {
 /// acknowledged by the source's group, so a late write of it (a consumer
 /// that held it past a claim, a process that lost its partition) is
 /// skipped although its position is gone.
-pub fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
+pub(crate) fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
     let mut c = redis::cmd("EVALSHA");
     c.arg(sha).arg(1).arg(key).arg("f").arg(mark_text(settled));
     c
@@ -72,7 +72,7 @@ pub fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
 /// Forget: ARGV[1] = `f`, ARGV[2] = the new floor. Removes the positions
 /// below it and makes it the floor, unless the floor is already higher
 /// (another process saw the group later).
-pub const SCRIPT: &str = r#"
+pub(crate) const SCRIPT: &str = r#"
 local low = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
 local floor = low and not string.find(low, '.', 1, true) and low
 if ARGV[1] == 'f' then
@@ -99,7 +99,7 @@ return 1
 /// The one command that runs `commands` through [`SCRIPT`] (whose SHA1 is
 /// `sha`): skipped if `member` is already in the sorted set `key`, applied
 /// and recorded otherwise.
-pub fn call(sha: &str, key: &str, member: &str, commands: &[redis::Cmd]) -> redis::Cmd {
+pub(crate) fn call(sha: &str, key: &str, member: &str, commands: &[redis::Cmd]) -> redis::Cmd {
     let mut call = redis::cmd("EVALSHA");
     call.arg(sha).arg(1).arg(key).arg("w").arg(member);
     script::append(&mut call, commands);

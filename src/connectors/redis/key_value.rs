@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::replies::{parse_entries, text};
 
 /// The value of a key as a payload; `None` (a tombstone) if it is gone.
-pub fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
+pub(crate) fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
     use serde_json::{Map, Value as J};
     let strings = |v: &redis::Value| -> Vec<String> {
         match v {
@@ -105,7 +105,7 @@ pub fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
 
 /// What the sync observe script found for a key.
 #[derive(Debug, PartialEq)]
-pub enum Observed {
+pub(crate) enum Observed {
     /// A type sync does not handle: read it the usual way.
     Other,
     /// The value ferry last wrote or sent: nothing to emit.
@@ -116,7 +116,7 @@ pub enum Observed {
 
 /// Reads the observe script's reply (`{type, status, value}`); anything
 /// unexpected is read again the usual way.
-pub fn observed(reply: redis::RedisResult<redis::Value>) -> Observed {
+pub(crate) fn observed(reply: redis::RedisResult<redis::Value>) -> Observed {
     let Ok(redis::Value::Array(parts)) = reply else {
         return Observed::Other;
     };

@@ -1,17 +1,17 @@
 //! Redis: sources for streams, lists, pub/sub and keyspace notifications,
 //! and a sink for every data type.
 
-pub mod access;
-pub mod commands;
+pub(crate) mod access;
+pub(crate) mod commands;
 pub mod config;
-pub mod errors;
-pub mod exactly_once;
-pub mod key_value;
-pub mod replies;
-pub mod script;
+pub(crate) mod errors;
+pub(crate) mod exactly_once;
+pub(crate) mod key_value;
+pub(crate) mod replies;
+pub(crate) mod script;
 pub mod sink;
-pub mod source;
-pub mod stream_entry;
+pub(crate) mod source;
+pub(crate) mod stream_entry;
 pub mod sync;
 
 pub use config::{

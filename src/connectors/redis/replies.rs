@@ -6,13 +6,13 @@ use bytes::Bytes;
 /// One entry of a stream reply; `fields` is `None` for an entry that was
 /// deleted while pending.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamEntry {
+pub(crate) struct StreamEntry {
     pub id: String,
     pub fields: Option<Vec<(String, Bytes)>>,
 }
 
 /// Text of a bulk or simple string reply.
-pub fn text(v: &redis::Value) -> Option<String> {
+pub(crate) fn text(v: &redis::Value) -> Option<String> {
     match v {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         redis::Value::SimpleString(s) => Some(s.clone()),
@@ -40,7 +40,7 @@ fn items(v: &redis::Value) -> Option<Vec<&redis::Value>> {
 
 /// `[[id, [f1, v1, ...]], ...]`, as `XRANGE`, `XREADGROUP` (per stream)
 /// and `XAUTOCLAIM` (second element) answer.
-pub fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String> {
+pub(crate) fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String> {
     let mut out = Vec::new();
     for entry in items(v).ok_or("entries are not an array")? {
         let parts = items(entry).ok_or("an entry is not an array")?;
@@ -70,7 +70,9 @@ pub fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String> {
 }
 
 /// An `XREADGROUP` / `XREAD` reply: entries per stream (`Nil` on timeout).
-pub fn parse_read_reply(v: &redis::Value) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
+pub(crate) fn parse_read_reply(
+    v: &redis::Value,
+) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
     match v {
         redis::Value::Nil => Ok(Vec::new()),
         redis::Value::Map(pairs) => pairs
@@ -100,7 +102,7 @@ pub fn parse_read_reply(v: &redis::Value) -> Result<Vec<(String, Vec<StreamEntry
 
 /// An `XAUTOCLAIM` reply: the next cursor, the claimed entries, and the ids
 /// of entries that no longer exist.
-pub fn parse_autoclaim_reply(
+pub(crate) fn parse_autoclaim_reply(
     v: &redis::Value,
 ) -> Result<(String, Vec<StreamEntry>, Vec<String>), String> {
     let parts = items(v).ok_or("the reply is not an array")?;
@@ -115,7 +117,7 @@ pub fn parse_autoclaim_reply(
 }
 
 /// Extended `XPENDING` rows: `(id, consumer, idle ms, deliveries)`.
-pub fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
+pub(crate) fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
     items(v)
         .ok_or("the reply is not an array")?
         .into_iter()

@@ -7,12 +7,12 @@ use crate::error::MessageError;
 /// Lua's `unpack` gives at most about 8,000 values: a command with more
 /// arguments cannot go through a script (measured on Redis 7.0: 7,899
 /// values pass and 8,100 fail).
-pub const MAX_ARGS: usize = 7_800;
+pub(crate) const MAX_ARGS: usize = 7_800;
 
 /// Refuses a message whose writes are too large for a script (a JSON
 /// object with thousands of fields written with `hset`), instead of letting
 /// Redis fail the whole call.
-pub fn fits(commands: &[redis::Cmd], what: &str) -> Result<(), MessageError> {
+pub(crate) fn fits(commands: &[redis::Cmd], what: &str) -> Result<(), MessageError> {
     match commands.iter().map(|c| c.args_iter().len()).max() {
         Some(n) if n > MAX_ARGS => Err(MessageError::Unsupported(format!(
             "a command with {n} arguments is too large for {what} (at most {MAX_ARGS})"
@@ -24,7 +24,7 @@ pub fn fits(commands: &[redis::Cmd], what: &str) -> Result<(), MessageError> {
 /// Appends `commands` to a script call: their number, then each command as
 /// its argument count followed by its arguments. The scripts run them with
 /// `redis.call(unpack(ARGV, i + 1, i + n))`.
-pub fn append(call: &mut redis::Cmd, commands: &[redis::Cmd]) {
+pub(crate) fn append(call: &mut redis::Cmd, commands: &[redis::Cmd]) {
     call.arg(commands.len());
     for c in commands {
         call.arg(c.args_iter().len());

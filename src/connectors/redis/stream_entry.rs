@@ -13,10 +13,10 @@ use std::sync::Arc;
 use crate::message::{Headers, Message, Origin};
 
 /// Prefix of stream fields that carry headers.
-pub const HEADER_FIELD_PREFIX: &str = "header.";
+pub(crate) const HEADER_FIELD_PREFIX: &str = "header.";
 
 /// A message as Redis Stream entry fields.
-pub fn stream_fields(message: &Message) -> Vec<(String, Bytes)> {
+pub(crate) fn stream_fields(message: &Message) -> Vec<(String, Bytes)> {
     let mut fields = Vec::with_capacity(3 + message.headers.len());
     match &message.payload {
         Some(payload) => fields.push(("payload".to_owned(), payload.clone())),
@@ -52,7 +52,7 @@ fn is_envelope(fields: &[(String, Bytes)]) -> bool {
 /// the inverse of [`stream_fields`]. Any other entry, such as one another
 /// program wrote (`XADD orders * order_id 7 status new`), becomes a JSON
 /// object of all its fields.
-pub fn from_stream_fields(fields: &[(String, Bytes)]) -> StreamMessage {
+pub(crate) fn from_stream_fields(fields: &[(String, Bytes)]) -> StreamMessage {
     if !is_envelope(fields) {
         let object: serde_json::Map<String, serde_json::Value> = fields
             .iter()
@@ -88,7 +88,7 @@ pub fn from_stream_fields(fields: &[(String, Bytes)]) -> StreamMessage {
 
 /// What a stream entry says about a message.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct StreamMessage {
+pub(crate) struct StreamMessage {
     pub key: Option<Bytes>,
     pub payload: Option<Bytes>,
     pub headers: Headers,
@@ -98,7 +98,7 @@ pub struct StreamMessage {
 
 /// The message an entry of `stream` is: its fields, its id as its origin,
 /// and the id's milliseconds as its timestamp when the fields carry none.
-pub fn entry_message(stream: &Arc<str>, id: String, fields: &[(String, Bytes)]) -> Message {
+pub(crate) fn entry_message(stream: &Arc<str>, id: String, fields: &[(String, Bytes)]) -> Message {
     let m = from_stream_fields(fields);
     Message {
         key: m.key,
@@ -114,7 +114,7 @@ pub fn entry_message(stream: &Arc<str>, id: String, fields: &[(String, Bytes)]) 
 }
 
 /// Milliseconds of a stream entry id (`1700000000000-0`), its timestamp.
-pub fn stream_id_millis(id: &str) -> Option<i64> {
+pub(crate) fn stream_id_millis(id: &str) -> Option<i64> {
     let (ms, _) = crate::position::stream_id(id)?;
     i64::try_from(ms).ok()
 }

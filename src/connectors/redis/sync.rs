@@ -22,7 +22,7 @@
 //!   `ferry.change` header; when the sink reads that record back from the
 //!   log (its own echo), it clears them. Meanwhile the sink skips records of
 //!   the key: they are older in the log than the change on its way. After
-//!   [`PENDING_HOLD`] without its echo (the change was lost on its way, or
+//!   [`PENDING_HOLD_MS`] without its echo (the change was lost on its way, or
 //!   the sink lags far behind), records are applied again; an echo that
 //!   arrives later is then applied like any record, so the log's order
 //!   still decides.
@@ -127,7 +127,7 @@ end
 
 /// The keyspace source's read of a changed key.
 ///
-/// KEYS[1]: the key; KEYS[2]: its companion. ARGV[1]: a new change id, or
+/// `KEYS[1]`: the key; `KEYS[2]`: its companion. `ARGV[1]`: a new change id, or
 /// the one of a read whose reply was lost. Returns `{type, -1}` for a type
 /// sync does not handle (the source reads it the usual way), `{type, 0}`
 /// when the value is the one ferry last wrote or sent (not a change to
@@ -156,10 +156,10 @@ return {t, 1, value}
 
 /// The sink's write of a record from the log.
 ///
-/// KEYS[1]: the key; KEYS[2]: its companion. ARGV[1]: `w` for a record,
-/// `e` for the echo of a change made in Redis; ARGV[2]: the record's change
-/// id (or empty); ARGV[3]: how long a pending change holds records off (ms);
-/// ARGV[4]: the number of commands, then each command as its argument count
+/// `KEYS[1]`: the key; `KEYS[2]`: its companion. `ARGV[1]`: `w` for a record,
+/// `e` for the echo of a change made in Redis; `ARGV[2]`: the record's change
+/// id (or empty); `ARGV[3]`: how long a pending change holds records off (ms);
+/// `ARGV[4]`: the number of commands, then each command as its argument count
 /// and its arguments. Returns 1 when written, 0 when skipped (a change made
 /// in Redis is on its way into the log, after this record), 2 for the echo
 /// of the pending change (already in place).

@@ -1,10 +1,10 @@
 //! Redis sources: streams (consumer groups), lists (through a processing
 //! list), pub/sub, and keyspace notifications.
 
-pub mod keyspace;
-pub mod list;
-pub mod pubsub;
-pub mod stream;
+pub(crate) mod keyspace;
+pub(crate) mod list;
+pub(crate) mod pubsub;
+pub(crate) mod stream;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -22,7 +22,7 @@ use crate::backoff::Backoff;
 
 /// This process's consumer name when the config gives none:
 /// `ferry-<pipeline>-<hostname>`, stable across restarts of one machine.
-pub fn default_consumer(pipeline: &str) -> String {
+pub(crate) fn default_consumer(pipeline: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
@@ -48,7 +48,7 @@ pub fn default_consumer(pipeline: &str) -> String {
 /// An acknowledgement that cannot be sent after several attempts is given
 /// up: the item stays in Redis and is delivered again (a duplicate, never a
 /// loss), as is an item whose delivery failed ([`Acker::take_lost`]).
-pub struct Acker<T> {
+pub(crate) struct Acker<T> {
     tx: mpsc::UnboundedSender<T>,
     task: JoinHandle<()>,
     in_flight: Arc<InFlight<T>>,
@@ -113,14 +113,14 @@ impl<T: Hash + Eq> InFlight<T> {
 
 /// While it lives, no acknowledgement is sent or settled: see
 /// [`Acker::pause`].
-pub struct Paused<'a> {
+pub(crate) struct Paused<'a> {
     _gate: tokio::sync::MutexGuard<'a, ()>,
 }
 
 const ACK_ATTEMPTS: u32 = 8;
 
 impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
-    pub fn spawn(
+    pub(crate) fn spawn(
         pipeline: String,
         mut conn: ConnectionManager,
         build: impl Fn(&[T]) -> redis::Pipeline + Send + 'static,
@@ -177,7 +177,7 @@ impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
     /// Puts `item` in flight and returns the handle that settles it: once
     /// delivered (or rejected) it is acknowledged; if it failed it is left
     /// in Redis, to be read again.
-    pub fn ack(&self, item: T) -> Ack {
+    pub(crate) fn ack(&self, item: T) -> Ack {
         self.in_flight.hold(item.clone());
         let tx = self.tx.clone();
         let in_flight = Arc::clone(&self.in_flight);
@@ -194,7 +194,7 @@ impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
     /// Stops acknowledgements while the source reads back what Redis holds
     /// for it (the processing list, its pending entries), until the guard
     /// is dropped. Keep the guard over the read and [`Acker::not_in_flight`].
-    pub async fn pause(&self) -> Paused<'_> {
+    pub(crate) async fn pause(&self) -> Paused<'_> {
         Paused {
             _gate: self.in_flight.gate.lock().await,
         }
@@ -202,7 +202,7 @@ impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
 
     /// Of `items` read back from Redis, those not in flight: for each item
     /// in flight `n` times, `n` copies are left out.
-    pub fn not_in_flight<E>(
+    pub(crate) fn not_in_flight<E>(
         &self,
         _paused: &Paused<'_>,
         items: Vec<E>,
@@ -213,14 +213,14 @@ impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
 
     /// Whether an item was settled without an acknowledgement since the
     /// last call: the source must read its in-flight state again.
-    pub fn take_lost(&self) -> bool {
+    pub(crate) fn take_lost(&self) -> bool {
         self.in_flight.lost.swap(false, Ordering::SeqCst)
     }
 
     /// Waits until every acknowledgement queued so far is sent. Ack
     /// handles still alive keep their own senders; the task ends when they
     /// are gone too.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         drop(self.tx);
         if tokio::time::timeout(Duration::from_secs(10), self.task)
             .await

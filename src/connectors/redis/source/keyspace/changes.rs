@@ -210,7 +210,7 @@ pub(super) async fn ensure_notifications(
 
 /// Whether `notify-keyspace-events` flags include keyspace events of every
 /// class (`K` and `A`, or `K` and each class letter).
-pub fn notifications_enabled(flags: &str) -> bool {
+pub(crate) fn notifications_enabled(flags: &str) -> bool {
     flags.contains('K') && (flags.contains('A') || "g$lshzxt".chars().all(|c| flags.contains(c)))
 }
 

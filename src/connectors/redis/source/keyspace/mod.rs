@@ -41,14 +41,14 @@ use crate::observe::Probe;
 
 mod changes;
 
-pub use changes::notifications_enabled;
+pub(crate) use changes::notifications_enabled;
 use changes::{Shared, ensure_notifications, listen};
 
 /// Header naming the keyspace event (`set`, `hset`, `del`, `expired`,
 /// `snapshot` for keys found by a scan).
-pub const EVENT_HEADER: &str = "redis.event";
+pub(crate) const EVENT_HEADER: &str = "redis.event";
 /// Header naming the key's type (`string`, `hash`, ..., `none` if deleted).
-pub const TYPE_HEADER: &str = "redis.type";
+pub(crate) const TYPE_HEADER: &str = "redis.type";
 
 const READ_BATCH: usize = 100;
 const SCAN_COUNT: usize = 500;
