@@ -100,14 +100,6 @@ const DEFAULT_IN_FLIGHT: usize = 4;
 const DEFAULT_IN_FLIGHT_KBYTES: usize = 8 * 1024;
 
 impl SinkSpec {
-    /// What the sink may have in flight.
-    pub fn window(&self) -> crate::runtime::in_flight::Window {
-        crate::runtime::in_flight::Window {
-            batches: self.in_flight.get(),
-            bytes: self.in_flight_kbytes.get().saturating_mul(1024),
-        }
-    }
-
     /// A short id for metrics and health: the name, or `sinks[INDEX]`.
     pub fn id(&self, index: usize) -> String {
         match &self.name {

@@ -17,13 +17,13 @@ use crate::error::{ConnectorError, MessageError};
 
 /// How much one sink may have sent and not yet had confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Batches in flight at once (messages: this many times the sink's
     /// batch size).
-    pub batches: usize,
+    pub(crate) batches: usize,
     /// Message bytes (payloads and keys) in flight: no new batch is sent
     /// while this many are. One batch always goes, whatever its size.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 /// What a batch's confirmations said.
