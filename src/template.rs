@@ -63,6 +63,16 @@ pub enum RenderError {
 }
 
 impl Template {
+    /// The literal text that every rendering starts with (`{{orders}}:` for
+    /// `{{orders}}:{id}`): a Redis Cluster hash tag written there puts every
+    /// key the template renders in one slot.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Literal(s)) => s,
+            _ => "",
+        }
+    }
+
     pub fn parse(source: &str) -> Result<Self, TemplateError> {
         let err = |position: usize, message: &str| TemplateError {
             template: source.to_owned(),

@@ -23,7 +23,8 @@ async fn connect(access: &RedisAccess) -> Result<MultiplexedConnection, Finding>
         "connecting"
     };
     let client = access
-        .client()
+        .server_client()
+        .await
         .map_err(|e| Finding::error(what, &e.to_string()))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))

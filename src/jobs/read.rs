@@ -11,10 +11,10 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connectors::redis::connection::RedisConn;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
 
 use crate::connectors::kafka::mapping::to_message;
 use crate::connectors::kafka::oauth::{BearerToken, TokenContext};
@@ -238,7 +238,7 @@ fn assignment(
 /// Redis streams read with `XREAD` (no group: nothing pending, nothing
 /// acknowledged, no group created).
 pub struct StreamReader {
-    conn: ConnectionManager,
+    conn: RedisConn,
     streams: Vec<Arc<str>>,
     /// Per stream, the last id read.
     last: Vec<String>,
@@ -360,7 +360,8 @@ impl StreamReader {
 
 /// The current value of every key matching a pattern (the keyspace
 /// source's snapshot, `until = "snapshot"`).
-pub struct KeysReader(RedisKeyspaceSource);
+// Boxed: a keyspace source is large beside the other readers.
+pub struct KeysReader(Box<RedisKeyspaceSource>);
 
 impl KeysReader {
     pub async fn open(url: &str, pattern: &str) -> Result<KeysReader, String> {
@@ -373,7 +374,7 @@ impl KeysReader {
         let probe = crate::observe::Health::new().probe("reconcile", "keys");
         RedisKeyspaceSource::open("reconcile", &config, &probe)
             .await
-            .map(KeysReader)
+            .map(|s| KeysReader(Box::new(s)))
             .map_err(|e| e.to_string())
     }
 

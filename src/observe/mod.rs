@@ -30,6 +30,11 @@ pub mod names {
     /// Records a two-way sync's Redis sink held off: a change made in Redis
     /// was on its way into the log, after them.
     pub const SYNC_HELD_OFF: &str = "ferry_sync_held_off_total";
+    /// Redis sink `WAIT`s, by outcome: `confirmed`, `short_retried`, `short_failed`.
+    pub const REDIS_REPLICA_WAITS: &str = "ferry_redis_replica_waits_total";
+    /// 1 while a Redis sink pauses because its target is nearly out of memory.
+    pub const REDIS_MEMORY_PAUSED: &str = "ferry_redis_memory_paused";
+    pub const REDIS_MEMORY_PAUSES: &str = "ferry_redis_memory_pauses_total";
     pub const SOURCE_ERRORS: &str = "ferry_source_errors_total";
     pub const KAFKA_LAG: &str = "ferry_kafka_consumer_lag";
     pub const UP: &str = "ferry_up";

@@ -2,7 +2,8 @@
 //! against services of the test's own (a throwaway Redis, a tansu broker, a
 //! RabbitMQ vhost), checking that the data arrives as the example's comments
 //! promise. Only the addresses change, through the `${KAFKA_BROKERS}`,
-//! `${REDIS_URL}` and `${AMQP_URL}` variables the examples read.
+//! `${REDIS_URL}`, `${REDIS_CLUSTER_URL}`, `${REDIS_SENTINEL_URL}` and
+//! `${AMQP_URL}` variables the examples read.
 //!
 //! Also: a message keeps its key, payload and headers on a round trip
 //! Kafka -> RabbitMQ -> Redis Stream -> Kafka.
@@ -18,6 +19,7 @@ mod from_kafka;
 mod from_rabbitmq;
 mod from_redis;
 mod records;
+mod redis_topology;
 mod round_trip;
 
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 struct Addresses {
     kafka: Option<String>,
     redis: Option<String>,
+    redis_cluster: Option<String>,
+    redis_sentinel: Option<String>,
     amqp: Option<String>,
 }
 
@@ -60,6 +64,14 @@ fn run_example(name: &str, addresses: Addresses) -> Ferry {
             (
                 "REDIS_URL",
                 or_closed(addresses.redis, "redis://127.0.0.1:1"),
+            ),
+            (
+                "REDIS_CLUSTER_URL",
+                or_closed(addresses.redis_cluster, "redis://127.0.0.1:1"),
+            ),
+            (
+                "REDIS_SENTINEL_URL",
+                or_closed(addresses.redis_sentinel, "redis://127.0.0.1:1"),
             ),
             (
                 "AMQP_URL",

@@ -18,6 +18,7 @@ pub mod faults;
 mod ferry;
 mod kafka;
 mod redis;
+pub mod topology;
 
 #[allow(unused_imports)]
 pub use self::ferry::*;

@@ -8,10 +8,12 @@ use super::{free_port, order_id, wait_until};
 /// A throwaway redis-server on a free port, killed on drop.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    pub(super) child: Option<Child>,
     dir: tempfile::TempDir,
     /// Appends every write to disk (fsync always), so a restart keeps data.
     persistent: bool,
+    /// More `redis-server` arguments (cluster mode, replication, memory).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -24,18 +26,32 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// A server started with more `redis-server` arguments.
+    pub fn start_args(args: &[&str]) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            persistent: false,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
     fn start_with(persistent: bool) -> Self {
         let mut server = Self {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
             persistent,
+            args: Vec::new(),
         };
         server.spawn();
         server
     }
 
-    fn spawn(&mut self) {
+    pub(super) fn spawn(&mut self) {
         let aof: &[&str] = if self.persistent {
             &["--appendonly", "yes", "--appendfsync", "always"]
         } else {
@@ -51,6 +67,7 @@ impl RedisServer {
                 "",
             ])
             .args(aof)
+            .args(&self.args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -80,7 +97,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn try_conn(&self) -> Option<redis::Connection> {
+    pub(super) fn try_conn(&self) -> Option<redis::Connection> {
         let mut c = redis::Client::open(self.url())
             .ok()?
             .get_connection()

@@ -28,6 +28,10 @@ use crate::secret::{Secret, mask_url};
 /// goes through lapin's own connector, see `connection.rs`).
 pub(crate) const TLS_SUPPORT: Supports = Supports { server_name: None };
 
+/// Seconds between AMQP heartbeats unless the url says otherwise: a dead
+/// connection is noticed after about two of them.
+const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
 /// How ferry logs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +147,11 @@ impl AmqpAccess {
         if self.mechanism == AuthMechanism::External {
             uri.query.auth_mechanism = Some(SASLMechanism::External);
         }
+        // RabbitMQ proposes 60 s, so a connection that died without a word
+        // (a dropped NAT entry, a half-closed socket) is noticed only after
+        // two minutes of silence, while its deliveries wait. A url may still
+        // ask for another value (`?heartbeat=30`).
+        uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
         Ok(uri)
     }
 
@@ -246,6 +255,17 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         assert!(a.insecure());
         assert_eq!(a.server_name().as_deref(), Some("rabbit"));
+    }
+
+    #[test]
+    fn a_dead_connection_is_noticed_in_seconds_unless_the_url_says_otherwise() {
+        let (a, _) = access("url = \"amqp://h/v\"");
+        assert_eq!(
+            a.uri().unwrap().query.heartbeat,
+            Some(DEFAULT_HEARTBEAT_SECS)
+        );
+        let (a, _) = access("url = \"amqp://h/v?heartbeat=30\"");
+        assert_eq!(a.uri().unwrap().query.heartbeat, Some(30));
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! | `username` + `password` | `AUTH username password` (ACL user) |
 //! | `password` alone | `AUTH password` (legacy `requirepass`) |
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::config::RedisUrl;
+use super::config::{RedisUrl, SentinelConfig};
+use super::connection::{Cluster, RedisConn, Sentinel};
 use crate::connectors::tls::{Supports, TlsConfig};
 use crate::error::ConnectorError;
 use crate::problem::{ConfigPath, Problem};
@@ -37,6 +39,19 @@ pub struct RedisAccess {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub tls: Option<TlsConfig>,
+    pub mode: Mode,
+}
+
+/// What Redis runs as.
+#[derive(Clone, Debug, Default)]
+pub enum Mode {
+    /// One server (or a managed endpoint that hides its failover).
+    #[default]
+    Single,
+    /// Redis Cluster: `url` is one node; redis-rs finds the others.
+    Cluster,
+    /// A primary found through sentinels; `url` gives the database and TLS.
+    Sentinel(SentinelConfig),
 }
 
 impl RedisAccess {
@@ -47,6 +62,7 @@ impl RedisAccess {
             username: None,
             password: None,
             tls: None,
+            mode: Mode::Single,
         })
     }
 
@@ -78,6 +94,18 @@ impl RedisAccess {
                     "an ACL user logs in with both: add password = \"${REDIS_PASSWORD}\"",
                 ),
             );
+        }
+        match &self.mode {
+            Mode::Single => {}
+            Mode::Cluster => {
+                if self.url.db() != 0 {
+                    problems.push(
+                        Problem::at_path(path.key("url"), "a Redis Cluster has only database 0")
+                            .with_help("remove the /db from the url"),
+                    );
+                }
+            }
+            Mode::Sentinel(sentinel) => sentinel.check(&path.key("sentinel"), problems),
         }
         if let Some(tls) = &self.tls {
             if !self.is_tls() {
@@ -134,21 +162,139 @@ impl RedisAccess {
     }
 }
 
-/// A connection manager that reconnects by itself, with a response timeout
-/// so that a hung server fails a batch (which is retried) instead of
-/// blocking the pipeline forever.
+impl RedisAccess {
+    /// A client for the server to check (`ferry check --connect`): the
+    /// server; under Sentinel, the primary the sentinels name now; on a
+    /// cluster, the node in `url`.
+    pub async fn server_client(&self) -> Result<redis::Client, ConnectorError> {
+        let client = self.client()?;
+        let Mode::Sentinel(sentinel) = &self.mode else {
+            return Ok(client);
+        };
+        sentinel
+            .client(client.get_connection_info(), self.tls.as_ref())?
+            .async_get_client()
+            .await
+            .map_err(|e| ConnectorError::redis("asking the sentinels for the primary", e))
+    }
+
+    /// The TLS files of a cluster's connections (redis-rs takes them apart
+    /// from the url).
+    pub fn cluster_certificates(&self) -> Result<Option<redis::TlsCertificates>, ConnectorError> {
+        let Some(tls) = self.tls.as_ref().filter(|t| !t.insecure_skip_verify) else {
+            return Ok(None);
+        };
+        Ok(Some(redis::TlsCertificates {
+            client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
+                client_cert: id.cert,
+                client_key: id.key,
+            }),
+            root_cert: tls.read_ca()?,
+        }))
+    }
+
+    /// A client for one node of a cluster (`host:port`), with this access's
+    /// login and TLS settings.
+    pub fn node_client(&self, node: &str) -> Result<redis::Client, ConnectorError> {
+        let client = self.client()?;
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                ConnectorError::Retry(format!("redis cluster node `{node}` is not host:port"))
+            })?;
+        let info = client.get_connection_info().clone();
+        let addr = match info.addr().clone() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => redis::ConnectionAddr::Tcp(host, port),
+        };
+        redis::Client::open(info.set_addr(addr))
+            .map_err(|e| ConnectorError::redis(format!("opening cluster node {node}"), e))
+    }
+}
+
+/// A connection that reconnects by itself (to a single server, a cluster
+/// or the primary the sentinels name), with a response timeout so that a
+/// hung server fails a batch (which is retried) instead of blocking the
+/// pipeline forever.
 pub(crate) fn connect(
     access: &RedisAccess,
     response_timeout: Duration,
-) -> Result<ConnectionManager, ConnectorError> {
+) -> Result<RedisConn, ConnectorError> {
     let client = access.client()?;
-    let config = ConnectionManagerConfig::new()
+    let config = manager_config(response_timeout);
+    let opening = |e| ConnectorError::redis(format!("opening {}", access.shown()), e);
+    match &access.mode {
+        Mode::Single => ConnectionManager::new_lazy_with_config(client, config)
+            .map(RedisConn::Single)
+            .map_err(|e| ConnectorError::redis("creating the connection", e)),
+        Mode::Cluster => {
+            let certificates = access.cluster_certificates()?;
+            let open = move |seeds: Vec<redis::ConnectionInfo>| {
+                cluster_builder(seeds, response_timeout, &certificates).build()
+            };
+            // Checked here, so that a bad setting fails at start.
+            let seed = client.get_connection_info().clone();
+            open(vec![seed.clone()]).map_err(opening)?;
+            Ok(RedisConn::Cluster(Cluster::new(Arc::new(open), seed)))
+        }
+        Mode::Sentinel(sentinel) => {
+            let info = client.get_connection_info().clone();
+            let sentinels = sentinel.client(&info, access.tls.as_ref())?;
+            Ok(RedisConn::Sentinel(Sentinel::new(sentinels, config)))
+        }
+    }
+}
+
+/// redis-rs's cluster client settings, from seed nodes.
+pub(crate) fn cluster_builder(
+    seeds: Vec<redis::ConnectionInfo>,
+    response_timeout: Duration,
+    certificates: &Option<redis::TlsCertificates>,
+) -> redis::cluster::ClusterClientBuilder {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+        .response_timeout(response_timeout)
+        .connection_timeout(Duration::from_secs(5))
+        // A failover takes a few seconds (cluster-node-timeout plus the
+        // election): ride it out within one batch when possible.
+        .retries(8)
+        .min_retry_wait(100)
+        .max_retry_wait(2_000);
+    if let Some(c) = certificates {
+        builder = builder.certs(c.clone());
+    }
+    builder
+}
+
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| ConnectorError::redis("creating the connection", e))
+        .set_max_delay(Duration::from_secs(2))
+}
+
+/// A reconnecting connection to one node of a cluster (`host:port`).
+pub(crate) fn connect_node(
+    access: &RedisAccess,
+    node: &str,
+    response_timeout: Duration,
+) -> Result<RedisConn, ConnectorError> {
+    ConnectionManager::new_lazy_with_config(
+        access.node_client(node)?,
+        manager_config(response_timeout),
+    )
+    .map(RedisConn::Single)
+    .map_err(|e| ConnectorError::redis("creating the connection", e))
 }
 
 #[cfg(test)]
@@ -169,6 +315,7 @@ mod tests {
             username: t.username,
             password: t.password,
             tls: t.tls,
+            mode: Mode::Single,
         };
         let mut p = Vec::new();
         a.check(&ConfigPath::root(), &mut p);

@@ -61,6 +61,9 @@ pub(crate) fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
 /// below the scope's floor, and records it in the same atomic step; or
 /// moves the floor up.
 ///
+/// KEYS[2] (writes only): the key the commands write, declared so that a
+/// cluster accepts the script (it must share KEYS[1]'s slot).
+///
 /// KEYS[1]: the scope's sorted set of positions. Every member has score 0,
 /// so they sort by text: positions (`<mark>.<part>`), and at most one floor
 /// (`<mark>`, no dot), always the lowest member.
@@ -96,12 +99,19 @@ redis.call('ZADD', KEYS[1], 0, ARGV[2])
 return 1
 "#;
 
-/// The one command that runs `commands` through [`SCRIPT`] (whose SHA1 is
-/// `sha`): skipped if `member` is already in the sorted set `key`, applied
-/// and recorded otherwise.
-pub(crate) fn call(sha: &str, key: &str, member: &str, commands: &[redis::Cmd]) -> redis::Cmd {
+/// The one command that runs `commands` (which write `data`) through
+/// [`SCRIPT`] (whose SHA1 is `sha`): skipped if `member` is already in the
+/// sorted set `key`, applied and recorded otherwise. Both keys are declared,
+/// as a cluster requires of a script (they must share a slot there).
+pub(crate) fn call(
+    sha: &str,
+    key: &str,
+    data: &[u8],
+    member: &str,
+    commands: &[redis::Cmd],
+) -> redis::Cmd {
     let mut call = redis::cmd("EVALSHA");
-    call.arg(sha).arg(1).arg(key).arg("w").arg(member);
+    call.arg(sha).arg(2).arg(key).arg(data).arg("w").arg(member);
     script::append(&mut call, commands);
     call
 }
@@ -152,14 +162,15 @@ mod tests {
         set.arg("k").arg("v");
         let mut expire = redis::cmd("PEXPIRE");
         expire.arg("k").arg(500);
-        let call = call("sha", "pos:stream:s", "m", &[set, expire]);
+        let call = call("sha", "pos:stream:s", b"k", "m", &[set, expire]);
         assert_eq!(
             text(&call),
             [
                 "EVALSHA",
                 "sha",
-                "1",
+                "2",
                 "pos:stream:s",
+                "k",
                 "w",
                 "m",
                 "2",

@@ -7,33 +7,32 @@
 //! idempotent except `XADD`, which can then repeat entries (at-least-once).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tracing::{info, warn};
 
 use super::access::connect;
 use super::commands::Write;
 use super::config::{RedisSinkConfig, WritePlan};
-use super::{exactly_once, script, sync};
+use super::{exactly_once, guards, script, sync};
 use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::{Probe, names};
 use crate::position::{Mark, Position, Scope, Settled};
-use crate::sync::lock;
 use crate::template::Template;
 
 pub struct RedisSink {
-    conn: ConnectionManager,
+    conn: RedisConn,
     plan: WritePlan,
     key: Template,
     /// `replace` needs `DEL` and the write to land together: the batch
     /// runs in `MULTI`.
     atomic: bool,
-    /// Shared with the batches in flight, which read their replies.
-    scripted: Arc<Scripted>,
+    scripted: Scripted,
+    replicas: Option<guards::Replicas>,
+    memory: Option<guards::Memory>,
 }
 
 /// Writes that go through one of ferry's scripts, with their bookkeeping.
@@ -63,9 +62,8 @@ struct ExactlyOnce {
     base: String,
     /// What the pipeline's source has settled for good.
     settled: Arc<Settled>,
-    /// Per scope, the mark below which positions were last forgotten
-    /// (cleared by a batch in flight that finds the script gone).
-    forgotten: Mutex<HashMap<Scope, Mark>>,
+    /// Per scope, the mark below which positions were last forgotten.
+    forgotten: HashMap<Scope, Mark>,
     /// Messages skipped because they had been written before.
     skipped: metrics::Counter,
 }
@@ -73,17 +71,16 @@ struct ExactlyOnce {
 impl ExactlyOnce {
     /// The script calls that forget positions, for each scope of `batch`
     /// whose settled mark moved since its positions were last forgotten.
-    fn forget(&self, batch: &[Write]) -> Vec<redis::Cmd> {
+    fn forget(&mut self, batch: &[Write]) -> Vec<redis::Cmd> {
         let mut out = Vec::new();
-        let mut forgotten = lock(&self.forgotten);
         for scope in batch.iter().filter_map(|w| w.scope.as_ref()) {
             let Some(mark) = self.settled.below(scope) else {
                 continue;
             };
-            if forgotten.get(scope).is_some_and(|m| *m >= mark) {
+            if self.forgotten.get(scope).is_some_and(|m| *m >= mark) {
                 continue;
             }
-            forgotten.insert(scope.clone(), mark);
+            self.forgotten.insert(scope.clone(), mark);
             out.push(exactly_once::forget_below(
                 self.script.get_hash(),
                 &exactly_once::scope_key(&self.base, scope),
@@ -139,7 +136,7 @@ impl RedisSink {
                     "sink" => probe.sink_id().to_owned(), "key" => config.key.to_string()),
                 base,
                 settled: Arc::clone(settled),
-                forgotten: Mutex::new(HashMap::new()),
+                forgotten: HashMap::new(),
             })
         } else if config.sync {
             info!(
@@ -156,11 +153,87 @@ impl RedisSink {
         };
         Ok(Self {
             conn,
+            replicas: guards::Replicas::new(config, pipeline, probe.sink_id()),
+            memory: guards::Memory::new(config, pipeline, probe.sink_id()),
             plan: config.plan(),
             key: config.key.clone(),
             atomic: config.replace,
-            scripted: Arc::new(scripted),
+            scripted,
         })
+    }
+
+    /// Reads the replies of one write; `Err` when the batch must be retried
+    /// or the pipeline stop.
+    async fn result_of(
+        &mut self,
+        replies: impl Iterator<Item = redis::RedisResult<redis::Value>>,
+    ) -> Result<Result<(), MessageError>, ConnectorError> {
+        let mut result = Ok(());
+        for reply in replies {
+            match (reply, &mut self.scripted) {
+                // The script found the message written before.
+                (Ok(redis::Value::Int(0)), Scripted::ExactlyOnce(once)) => {
+                    once.skipped.increment(1)
+                }
+                (Ok(redis::Value::Int(0)), Scripted::Sync(sync)) => sync.held_off.increment(1),
+                (Ok(_), _) => {}
+                // A restarted or flushed server forgot the script: load
+                // it and let the runtime retry the batch (the script
+                // makes a second attempt harmless).
+                (Err(e), scripted) if e.code() == Some("NOSCRIPT") => {
+                    if let Scripted::ExactlyOnce(once) = scripted {
+                        once.forgotten.clear();
+                    }
+                    let Some((script, name)) = self.scripted.script() else {
+                        return Err(ConnectorError::redis("writing", e));
+                    };
+                    script.load_async(&mut self.conn).await.map_err(|e| {
+                        ConnectorError::redis(format!("loading the {name} script"), e)
+                    })?;
+                    return Err(ConnectorError::Retry(format!(
+                        "redis had not loaded the {name} script yet; loaded it"
+                    )));
+                }
+                (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
+                (Err(_), _) => {}
+            }
+        }
+        Ok(result)
+    }
+}
+
+impl RedisSink {
+    /// Sends a batch as one pipeline and reads every reply.
+    async fn write_batch(
+        &mut self,
+        batch: &[Write],
+    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        if let Some(memory) = &mut self.memory {
+            memory.check(&mut self.conn).await?;
+        }
+        let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
+        // After the writes, whose replies come first. Their own replies are
+        // not read: a failed one is sent again with the next mark.
+        if let Scripted::ExactlyOnce(once) = &mut self.scripted {
+            commands.extend(once.forget(batch));
+        }
+        let replies = self
+            .conn
+            .run(&commands, self.atomic)
+            .await
+            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
+        let mut replies = replies.into_iter();
+        let mut results = Vec::with_capacity(batch.len());
+        for w in batch {
+            let result = self
+                .result_of(replies.by_ref().take(w.commands.len()))
+                .await?;
+            results.push(result);
+        }
+        if let Some(replicas) = &self.replicas {
+            replicas.confirm(&mut self.conn, &mut results).await?;
+        }
+        Ok(results)
     }
 }
 
@@ -169,7 +242,7 @@ impl Sink for RedisSink {
 
     fn prepare(&self, message: &Message) -> Result<Write, MessageError> {
         let mut write = Write::prepare(&self.plan, &self.key, message)?;
-        match self.scripted.as_ref() {
+        match &self.scripted {
             Scripted::Plain => {}
             Scripted::ExactlyOnce(once) => {
                 script::fits(&write.commands, "`exactly_once`")?;
@@ -182,6 +255,7 @@ impl Sink for RedisSink {
                 let call = exactly_once::call(
                     once.script.get_hash(),
                     &exactly_once::scope_key(&once.base, &position.scope),
+                    &write.key,
                     &exactly_once::member(&position),
                     &write.commands,
                 );
@@ -204,99 +278,26 @@ impl Sink for RedisSink {
         Ok(write)
     }
 
-    /// Sends the batch as one pipeline. Its first poll hands the pipeline
-    /// to the multiplexed connection, which writes requests in the order it
-    /// gets them: so a batch sent later reaches Redis later.
+    /// Writes the whole batch before it returns: the cluster and sentinel
+    /// connections and the guards (`max_memory_percent`, `wait_replicas`)
+    /// take turns on the connection, so a Redis sink keeps one batch in
+    /// flight for now.
     async fn send(&mut self, batch: Arc<[Write]>) -> Result<Confirming, ConnectorError> {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        if self.atomic {
-            pipe.atomic();
-        }
-        for w in batch.iter() {
-            for c in &w.commands {
-                pipe.add_command(c.clone());
-            }
-        }
-        // After the writes, whose replies come first. Their own replies are
-        // not read: a failed one is sent again with the next mark.
-        if let Scripted::ExactlyOnce(once) = self.scripted.as_ref() {
-            for c in once.forget(&batch) {
-                pipe.add_command(c);
-            }
-        }
-        let mut conn = self.conn.clone();
-        let scripted = Arc::clone(&self.scripted);
-        let mut confirming = Box::pin(async move {
-            let replies: Vec<redis::RedisResult<redis::Value>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| ConnectorError::redis("writing a batch", e))?;
-            let mut replies = replies.into_iter();
-            let mut results = Vec::with_capacity(batch.len());
-            for w in batch.iter() {
-                let replies = replies.by_ref().take(w.commands.len());
-                results.push(result_of(&scripted, &mut conn, replies).await?);
-            }
-            Ok(results)
-        });
-        if let Poll::Ready(done) = futures::poll!(confirming.as_mut()) {
-            return Ok(Box::pin(std::future::ready(done)));
-        }
-        Ok(confirming)
+        let done = self.write_batch(&batch).await;
+        Ok(Box::pin(std::future::ready(done)))
     }
 
-    /// `exactly_once` and `sync` write through scripts that skip what they
-    /// find written: a retried batch could not restore the order.
     fn overlaps(&self) -> bool {
-        matches!(self.scripted.as_ref(), Scripted::Plain)
+        false
     }
-}
-
-/// Reads the replies of one write; `Err` when the batch must be retried
-/// or the pipeline stop.
-async fn result_of(
-    scripted: &Scripted,
-    conn: &mut ConnectionManager,
-    replies: impl Iterator<Item = redis::RedisResult<redis::Value>>,
-) -> Result<Result<(), MessageError>, ConnectorError> {
-    let mut result = Ok(());
-    for reply in replies {
-        match (reply, scripted) {
-            // The script found the message written before.
-            (Ok(redis::Value::Int(0)), Scripted::ExactlyOnce(once)) => once.skipped.increment(1),
-            (Ok(redis::Value::Int(0)), Scripted::Sync(sync)) => sync.held_off.increment(1),
-            (Ok(_), _) => {}
-            // A restarted or flushed server forgot the script: load
-            // it and let the runtime retry the batch (the script
-            // makes a second attempt harmless).
-            (Err(e), scripted) if e.code() == Some("NOSCRIPT") => {
-                if let Scripted::ExactlyOnce(once) = scripted {
-                    lock(&once.forgotten).clear();
-                }
-                let Some((script, name)) = scripted.script() else {
-                    return Err(ConnectorError::redis("writing", e));
-                };
-                script
-                    .load_async(conn)
-                    .await
-                    .map_err(|e| ConnectorError::redis(format!("loading the {name} script"), e))?;
-                return Err(ConnectorError::Retry(format!(
-                    "redis had not loaded the {name} script yet; loaded it"
-                )));
-            }
-            (Err(e), _) if result.is_ok() => result = classify_reply(e)?,
-            (Err(_), _) => {}
-        }
-    }
-    Ok(result)
 }
 
 /// A refused command fails its message, unless the refusal says something
 /// about the server rather than the message: permissions stop the pipeline;
 /// a server that refuses every write for now (loading, out of memory,
-/// read-only replica) fails the batch, which is retried with backoff and
-/// never dead-lettered for it.
+/// read-only replica, a cluster slot that moved and is still redirected
+/// after the connection sent it again) fails the batch, which is retried
+/// with backoff and never dead-lettered for it.
 fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, ConnectorError> {
     let code = e.code().unwrap_or_default().to_owned();
     let code = code.as_str();
@@ -310,6 +311,8 @@ fn classify_reply(e: redis::RedisError) -> Result<Result<(), MessageError>, Conn
             | "MASTERDOWN"
             | "BUSY"
             | "TRYAGAIN"
+            | "MOVED"
+            | "ASK"
             | "CLUSTERDOWN"
             | "MISCONF"
     );

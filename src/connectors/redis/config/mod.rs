@@ -11,7 +11,7 @@ use crate::secret::{Secret, mask_url};
 use crate::template::Template;
 use crate::values::time::Time;
 use crate::values::{
-    Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, NonEmpty, PendingKeys,
+    Attempts, Batch, Block, Buffer, ClaimIdle, Count, KeyTtl, Length, Limit, NonEmpty, PendingKeys,
     Refusal, Span, Timeout, Until, checked,
 };
 
@@ -71,6 +71,124 @@ impl<'de> Deserialize<'de> for RedisUrl {
     }
 }
 
+/// `sentinel = { primary = "mymaster", nodes = [...] }`: the primary is
+/// the one these sentinels name, and follows their failovers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under
+    /// (`sentinel monitor <name> ...`).
+    pub primary: NonEmpty,
+    /// The sentinels, e.g. `["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"]`.
+    pub nodes: Vec<RedisUrl>,
+    /// The sentinels' own ACL user, when they have one.
+    pub username: Option<String>,
+    /// The sentinels' own password (`requirepass` in sentinel.conf).
+    pub password: Option<Secret>,
+}
+
+impl SentinelConfig {
+    pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if self.nodes.is_empty() {
+            problems.push(
+                Problem::at_path(path.key("nodes"), "`sentinel` needs at least one sentinel")
+                    .with_help(
+                        "e.g. nodes = [\"redis://10.0.0.1:26379\", \"redis://10.0.0.2:26379\"]",
+                    ),
+            );
+        }
+        if self.username.is_some() && self.password.is_none() {
+            problems.push(Problem::at_path(
+                path.key("username"),
+                "`username` without `password`",
+            ));
+        }
+    }
+
+    /// redis-rs's sentinel client: asks `nodes` for `primary`, and logs in
+    /// to the primary with `data` (the url's database, user and password).
+    pub fn client(
+        &self,
+        data: &redis::ConnectionInfo,
+        tls: Option<&TlsConfig>,
+    ) -> Result<redis::sentinel::SentinelClient, crate::error::ConnectorError> {
+        use redis::IntoConnectionInfo;
+        let refused = |e| crate::error::ConnectorError::redis("setting up the sentinel client", e);
+        let mut addrs = Vec::new();
+        for node in &self.nodes {
+            addrs.push(
+                node.as_str()
+                    .into_connection_info()
+                    .map_err(refused)?
+                    .addr()
+                    .clone(),
+            );
+        }
+        let mut b = redis::sentinel::SentinelClientBuilder::new(
+            addrs,
+            self.primary.to_string(),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(refused)?
+        .set_client_to_redis_db(data.redis_settings().db());
+        if let Some(user) = data.redis_settings().username() {
+            b = b.set_client_to_redis_username(user);
+        }
+        if let Some(pw) = data.redis_settings().password() {
+            b = b.set_client_to_redis_password(pw);
+        }
+        if let redis::ConnectionAddr::TcpTls { insecure, .. } = data.addr() {
+            let mode = if *insecure || tls.is_some_and(|t| t.insecure_skip_verify) {
+                redis::TlsMode::Insecure
+            } else {
+                redis::TlsMode::Secure
+            };
+            b = b.set_client_to_redis_tls_mode(mode);
+        }
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.as_str().starts_with("rediss://"))
+        {
+            b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        }
+        if let Some(user) = &self.username {
+            b = b.set_client_to_sentinel_username(user);
+        }
+        if let Some(pw) = &self.password {
+            b = b.set_client_to_sentinel_password(pw.expose());
+        }
+        b.build().map_err(refused)
+    }
+}
+
+/// The Redis Cluster or Sentinel settings of a part, as one mode.
+fn mode(cluster: bool, sentinel: &Option<SentinelConfig>) -> super::access::Mode {
+    match (cluster, sentinel) {
+        (_, Some(s)) => super::access::Mode::Sentinel(s.clone()),
+        (true, None) => super::access::Mode::Cluster,
+        (false, None) => super::access::Mode::Single,
+    }
+}
+
+/// `cluster` and `sentinel` together.
+fn check_mode(
+    cluster: bool,
+    sentinel: &Option<SentinelConfig>,
+    path: &ConfigPath,
+    problems: &mut Vec<Problem>,
+) {
+    if cluster && sentinel.is_some() {
+        problems.push(
+            Problem::at_path(
+                path.key("sentinel"),
+                "`cluster = true` and `sentinel` together",
+            )
+            .with_help("a Redis Cluster fails over by itself: keep one of them"),
+        );
+    }
+}
+
 mod sink;
 mod sources;
 
@@ -87,6 +205,7 @@ macro_rules! redis_access {
                     username: self.username.clone(),
                     password: self.password.clone(),
                     tls: self.tls.clone(),
+                    mode: mode(self.cluster, &self.sentinel),
                 }
             }
         }

@@ -14,6 +14,14 @@ pub struct RedisSinkConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     /// Which command writes a message.
     pub write: WriteMode,
     /// Key template, e.g. `order:{order_id}` (the channel for `publish`).
@@ -59,6 +67,53 @@ pub struct RedisSinkConfig {
     /// `ferry:positions:<pipeline>:<key>`; keep it stable across restarts
     /// and the same in every ferry process of the consumer group.
     pub positions_key: Option<NonEmpty>,
+    /// Confirm a batch only once this many replicas have it (`WAIT`), so
+    /// that a failover right after the write cannot lose it.
+    pub wait_replicas: Option<Count<Replicas>>,
+    /// How long `WAIT` waits for `wait_replicas`.
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout: Span<Timeout>,
+    /// When fewer replicas confirm in time: `retry` the batch (the
+    /// default), or `fail` its messages (to the dead-letter sink).
+    #[serde(default)]
+    pub replicas_missing: ReplicasMissing,
+    /// Pause writing while Redis's `used_memory` is at or above this
+    /// percentage of its `maxmemory` (checked every 100 ms, and before
+    /// every batch when near it; when `maxmemory` is set); resume when memory frees up.
+    pub max_memory_percent: Option<Count<Percent>>,
+}
+
+/// Replicas a write may wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas;
+impl Limit for Replicas {
+    const MIN: u64 = 1;
+    const MAX: u64 = 64;
+    const WHY: &'static str = "WAIT counts replicas of the one primary that took the write";
+}
+
+/// A share of `maxmemory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent;
+impl Limit for Percent {
+    const MIN: u64 = 1;
+    const MAX: u64 = 100;
+    const WHY: &'static str = "a percentage of maxmemory";
+}
+
+/// What `wait_replicas` does when fewer replicas confirm in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicasMissing {
+    /// Write the batch again (with the sink's retry backoff).
+    #[default]
+    Retry,
+    /// Count its messages as failed: they go to the dead-letter sink.
+    Fail,
+}
+
+fn default_wait_timeout() -> Span<Timeout> {
+    Span::new(Duration::from_secs(1))
 }
 
 /// How a message becomes a Redis write.
@@ -156,15 +211,83 @@ impl RedisSinkConfig {
     /// With `exactly_once`: the name the position keys start with,
     /// `positions_key` or `ferry:positions:<pipeline>:<key>`.
     pub fn positions_base(&self, pipeline: &str) -> String {
-        self.positions_key.as_ref().map_or_else(
-            || format!("ferry:positions:{pipeline}:{}", self.key),
-            ToString::to_string,
-        )
+        match (
+            &self.positions_key,
+            self.cluster.then(|| self.key_tag()).flatten(),
+        ) {
+            (Some(k), _) => k.to_string(),
+            // The data's hash tag first, so positions share its slot.
+            (None, Some(tag)) => format!("ferry:positions:{{{tag}}}:{pipeline}:{}", self.key),
+            (None, None) => format!("ferry:positions:{pipeline}:{}", self.key),
+        }
+    }
+
+    /// The hash tag every key `key` renders starts with, when its literal
+    /// beginning has one: `{{orders}}:{id}` renders `{orders}:...`.
+    pub fn key_tag(&self) -> Option<&str> {
+        crate::connectors::redis::slots::hash_tag(self.key.literal_prefix())
+    }
+
+    /// What a Redis Cluster asks of the keys: a script's keys share a slot.
+    fn check_cluster(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
+        if !self.cluster {
+            return;
+        }
+        if self.sync {
+            problems.push(
+                Problem::at_path(
+                    path.key("sync"),
+                    "two-way `sync` does not run on a Redis Cluster yet",
+                )
+                .with_help(
+                    "its scripts touch companion keys in other slots; use one server or Sentinel",
+                ),
+            );
+        }
+        if !self.exactly_once {
+            return;
+        }
+        let Some(tag) = self.key_tag() else {
+            problems.push(
+                Problem::at_path(
+                    path.key("key"),
+                    "on a Redis Cluster, `exactly_once` needs every key in the slot of its positions",
+                )
+                .with_help(
+                    "the position and the data are written by one script, which a cluster runs only \
+                     on keys of one slot: begin `key` with a hash tag written as literal text, \
+                     e.g. key = \"{{orders}}:{order_id}\" (keys `{orders}:...`, all in one slot)",
+                ),
+            );
+            return;
+        };
+        if let Some(k) = &self.positions_key
+            && crate::connectors::redis::slots::hash_tag(&k.to_string()) != Some(tag)
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("positions_key"),
+                    format!("on a Redis Cluster, `positions_key` must carry the hash tag of `key` ({{{tag}}})"),
+                )
+                .with_help(format!("e.g. positions_key = \"ferry:positions:{{{tag}}}\"")),
+            );
+        }
     }
 
     /// Options that do not fit `write`, and options it needs.
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        check_mode(self.cluster, &self.sentinel, path, problems);
+        self.check_cluster(path, problems);
+        if self.wait_replicas.is_some() && self.wait_timeout.0 >= self.timeout.0 {
+            problems.push(
+                Problem::at_path(
+                    path.key("wait_timeout"),
+                    "`wait_timeout` must be shorter than `timeout`",
+                )
+                .with_help("WAIT's reply would otherwise arrive after the sink gave up on it"),
+            );
+        }
         use WriteMode::*;
         let mode = self.write;
         let only = |field: &str, set: bool, allowed: &[WriteMode], problems: &mut Vec<Problem>| {
@@ -353,6 +476,89 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("1714557600000-0"), "{bad}");
+    }
+
+    #[test]
+    fn exactly_once_on_a_cluster_needs_a_hash_tag_shared_with_the_positions() {
+        let (_, p) = sink("write = \"set\"\ncluster = true\nexactly_once = true");
+        assert!(
+            p.iter()
+                .any(|p| p.message.contains("needs every key in the slot")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.message.contains("only database 0")),
+            "{p:?}"
+        );
+        let c: RedisSinkConfig = toml::from_str(
+            "url = \"redis://127.0.0.1\"\nkey = \"{{orders}}:{id}\"\nwrite = \"set\"\ncluster = true\nexactly_once = true",
+        )
+        .unwrap();
+        let mut p = Vec::new();
+        c.check(&ConfigPath::root(), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let base = c.positions_base("p");
+        assert!(base.starts_with("ferry:positions:{orders}:p:"), "{base}");
+        assert!(crate::connectors::redis::slots::same_slot(
+            &base,
+            "{orders}:42"
+        ));
+        let c: RedisSinkConfig = toml::from_str(
+            "url = \"redis://127.0.0.1\"\nkey = \"{{orders}}:{id}\"\nwrite = \"set\"\ncluster = true\nexactly_once = true\npositions_key = \"pos\"",
+        )
+        .unwrap();
+        let mut p = Vec::new();
+        c.check(&ConfigPath::root(), &mut p);
+        assert!(p[0].message.contains("must carry the hash tag"), "{p:?}");
+    }
+
+    #[test]
+    fn a_cluster_refuses_sentinel_alongside_and_keys_that_cannot_share_a_slot() {
+        let (_, p) =
+            sink("cluster = true\nsentinel = { primary = \"m\", nodes = [] }\nwrite = \"set\"");
+        let messages: Vec<_> = p.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("`cluster = true` and `sentinel` together")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("needs at least one sentinel")),
+            "{messages:?}"
+        );
+        let problems = |toml: &str| {
+            let c: RedisStreamSourceConfig = toml::from_str(toml).unwrap();
+            let mut p = Vec::new();
+            c.check(&ConfigPath::root(), &mut p);
+            p.into_iter().map(|p| p.message).collect::<Vec<_>>()
+        };
+        let base = "url = \"redis://127.0.0.1\"\ngroup = \"g\"\ncluster = true\n";
+        let apart = problems(&format!("{base}streams = [\"eu\", \"us\"]"));
+        assert!(
+            apart.iter().any(|m| m.contains("must share a slot")),
+            "{apart:?}"
+        );
+        assert!(problems(&format!("{base}streams = [\"{{o}}:eu\", \"{{o}}:us\"]")).is_empty());
+        let list = |extra: &str| -> RedisListSourceConfig {
+            toml::from_str(&format!(
+                "url = \"redis://127.0.0.1\"\nlist = \"jobs\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            list("cluster = true").processing("c"),
+            "{jobs}:processing:c"
+        );
+        assert_eq!(list("").processing("c"), "jobs:processing:c");
+        let mut p = Vec::new();
+        list("cluster = true\nprocessing_list = \"other\"").check(&ConfigPath::root(), &mut p);
+        assert!(
+            p[0].message.contains("processing list must be in the slot"),
+            "{p:?}"
+        );
     }
 
     #[test]

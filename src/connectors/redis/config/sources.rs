@@ -1,6 +1,7 @@
 //! The Redis sources' settings: streams, lists, pub/sub and keyspace.
 
 use super::*;
+use crate::connectors::redis::slots::same_slot;
 use crate::position::stream_id;
 
 /// Where a newly created consumer group starts reading a stream.
@@ -26,6 +27,14 @@ pub struct RedisStreamSourceConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     /// Streams to read (one group name for all).
     pub streams: Vec<NonEmpty>,
     /// Consumer group. Several ferry processes in the same group share the
@@ -109,6 +118,14 @@ pub struct RedisListSourceConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     pub list: NonEmpty,
     /// Which end to pop.
     #[serde(default)]
@@ -141,10 +158,22 @@ pub struct RedisPubSubSourceConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     #[serde(default)]
     pub channels: Vec<NonEmpty>,
     #[serde(default)]
     pub patterns: Vec<NonEmpty>,
+    /// Sharded pub/sub (`SSUBSCRIBE`, Redis 7, with `cluster = true`): each
+    /// channel is read on the shard that owns its slot.
+    #[serde(default)]
+    pub shard_channels: Vec<NonEmpty>,
     /// Messages held while the pipeline is busy; beyond that new messages
     /// are dropped (and counted in the log), as Redis itself would drop a
     /// slow subscriber.
@@ -164,6 +193,14 @@ pub struct RedisKeyspaceSourceConfig {
     pub password: Option<Secret>,
     /// TLS settings for a `rediss://` url: private CA, client certificate.
     pub tls: Option<TlsConfig>,
+    /// Redis Cluster: `url` is any node of the cluster; the others are
+    /// found from it, and commands go to the node that owns their slot.
+    #[serde(default)]
+    pub cluster: bool,
+    /// A primary watched by Sentinel: found through the sentinels and
+    /// followed when they fail it over. `url` then only gives the
+    /// database (and TLS); its host is not used.
+    pub sentinel: Option<SentinelConfig>,
     /// Keys to watch, a Redis glob: `user:*`.
     pub pattern: NonEmpty,
     /// Only these events (`set`, `hset`, `del`, `expired`, ...); all when absent.
@@ -232,10 +269,39 @@ fn default_pending_keys() -> Count<PendingKeys> {
     Count::new(100_000)
 }
 
+impl RedisListSourceConfig {
+    /// The processing list: `processing_list`, or `<list>:processing:<consumer>`.
+    /// On a Redis Cluster `LMOVE` needs both lists in one slot, so a list
+    /// without a hash tag of its own is wrapped in one: `{<list>}:processing:<consumer>`
+    /// (a key named `{x}...` has the slot of `x`).
+    pub fn processing(&self, consumer: &str) -> String {
+        let list = self.list.as_str();
+        match &self.processing_list {
+            Some(p) => p.to_string(),
+            None if self.cluster && crate::connectors::redis::slots::hash_tag(list).is_none() => {
+                format!("{{{list}}}:processing:{consumer}")
+            }
+            None => format!("{list}:processing:{consumer}"),
+        }
+    }
+}
+
 impl RedisPubSubSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
-        if self.channels.is_empty() && self.patterns.is_empty() {
+        check_mode(self.cluster, &self.sentinel, path, problems);
+        if !self.shard_channels.is_empty() && !self.cluster {
+            problems.push(
+                Problem::at_path(
+                    path.key("shard_channels"),
+                    "`shard_channels` needs `cluster = true`",
+                )
+                .with_help(
+                    "sharded pub/sub is a Redis Cluster feature; use `channels` on one server",
+                ),
+            );
+        }
+        if self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty() {
             problems.push(
                 Problem::at_path(
                     path.clone(),
@@ -250,6 +316,18 @@ impl RedisPubSubSourceConfig {
 impl RedisKeyspaceSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        check_mode(self.cluster, &self.sentinel, path, problems);
+        if self.cluster && self.sync {
+            problems.push(
+                Problem::at_path(
+                    path.key("sync"),
+                    "two-way `sync` does not run on a Redis Cluster yet",
+                )
+                .with_help(
+                    "its scripts touch companion keys in other slots; use one server or Sentinel",
+                ),
+            );
+        }
         if self.until == KeyspaceUntil::Snapshot && !self.snapshot {
             problems.push(
                 Problem::at_path(
@@ -312,6 +390,23 @@ impl<'de> Deserialize<'de> for EntryId {
 impl RedisListSourceConfig {
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        check_mode(self.cluster, &self.sentinel, path, problems);
+        if self.cluster
+            && let Some(p) = &self.processing_list
+            && !same_slot(self.list.as_str(), p.as_str())
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("processing_list"),
+                    "on a Redis Cluster, the processing list must be in the slot of `list`",
+                )
+                .with_help(
+                    "elements move between them atomically (LMOVE), which a cluster does only \
+                     within one slot: give both the same hash tag, e.g. list = \"{jobs}\" and \
+                     processing_list = \"{jobs}:processing\", or leave processing_list out",
+                ),
+            );
+        }
     }
 }
 
@@ -343,6 +438,7 @@ impl RedisStreamSourceConfig {
 
     pub fn check(&self, path: &ConfigPath, problems: &mut Vec<Problem>) {
         self.access().check(path, problems);
+        check_mode(self.cluster, &self.sentinel, path, problems);
         if self.start_id.is_some() && self.start_time.is_some() {
             problems.push(
                 Problem::at_path(
@@ -350,6 +446,25 @@ impl RedisStreamSourceConfig {
                     "`start_id` and `start_time` both say where the group begins",
                 )
                 .with_help("keep one of them"),
+            );
+        }
+        if self.cluster
+            && let Some(first) = self.streams.first()
+            && self
+                .streams
+                .iter()
+                .any(|s| !same_slot(first.as_str(), s.as_str()))
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("streams"),
+                    "on a Redis Cluster, the streams of one source must share a slot",
+                )
+                .with_help(
+                    "one XREADGROUP reads them all, which a cluster runs only within one slot: \
+                     give them a common hash tag (\"{orders}:eu\", \"{orders}:us\"), \
+                     or use one source per stream",
+                ),
             );
         }
         if self.end_id.is_some() && self.end_time.is_some() {

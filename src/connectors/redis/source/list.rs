@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connectors::redis::connection::RedisConn;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use tracing::info;
 
 use super::{Acker, default_consumer};
@@ -29,8 +29,8 @@ use crate::values::Until;
 
 pub struct RedisListSource {
     pipeline: String,
-    reader: ConnectionManager,
-    cmd: ConnectionManager,
+    reader: RedisConn,
+    cmd: RedisConn,
     list: Arc<str>,
     processing: String,
     config: RedisListSourceConfig,
@@ -60,10 +60,7 @@ impl RedisListSource {
             .consumer
             .as_ref()
             .map_or_else(|| default_consumer(pipeline), ToString::to_string);
-        let processing = config.processing_list.as_ref().map_or_else(
-            || format!("{list}:processing:{consumer}"),
-            ToString::to_string,
-        );
+        let processing = config.processing(&consumer);
         let acker = {
             let processing = processing.clone();
             Acker::spawn(

@@ -4,6 +4,7 @@
 pub(crate) mod keyspace;
 pub(crate) mod list;
 pub(crate) mod pubsub;
+pub(crate) mod sharded;
 pub(crate) mod stream;
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -122,7 +123,7 @@ const ACK_ATTEMPTS: u32 = 8;
 impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
     pub(crate) fn spawn(
         pipeline: String,
-        mut conn: ConnectionManager,
+        mut conn: RedisConn,
         build: impl Fn(&[T]) -> redis::Pipeline + Send + 'static,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<T>();

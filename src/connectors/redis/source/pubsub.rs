@@ -19,7 +19,9 @@ use tracing::{info, warn};
 
 use crate::ack::Ack;
 use crate::backoff::Backoff;
+use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::config::RedisPubSubSourceConfig;
+use crate::connectors::redis::connection::RedisConn;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
@@ -27,7 +29,8 @@ use crate::observe::Probe;
 
 pub struct RedisPubSubSource {
     rx: mpsc::Receiver<Message>,
-    task: JoinHandle<()>,
+    /// The subscription tasks: channels and patterns, shard channels.
+    tasks: Vec<JoinHandle<()>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -37,11 +40,34 @@ impl RedisPubSubSource {
         config: &RedisPubSubSourceConfig,
         probe: &Probe,
     ) -> Result<Self, ConnectorError> {
-        let client = config.access().client()?;
+        let access = config.access();
         let (tx, rx) = mpsc::channel(config.buffer.get());
         let dropped = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        if !config.shard_channels.is_empty() {
+            let channels = config
+                .shard_channels
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            tasks.push(
+                super::sharded::spawn(
+                    pipeline,
+                    &access,
+                    channels,
+                    tx.clone(),
+                    Arc::clone(&dropped),
+                )
+                .await?,
+            );
+        }
+        if config.channels.is_empty() && config.patterns.is_empty() {
+            return Ok(Self { rx, tasks, dropped });
+        }
+        let conn = connect(&access, Duration::from_secs(10))?;
         let subscription = Subscription {
-            client,
+            access,
+            conn,
             channels: config.channels.iter().map(ToString::to_string).collect(),
             patterns: config.patterns.iter().map(ToString::to_string).collect(),
         };
@@ -53,28 +79,65 @@ impl RedisPubSubSource {
             .map_err(|e| ConnectorError::redis("subscribing", e))?;
         info!(pipeline, channels = ?subscription.channels, patterns = ?subscription.patterns,
             "redis pub/sub subscribed");
-        let task = tokio::spawn(subscribe_forever(
+        tasks.push(tokio::spawn(subscribe_forever(
             pipeline.to_owned(),
             subscription,
             first,
             tx,
             Arc::clone(&dropped),
             probe.clone(),
-        ));
-        Ok(Self { rx, task, dropped })
+        )));
+        Ok(Self { rx, tasks, dropped })
     }
 }
 
 /// What to subscribe to, and where.
 struct Subscription {
-    client: redis::Client,
+    access: RedisAccess,
+    /// Finds the servers: the primary the sentinels name, a cluster's nodes.
+    conn: RedisConn,
     channels: Vec<String>,
     patterns: Vec<String>,
 }
 
 impl Subscription {
+    /// Where a subscription hears every message: the server; the current
+    /// primary under Sentinel; any node of a cluster (a cluster passes every
+    /// `PUBLISH` to all its nodes), tried in turn.
+    async fn servers(&self) -> Result<Vec<redis::Client>, redis::RedisError> {
+        let refused = |e: ConnectorError| {
+            redis::RedisError::from((redis::ErrorKind::Client, "opening a node", e.to_string()))
+        };
+        match &self.conn {
+            RedisConn::Single(_) => Ok(vec![self.access.client().map_err(refused)?]),
+            RedisConn::Sentinel(s) => Ok(vec![s.primary_client().await?]),
+            RedisConn::Cluster(c) => c
+                .primaries()
+                .await?
+                .iter()
+                .map(|node| self.access.node_client(node).map_err(refused))
+                .collect(),
+        }
+    }
+
     async fn subscribe(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut last = None;
+        for client in self.servers().await? {
+            match self.subscribe_at(&client).await {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no server to subscribe to"))
+        }))
+    }
+
+    async fn subscribe_at(
+        &self,
+        client: &redis::Client,
+    ) -> Result<redis::aio::PubSub, redis::RedisError> {
+        let mut pubsub = client.get_async_pubsub().await?;
         if !self.channels.is_empty() {
             pubsub.subscribe(&self.channels).await?;
         }
@@ -129,20 +192,8 @@ async fn subscribe_forever(
                 timestamp: Some(crate::clock::now_ms()),
                 ..Message::default()
             };
-            match tx.try_send(message) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        warn!(
-                            pipeline,
-                            dropped = n,
-                            "redis pub/sub: the pipeline is behind; \
-                            messages dropped (pub/sub is at-most-once)"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            if !forward(&pipeline, &tx, &dropped, message) {
+                return;
             }
         }
         warn!(
@@ -150,6 +201,32 @@ async fn subscribe_forever(
             "redis pub/sub connection lost; messages published meanwhile are missed; reconnecting"
         );
         probe.retrying(&"connection lost");
+    }
+}
+
+/// Hands a message to the source; when the pipeline is that far behind,
+/// drops it and counts it. `false` once the source is gone.
+pub(super) fn forward(
+    pipeline: &str,
+    tx: &mpsc::Sender<Message>,
+    dropped: &AtomicU64,
+    message: Message,
+) -> bool {
+    match tx.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    pipeline,
+                    dropped = n,
+                    "redis pub/sub: the pipeline is behind; \
+                    messages dropped (pub/sub is at-most-once)"
+                );
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -169,7 +246,9 @@ impl Source for RedisPubSubSource {
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
-        self.task.abort();
+        for task in self.tasks {
+            task.abort();
+        }
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             warn!(

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 use tracing::{info, warn};
 
 use super::{Acker, default_consumer};
@@ -50,8 +50,8 @@ pub struct RedisStreamSource {
     pipeline: String,
     /// Blocking reads only: a blocked `XREADGROUP` would hold up anything
     /// else sent on the same connection.
-    reader: ConnectionManager,
-    cmd: ConnectionManager,
+    reader: RedisConn,
+    cmd: RedisConn,
     streams: Vec<Arc<str>>,
     group: String,
     consumer: String,

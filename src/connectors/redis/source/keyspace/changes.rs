@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::connectors::redis::connection::RedisConn;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -35,8 +35,8 @@ pub(super) struct Shared {
     /// and ferry may not turn them on).
     pub(super) fatal: Mutex<Option<String>>,
     max_pending: usize,
-    pipeline: String,
-    probe: Probe,
+    pub(super) pipeline: String,
+    pub(super) probe: Probe,
 }
 
 impl Shared {
@@ -94,7 +94,7 @@ impl Shared {
 
 pub(super) async fn listen(
     client: redis::Client,
-    mut cmd: ConnectionManager,
+    mut cmd: RedisConn,
     configure: bool,
     channel: String,
     shared: Arc<Shared>,
@@ -169,7 +169,7 @@ pub(super) async fn listen(
 /// Checks that Redis publishes keyspace notifications for every event
 /// class; turns them on when allowed to.
 pub(super) async fn ensure_notifications(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     configure: bool,
 ) -> Result<(), ConnectorError> {
     let reply: redis::Value = redis::cmd("CONFIG")

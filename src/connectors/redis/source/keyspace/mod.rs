@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::connectors::redis::connection::RedisConn;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::ack::Ack;
-use crate::connectors::redis::access::connect;
+use crate::connectors::redis::access::{RedisAccess, connect, connect_node};
 use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
 use crate::connectors::redis::key_value::{Observed, encode_value, observed};
 use crate::connectors::redis::sync;
@@ -40,6 +40,7 @@ use crate::message::{Headers, Message, Origin};
 use crate::observe::Probe;
 
 mod changes;
+mod cluster;
 
 pub(crate) use changes::notifications_enabled;
 use changes::{Shared, ensure_notifications, listen};
@@ -55,7 +56,7 @@ const SCAN_COUNT: usize = 500;
 
 pub struct RedisKeyspaceSource {
     pipeline: String,
-    cmd: ConnectionManager,
+    cmd: RedisConn,
     /// With `sync`: the script that reads a key with its companion.
     sync: Option<redis::Script>,
     shared: Arc<Shared>,
@@ -68,13 +69,23 @@ pub struct RedisKeyspaceSource {
     once: bool,
     /// With `once` and the pattern `*`: the keys in the database at start.
     expected: Option<u64>,
-    /// The SCAN cursor while a scan is under way.
-    scan: Option<u64>,
+    /// The scan under way.
+    scan: Option<Scan>,
+    /// On a cluster: how to reach each primary for a scan.
+    access: Option<Box<RedisAccess>>,
     scanned: VecDeque<String>,
     ready: VecDeque<Envelope>,
     /// With `sync`: the change ids of keys whose read with the script may
     /// have run without its reply arriving (at most one batch).
     unsettled: HashMap<String, String>,
+}
+
+/// A scan of the keyspace: the nodes still to scan (fetched when the scan
+/// starts: every primary on a cluster) and the cursor on the first.
+#[derive(Default)]
+struct Scan {
+    nodes: Option<VecDeque<RedisConn>>,
+    cursor: u64,
 }
 
 impl RedisKeyspaceSource {
@@ -85,15 +96,33 @@ impl RedisKeyspaceSource {
     ) -> Result<Self, ConnectorError> {
         let mut cmd = connect(&config.access(), Duration::from_secs(10))?;
         let once = config.until == KeyspaceUntil::Snapshot;
-        if !once {
-            ensure_notifications(&mut cmd, config.configure_notifications).await?;
-        }
-        let client = config.access().client()?;
         let channel = format!("__keyspace@{}__:{}", config.url.db(), config.pattern);
         let shared = Arc::new(Shared::new(config.max_pending_keys.get(), pipeline, probe));
         let listener = if once {
             None
+        } else if let RedisConn::Cluster(cluster) = &cmd {
+            let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+            let follow = cluster::Follow {
+                cluster: cluster.clone(),
+                access: config.access(),
+                configure: config.configure_notifications,
+                channel: channel.clone(),
+                shared: Arc::clone(&shared),
+                snapshot: config.snapshot,
+            };
+            let listener = tokio::spawn(cluster::follow(follow, subscribed_tx));
+            // Subscribe on every primary before scanning.
+            let _ = tokio::time::timeout(Duration::from_secs(20), subscribed_rx).await;
+            Some(listener)
         } else {
+            ensure_notifications(&mut cmd, config.configure_notifications).await?;
+            let client = match &cmd {
+                RedisConn::Sentinel(s) => s
+                    .primary_client()
+                    .await
+                    .map_err(|e| ConnectorError::redis("asking the sentinels", e))?,
+                _ => config.access().client()?,
+            };
             let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
             let listener = tokio::spawn(listen(
                 client,
@@ -118,6 +147,7 @@ impl RedisKeyspaceSource {
         } else {
             None
         };
+        let access = cmd.is_cluster().then(|| Box::new(config.access()));
         info!(
             pipeline,
             channel,
@@ -141,7 +171,8 @@ impl RedisKeyspaceSource {
             snapshot: config.snapshot,
             once,
             expected,
-            scan: config.snapshot.then_some(0),
+            scan: config.snapshot.then(Scan::default),
+            access,
             scanned: VecDeque::new(),
             ready: VecDeque::new(),
             unsettled: HashMap::new(),
@@ -152,21 +183,71 @@ impl RedisKeyspaceSource {
         ConnectorError::redis(format!("{what} ({})", self.pattern), e)
     }
 
-    async fn scan_page(&mut self, cursor: u64) -> Result<(), ConnectorError> {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
+    /// One page of the scan: `SCAN` on the server, or on each primary in
+    /// turn on a cluster (a cluster's keys are spread over its primaries).
+    async fn scan_page(&mut self) -> Result<(), ConnectorError> {
+        let Some(mut scan) = self.scan.take() else {
+            return Ok(());
+        };
+        if scan.nodes.is_none() {
+            scan.nodes = Some(match &self.access {
+                Some(access) => {
+                    let RedisConn::Cluster(cluster) = &self.cmd else {
+                        return Ok(());
+                    };
+                    let primaries = match cluster.primaries().await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            self.scan = Some(scan);
+                            return Err(self.err("listing the cluster's primaries", e));
+                        }
+                    };
+                    let mut nodes = VecDeque::new();
+                    for node in primaries {
+                        nodes.push_back(connect_node(access, &node, Duration::from_secs(10))?);
+                    }
+                    nodes
+                }
+                None => VecDeque::from([self.cmd.clone()]),
+            });
+        }
+        let Some(mut node) = scan.nodes.as_ref().and_then(|n| n.front().cloned()) else {
+            info!(pipeline = %self.pipeline, pattern = %self.pattern, "keyspace scan finished");
+            return Ok(());
+        };
+        let reply: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(scan.cursor)
             .arg("MATCH")
             .arg(&self.pattern)
             .arg("COUNT")
             .arg(SCAN_COUNT)
-            .query_async(&mut self.cmd)
-            .await
-            .map_err(|e| self.err("scanning keys", e))?;
+            .query_async(&mut node)
+            .await;
+        let (next, keys) = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // On a cluster the node may have failed over: list the
+                // primaries again and scan them all from the start.
+                self.scan = Some(if self.access.is_some() {
+                    Scan::default()
+                } else {
+                    scan
+                });
+                return Err(self.err("scanning keys", e));
+            }
+        };
         self.scanned.extend(keys);
-        self.scan = (next != 0).then_some(next);
-        if next == 0 {
-            info!(pipeline = %self.pipeline, pattern = %self.pattern, "keyspace scan finished");
+        scan.cursor = next;
+        if next == 0
+            && let Some(nodes) = scan.nodes.as_mut()
+        {
+            nodes.pop_front();
+            if nodes.is_empty() {
+                info!(pipeline = %self.pipeline, pattern = %self.pattern, "keyspace scan finished");
+                return Ok(());
+            }
         }
+        self.scan = Some(scan);
         Ok(())
     }
 
@@ -219,13 +300,14 @@ impl RedisKeyspaceSource {
         for ((key, _), change) in keys.iter().zip(&changes) {
             self.unsettled.insert(key.clone(), change.clone());
         }
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for ((key, _), change) in keys.iter().zip(&changes) {
-            pipe.add_command(sync::observe_call(script.get_hash(), key, change));
-        }
-        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
-            .query_async(&mut self.cmd)
+        let calls: Vec<redis::Cmd> = keys
+            .iter()
+            .zip(&changes)
+            .map(|((key, _), change)| sync::observe_call(script.get_hash(), key, change))
+            .collect();
+        let replies = self
+            .cmd
+            .run(&calls, false)
             .await
             .map_err(|e| self.err("reading keys with their companions", e))?;
         if replies
@@ -263,34 +345,66 @@ impl RedisKeyspaceSource {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut types = redis::pipe();
-        for (key, _) in keys {
-            types.cmd("TYPE").arg(key);
-        }
-        let types: Vec<String> = types
-            .query_async(&mut self.cmd)
+        let types: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|(key, _)| {
+                let mut c = redis::cmd("TYPE");
+                c.arg(key);
+                c
+            })
+            .collect();
+        let types: Vec<String> = self
+            .cmd
+            .run(&types, false)
             .await
+            .and_then(|replies| {
+                replies
+                    .into_iter()
+                    .map(|r| r.and_then(|v| Ok(redis::from_redis_value(v)?)))
+                    .collect()
+            })
             .map_err(|e| self.err("reading key types", e))?;
-        let mut reads = redis::pipe();
-        reads.ignore_errors();
-        for ((key, _), kind) in keys.iter().zip(&types) {
-            match kind.as_str() {
-                "string" => reads.cmd("GET").arg(key),
-                "hash" => reads.cmd("HGETALL").arg(key),
-                "list" => reads.cmd("LRANGE").arg(key).arg(0).arg(-1),
-                "set" => reads.cmd("SMEMBERS").arg(key),
-                "zset" => reads
-                    .cmd("ZRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(-1)
-                    .arg("WITHSCORES"),
-                "stream" => reads.cmd("XINFO").arg("STREAM").arg(key),
-                _ => reads.cmd("EXISTS").arg(key),
-            };
-        }
-        let values: Vec<redis::RedisResult<redis::Value>> = reads
-            .query_async(&mut self.cmd)
+        let reads: Vec<redis::Cmd> = keys
+            .iter()
+            .zip(&types)
+            .map(|((key, _), kind)| {
+                let mut c;
+                match kind.as_str() {
+                    "string" => {
+                        c = redis::cmd("GET");
+                        c.arg(key);
+                    }
+                    "hash" => {
+                        c = redis::cmd("HGETALL");
+                        c.arg(key);
+                    }
+                    "list" => {
+                        c = redis::cmd("LRANGE");
+                        c.arg(key).arg(0).arg(-1);
+                    }
+                    "set" => {
+                        c = redis::cmd("SMEMBERS");
+                        c.arg(key);
+                    }
+                    "zset" => {
+                        c = redis::cmd("ZRANGE");
+                        c.arg(key).arg(0).arg(-1).arg("WITHSCORES");
+                    }
+                    "stream" => {
+                        c = redis::cmd("XINFO");
+                        c.arg("STREAM").arg(key);
+                    }
+                    _ => {
+                        c = redis::cmd("EXISTS");
+                        c.arg(key);
+                    }
+                }
+                c
+            })
+            .collect();
+        let values = self
+            .cmd
+            .run(&reads, false)
             .await
             .map_err(|e| self.err("reading values", e))?;
         for (((key, event), kind), value) in keys.iter().zip(types).zip(values) {
@@ -357,7 +471,7 @@ impl Source for RedisKeyspaceSource {
                 && self.scan.is_none()
                 && self.shared.rescan.swap(false, Ordering::Relaxed)
             {
-                self.scan = Some(0);
+                self.scan = Some(Scan::default());
             }
             // Changes first, then the scan, so fresh events are not stuck
             // behind a large keyspace.
@@ -377,8 +491,8 @@ impl Source for RedisKeyspaceSource {
                 self.read(keys).await?;
                 continue;
             }
-            if let Some(cursor) = self.scan {
-                self.scan_page(cursor).await?;
+            if self.scan.is_some() {
+                self.scan_page().await?;
                 continue;
             }
             if self.once {

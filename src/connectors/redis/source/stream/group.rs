@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::connectors::redis::connection::RedisConn;
 
 use crate::connectors::redis::replies::text;
 use crate::error::ConnectorError;
@@ -14,7 +14,7 @@ use crate::position::stream_id;
 /// Deletes, from each of `streams`, the entries every group has
 /// acknowledged (`group` names ferry's group in errors).
 pub(super) async fn trim_acknowledged(
-    cmd: &mut ConnectionManager,
+    cmd: &mut RedisConn,
     streams: &[Arc<str>],
     group: &str,
 ) -> Result<(), ConnectorError> {
@@ -58,7 +58,7 @@ pub(super) async fn trim_acknowledged(
 /// those lie above every earlier one, so its lowest pending id is still a
 /// floor.
 pub(super) async fn keep_from(
-    cmd: &mut ConnectionManager,
+    cmd: &mut RedisConn,
     stream: &str,
     group: &HashMap<String, String>,
 ) -> Result<Option<(u64, u64)>, ConnectorError> {
@@ -115,7 +115,7 @@ pub(super) fn map_of(v: &redis::Value) -> HashMap<String, String> {
 /// those not yet given to the group (`lag`, Redis 7+) plus this consumer's
 /// own pending ones, which it reads again first.
 pub(super) async fn job_of(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -159,7 +159,7 @@ pub(super) async fn job_of(
 }
 
 pub(super) async fn create_group(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     stream: &str,
     group: &str,
     from: &str,
