@@ -305,26 +305,7 @@ async fn a_replay_between_two_offsets_writes_exactly_the_records_between_them() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_replay_starts_at_an_entry_id_under_its_own_group() {
-    let redis = RedisServer::start();
-    let mut conn = redis.conn();
-    let mut ids = Vec::new();
-    for n in 0..20 {
-        let id: String = redis::cmd("XADD")
-            .arg("orders")
-            .arg("*")
-            .arg("payload")
-            .arg(ferry::connectors::generate::order(n))
-            .query(&mut conn)
-            .unwrap();
-        ids.push(id);
-    }
-    let target = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let source = format!(
-        r#"{{ type = "redis-stream", url = "{}", streams = ["orders"], group = "live" }}"#,
-        redis.url()
-    );
-    let config = write_config(dir.path(), &source, &target);
+    let (redis, ids, target, _dir, config) = stream_of_20_orders();
 
     let said = run_replay(&config, &["--from", &ids[5]]);
     assert!(said.starts_with("replayed 15 messages"), "{said}");
@@ -333,7 +314,7 @@ async fn a_stream_replay_starts_at_an_entry_id_under_its_own_group() {
     let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg("orders")
-        .query(&mut conn)
+        .query(&mut redis.conn())
         .unwrap();
     let names: Vec<String> = groups
         .iter()
@@ -346,6 +327,29 @@ async fn a_stream_replay_starts_at_an_entry_id_under_its_own_group() {
 /// resumed run (same group) does not deliver them either.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_replay_ends_before_an_entry_id_even_when_resumed() {
+    let (_redis, ids, target, _dir, config) = stream_of_20_orders();
+
+    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
+    assert!(said.starts_with("replayed 7 messages"), "{said}");
+    let mut written = keys(&target, "order:*");
+    written.sort_by_key(|k| k[6..].parse::<u64>().unwrap());
+    let expected: Vec<String> = (5..12).map(|n| format!("order:{n}")).collect();
+    assert_eq!(written, expected, "exactly the entries in [from, to)");
+
+    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
+    assert!(said.starts_with("replayed 0 messages"), "{said}");
+    assert_eq!(keys(&target, "order:*").len(), 7, "nothing past the end");
+}
+
+/// A stream `orders` of 20 orders (with their entry ids), a fresh target,
+/// and a config in `dir` replaying the stream's live pipeline into it.
+fn stream_of_20_orders() -> (
+    RedisServer,
+    Vec<String>,
+    RedisServer,
+    tempfile::TempDir,
+    String,
+) {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
     let mut ids = Vec::new();
@@ -366,15 +370,5 @@ async fn a_stream_replay_ends_before_an_entry_id_even_when_resumed() {
         redis.url()
     );
     let config = write_config(dir.path(), &source, &target);
-
-    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
-    assert!(said.starts_with("replayed 7 messages"), "{said}");
-    let mut written = keys(&target, "order:*");
-    written.sort_by_key(|k| k[6..].parse::<u64>().unwrap());
-    let expected: Vec<String> = (5..12).map(|n| format!("order:{n}")).collect();
-    assert_eq!(written, expected, "exactly the entries in [from, to)");
-
-    let said = run_replay(&config, &["--from", &ids[5], "--to", &ids[12]]);
-    assert!(said.starts_with("replayed 0 messages"), "{said}");
-    assert_eq!(keys(&target, "order:*").len(), 7, "nothing past the end");
+    (redis, ids, target, dir, config)
 }
