@@ -2,6 +2,7 @@
 //! publisher with confirms, both reconnecting with backoff (lapin does not).
 
 pub(crate) mod access;
+mod acks;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod errors;

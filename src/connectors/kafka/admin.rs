@@ -11,20 +11,18 @@ use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many partitions `topic` has, or `None` if it does not exist.
-pub async fn partition_count(
-    config: &ClientConfig,
-    bearer: Option<BearerToken>,
-    topic: &str,
-) -> Result<Option<usize>, ConnectorError> {
-    let admin: AdminClient<TokenContext> = config
-        .create_with_context(TokenContext(bearer))
-        .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
+/// How many partitions `topic` has, or `None` if it does not exist, asked
+/// with `fetch` (any client's `fetch_metadata`; it blocks, so it runs on
+/// the blocking pool).
+pub async fn partitions_of<F>(fetch: F, topic: &str) -> Result<Option<usize>, ConnectorError>
+where
+    F: FnOnce(&str, Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>
+        + Send
+        + 'static,
+{
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(&topic_name), TIMEOUT)
+        let metadata = fetch(&topic_name, TIMEOUT)
             .map_err(|e| ConnectorError::kafka(format!("reading metadata of `{topic_name}`"), e))?;
         Ok(metadata
             .topics()
