@@ -5,7 +5,6 @@ pub(crate) mod access;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod errors;
-mod insecure;
 pub(crate) mod mapping;
 pub mod sink;
 pub(crate) mod source;
