@@ -502,4 +502,44 @@ mod tests {
             "rediss://:<redacted>@h:6380/0"
         );
     }
+
+    #[test]
+    fn server_name_is_taken_alone_and_on_a_cluster_and_refused_under_sentinel() {
+        let toml = "url = \"rediss://10.0.0.5:6380\"\ntls = { server_name = \"redis.internal\" }";
+        let (mut a, p) = access(toml);
+        assert!(p.is_empty(), "{p:?}");
+        a.mode = Mode::Cluster;
+        let mut p = Vec::new();
+        a.check(&ConfigPath::root(), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let sentinel = "primary = \"m\"\nnodes = [\"redis://10.0.0.9:26379\"]";
+        a.mode = Mode::Sentinel(toml::from_str(sentinel).unwrap());
+        a.check(&ConfigPath::root(), &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].message, "`server_name` is not supported here");
+    }
+
+    #[test]
+    fn cluster_seeds_under_the_name_are_given_back_their_address() {
+        let r = NameResolver {
+            name: "redis.internal".into(),
+            host: "10.0.0.5".into(),
+            port: 6380,
+        };
+        let seed = |host: &str, port| {
+            let info = "redis://x".into_connection_info().unwrap();
+            info.set_addr(redis::ConnectionAddr::TcpTls {
+                host: host.into(),
+                port,
+                insecure: false,
+                tls_params: None,
+            })
+        };
+        let addr = |i: redis::ConnectionInfo| i.addr().to_string();
+        assert_eq!(
+            addr(unnamed(seed("redis.internal", 6380), &r)),
+            "10.0.0.5:6380"
+        );
+        assert_eq!(addr(unnamed(seed("10.0.0.6", 6380), &r)), "10.0.0.6:6380");
+    }
 }

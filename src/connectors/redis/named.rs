@@ -306,4 +306,37 @@ mod tests {
         let addrs: Vec<SocketAddr> = r.resolve("127.0.0.2", 7000).await.unwrap().collect();
         assert_eq!(addrs, ["127.0.0.2:7000".parse::<SocketAddr>().unwrap()]);
     }
+
+    fn access(tls: &str) -> crate::connectors::redis::access::RedisAccess {
+        let mut a =
+            crate::connectors::redis::access::RedisAccess::from_url("rediss://127.0.0.1:6380")
+                .unwrap();
+        a.tls = Some(toml::from_str(tls).unwrap());
+        a
+    }
+
+    fn host(e: &Endpoint) -> String {
+        e.client.get_connection_info().addr().to_string()
+    }
+
+    #[test]
+    fn under_server_name_redis_rs_is_given_the_name_for_the_urls_node_only() {
+        let a = access("server_name = \"redis.test\"");
+        let e = a.endpoint().unwrap();
+        assert_eq!(host(&e), "redis.test:6380");
+        let r = &e.named.as_ref().unwrap().resolver;
+        assert_eq!((r.host.as_str(), r.port), ("127.0.0.1", 6380));
+        // On a cluster: the node in url by the name, the others as announced.
+        let same = a.node_endpoint("127.0.0.1:6380").unwrap();
+        assert_eq!(host(&same), "redis.test:6380");
+        assert!(same.named.is_some());
+        let other = a.node_endpoint("127.0.0.1:6381").unwrap();
+        assert_eq!(host(&other), "127.0.0.1:6381");
+        assert!(other.named.is_none());
+        // Without the setting, nothing changes.
+        let plain = access("ca = \"/nonexistent\"\ninsecure_skip_verify = true");
+        let e = plain.endpoint().unwrap();
+        assert_eq!(host(&e), "127.0.0.1:6380");
+        assert!(e.named.is_none());
+    }
 }
