@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use secure::{Certs, TlsRedis, check_connect, ferry};
+use secure::{Certs, TlsCluster, TlsRedis, check_connect, ferry};
 use support::Ferry;
 
 /// A pipeline of `count` generated orders into `SET order:{id}` on `url`,
@@ -316,5 +316,67 @@ fn stream_pubsub_and_keyspace_sources_reach_the_server_by_its_name() {
         "copied, heard, changed: {delivered:?}\n{}",
         running.log()
     );
+    running.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn on_a_cluster_server_name_names_the_node_in_the_url() {
+    let certs = Certs::make();
+    certs.server_named("named", "redis.test");
+    // The node in url carries the name only; the others their address.
+    let cluster = TlsCluster::start(&certs, &["named", "server", "server"]);
+    let url = cluster.nodes[0].tls_url();
+    let config = |tls: &str| sink_config(&url, &format!("cluster = true\n{tls}"), 30);
+    let (code, _, stderr) = run(&config(&tls(&certs, None)), &[]);
+    assert!(code > 0, "exit {code}: {stderr}");
+    assert!(stderr.contains("does not carry"), "{stderr}");
+    let named = tls(&certs, Some("redis.test"));
+    let (code, _, stderr) = run(&config(&named), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let sizes = cluster.dbsizes();
+    assert_eq!(sizes.iter().sum::<u64>(), 30, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n > 0),
+        "every node written: {sizes:?}"
+    );
+
+    // Keyspace notifications are heard on every primary, the renamed one
+    // among them: changes of keys on the node in url arrive.
+    let source = format!(
+        "source = {{ type = \"redis-keyspace\", url = \"{url}\", cluster = true, {named}, \
+         pattern = \"watched:*\", snapshot = false, configure_notifications = true }}"
+    );
+    let config = format!(
+        "[[pipeline]]\nname = \"keyspace\"\n{source}\n[[pipeline.sink]]\ntype = \"redis\"\n\
+         url = \"{url}\"\ncluster = true\nwrite = \"rpush\"\nkey = \"changed\"\n{named}\n"
+    );
+    let mut running = Ferry::start(&config);
+    let mut first = cluster.nodes[0].admin();
+    let started = std::time::Instant::now();
+    let heard = loop {
+        // Keys the node in url holds (the others answer MOVED).
+        for i in 0..20 {
+            let _ = redis::cmd("SET")
+                .arg(format!("watched:{i}"))
+                .arg("v")
+                .query::<()>(&mut first);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let heard: u64 = cluster
+            .nodes
+            .iter()
+            // The nodes that do not hold the list answer MOVED.
+            .map(|n| {
+                redis::cmd("LLEN")
+                    .arg("changed")
+                    .query::<u64>(&mut n.admin())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if heard > 0 || started.elapsed() > Duration::from_secs(30) {
+            break heard;
+        }
+    };
+    assert!(heard > 0, "{}", running.log());
     running.stop(Duration::from_secs(10));
 }

@@ -12,12 +12,16 @@ use std::time::Duration;
 
 use crate::support::{free_port, wait_until};
 
+mod cluster;
 mod rabbit;
+#[allow(unused_imports)]
+pub use cluster::TlsCluster;
 #[allow(unused_imports)]
 pub use rabbit::TlsRabbit;
 
 /// A test CA, a server certificate for `localhost`/`127.0.0.1` and a client
-/// certificate signed by it, and an unrelated CA.
+/// certificate signed by it, and an unrelated CA. Server certificates serve
+/// as client certificates too: cluster nodes show them to each other.
 pub struct Certs {
     pub dir: tempfile::TempDir,
 }
@@ -61,7 +65,7 @@ impl Certs {
         }
         std::fs::write(
             d.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
@@ -77,7 +81,7 @@ impl Certs {
         let d = self.dir.path();
         std::fs::write(
             d.join(format!("{file}.ext")),
-            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n"),
+            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )
         .unwrap();
         issue(d, file, name);
@@ -147,6 +151,11 @@ impl TlsRedis {
 
     /// With the server certificate `{cert}.pem` (see `Certs::server_named`).
     pub fn start_as(certs: &Certs, cert: &str, client_certs: bool) -> Self {
+        Self::start_with(certs, cert, client_certs, &[])
+    }
+
+    /// With more `redis-server` arguments.
+    pub fn start_with(certs: &Certs, cert: &str, client_certs: bool, extra: &[&str]) -> Self {
         let (port, tls_port) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
@@ -164,6 +173,7 @@ impl TlsRedis {
                 "--tls-auth-clients",
                 if client_certs { "yes" } else { "no" },
             ])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
