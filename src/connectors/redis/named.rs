@@ -162,14 +162,16 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// next command once the connection is lost. Cheap to clone (clones share
 /// the connection).
 #[derive(Clone)]
-pub(crate) struct NamedConn {
+pub(crate) struct NamedConn(Arc<Shared>);
+
+struct Shared {
     endpoint: Endpoint,
     config: AsyncConnectionConfig,
     retries: usize,
     max_delay: Duration,
     /// The connection and its generation, so that a failure seen on an old
     /// connection does not drop a newer one.
-    conn: Arc<Mutex<Option<(u64, MultiplexedConnection)>>>,
+    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
 }
 
 impl NamedConn {
@@ -180,34 +182,35 @@ impl NamedConn {
         max_delay: Duration,
     ) -> NamedConn {
         let config = endpoint.config(config);
-        NamedConn {
+        NamedConn(Arc::new(Shared {
             endpoint,
             config,
             retries,
             max_delay,
-            conn: Arc::new(Mutex::new(None)),
-        }
+            conn: Mutex::new(None),
+        }))
     }
 
     async fn get(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let mut current = self.conn.lock().await;
+        let s = &self.0;
+        let mut current = s.conn.lock().await;
         if let Some(c) = current.as_ref() {
             return Ok(c.clone());
         }
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0;
         let conn = loop {
-            let r = self
+            let r = s
                 .endpoint
                 .client
-                .get_multiplexed_async_connection_with_config(&self.config)
+                .get_multiplexed_async_connection_with_config(&s.config)
                 .await;
             match r {
                 Ok(c) => break c,
-                Err(_) if attempt < self.retries => {
+                Err(_) if attempt < s.retries => {
                     attempt += 1;
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.max_delay);
+                    delay = (delay * 2).min(s.max_delay);
                 }
                 Err(e) => return Err(e),
             }
@@ -221,7 +224,7 @@ impl NamedConn {
     /// After a command: a lost connection is opened again next time.
     async fn after<T>(&self, generation: u64, r: &RedisResult<T>) {
         if r.as_ref().is_err_and(super::connection::lost) {
-            let mut current = self.conn.lock().await;
+            let mut current = self.0.conn.lock().await;
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *current = None;
             }
@@ -256,7 +259,8 @@ impl ConnectionLike for NamedConn {
     }
 
     fn get_db(&self) -> i64 {
-        self.endpoint
+        self.0
+            .endpoint
             .client
             .get_connection_info()
             .redis_settings()
