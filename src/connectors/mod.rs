@@ -10,6 +10,7 @@ pub mod generate;
 pub mod kafka;
 pub mod redis;
 pub mod tls;
+pub(crate) mod tls_client;
 
 use std::future::Future;
 use std::pin::Pin;

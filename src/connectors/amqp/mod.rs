@@ -6,7 +6,6 @@ mod acks;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod errors;
-mod insecure;
 pub(crate) mod mapping;
 pub mod sink;
 pub(crate) mod source;
