@@ -14,6 +14,7 @@ use crate::support::{free_port, wait_until};
 
 mod cluster;
 mod rabbit;
+pub mod sentinel;
 #[allow(unused_imports)]
 pub use cluster::TlsCluster;
 #[allow(unused_imports)]
