@@ -58,6 +58,20 @@ pub(crate) fn code_is_per_message(code: RDKafkaErrorCode) -> bool {
 
 /// The broker's refusals of a SASL login, a topic or a group.
 pub(crate) fn explain_login(text: &str) -> Option<Diagnosis> {
+    // A refused OAUTHBEARER token: the broker's RFC 7628 error
+    // (`{"status":"invalid_token"}`) in librdkafka's "SASL authentication
+    // error", or librdkafka's own words when it reports the challenge. The
+    // text does not name the mechanism otherwise, and username/password
+    // are not what to check.
+    if has_lower(
+        text,
+        &["\"status\":\"invalid_token\"", "sasl oauthbearer authentication failed"],
+    ) {
+        return permanent(
+            "the broker refused the OAUTHBEARER token: check that `sasl.token` (or the token in \
+             `sasl.token_file`) is one this cluster accepts, or the `sasl.oidc` client",
+        );
+    }
     if has_lower(
         text,
         &[
@@ -100,6 +114,25 @@ mod tests {
         assert!(ConnectorError::kafka("produce", timeout).is_retryable());
         let auth = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
         assert!(!ConnectorError::kafka("produce", auth).is_retryable());
+    }
+
+    #[test]
+    fn a_refused_token_names_the_token_settings_and_a_refused_password_the_password() {
+        // What librdkafka reports for a broker's final SaslAuthenticate
+        // error (Apache Kafka's words for PLAIN and OAUTHBEARER).
+        let token = explain_login(
+            "Local: Authentication failure: SASL authentication error: \
+             {\"status\":\"invalid_token\"} (after 2ms in state AUTH_REQ)",
+        )
+        .unwrap();
+        assert!(token.permanent);
+        assert!(token.fix.contains("`sasl.token_file`"), "{}", token.fix);
+        assert!(!token.fix.contains("`sasl.password`"));
+        let password = explain_login(
+            "SASL authentication error: Authentication failed: Invalid username or password",
+        )
+        .unwrap();
+        assert!(password.fix.contains("`sasl.password`"));
     }
 
     #[test]

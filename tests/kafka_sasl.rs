@@ -1,0 +1,277 @@
+//! Kafka SASL PLAIN and OAUTHBEARER against a broker that checks them:
+//! tansu behind the test SASL gate (tests/secure/sasl_gate.rs), which
+//! does the logins tansu 0.6.0 cannot check and forwards everything else.
+//! Every client connection, ferry's and the test's own, goes through the
+//! gate, so a whole `ferry run` only works with a login the gate accepted.
+
+// Test code: a panic is the test failing, and helpers are `pub` for the
+// test modules that share them.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod secure;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secure::{Certs, Credentials, GatedKafka, ferry};
+use support::{Ferry, RedisServer, wait_until};
+
+fn sink_config(brokers: &str, access: &str) -> String {
+    format!(
+        r#"
+[[pipeline]]
+name = "to-kafka"
+source = {{ type = "generate", count = 20 }}
+[[pipeline.sink]]
+type = "kafka"
+brokers = "{brokers}"
+topic = "orders"
+create_topic = {{ partitions = 2 }}
+{access}
+"#
+    )
+}
+
+/// Kafka -> Redis; `until`: `until = "end"` to stop at the end offsets.
+fn source_config(brokers: &str, access: &str, redis: &str, until: &str) -> String {
+    format!(
+        r#"
+[[pipeline]]
+name = "from-kafka"
+[pipeline.source]
+type = "kafka"
+brokers = "{brokers}"
+topics = ["orders"]
+group = "ferry-orders"
+{until}
+{access}
+[[pipeline.sink]]
+type = "redis"
+url = "{redis}"
+write = "set"
+key = "order:{{order_id}}"
+"#
+    )
+}
+
+/// `ferry ARGS... FILE` with `config` written to FILE in `dir`.
+fn ferry_on(dir: &Path, args: &[&str], config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let path = dir.join(format!("{}.toml", args.join("-").replace("--", "")));
+    std::fs::write(&path, config).unwrap();
+    let mut all = args.to_vec();
+    all.push(path.to_str().unwrap());
+    ferry(&all, env)
+}
+
+fn run(dir: &Path, config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    ferry_on(dir, &["run"], config, env)
+}
+
+fn check_connect(dir: &Path, config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    ferry_on(dir, &["check", "--connect"], config, env)
+}
+
+/// A JWT with these claims (nothing checks its signature: the gate compares
+/// the whole token, ferry reads `exp` and `sub`).
+fn jwt(claims: &str) -> String {
+    format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.c2lnbmF0dXJl",
+        URL_SAFE_NO_PAD.encode(claims)
+    )
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn plain_over_tls_carries_a_sink_and_a_source_and_a_wrong_password_is_refused_with_the_fix() {
+    let certs = Certs::make();
+    let kafka = GatedKafka::start(
+        Credentials {
+            plain: Some(("ferry".into(), "good-pass".into())),
+            ..Credentials::default()
+        },
+        Some(&certs),
+    );
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("kafka-password");
+    std::fs::write(&secret, "good-pass\n").unwrap();
+    let tls = format!("tls = {{ ca = \"{}\" }}", certs.path("ca.pem"));
+    let access = format!(
+        "{tls}\nsasl = {{ mechanism = \"PLAIN\", username = \"ferry\", password = \"${{file:{}}}\" }}",
+        secret.display()
+    );
+    let sink = sink_config(&kafka.brokers(), &access);
+    let source = source_config(&kafka.brokers(), &access, &redis.url(), "until = \"end\"");
+
+    // Without a login the gate lets nothing through.
+    let (code, stdout, _) = check_connect(dir.path(), &sink_config(&kafka.brokers(), &tls), &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(kafka.gate.refused_before_login() > 0);
+
+    let (code, _, stderr) = run(dir.path(), &sink, &[]);
+    assert_eq!(code, 0, "{stderr}\n{}", kafka.log());
+    let (code, _, stderr) = run(dir.path(), &source, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(redis.dbsize(), 20, "every order went through the gate both ways");
+    let (code, stdout, _) = check_connect(dir.path(), &source, &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("connected (SASL_SSL, PLAIN as `ferry`)"),
+        "{stdout}"
+    );
+    let logins = kafka.gate.logins();
+    assert!(
+        !logins.is_empty() && logins.iter().all(|l| l.accepted && l.who == "ferry"),
+        "{logins:?}"
+    );
+
+    std::fs::write(&secret, "wrong-pass\n").unwrap();
+    let (code, stdout, _) = check_connect(dir.path(), &sink, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("fix: the broker refused the SASL login"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("`sasl.password`"), "{stdout}");
+    for config in [&sink, &source] {
+        let (code, _, stderr) = run(dir.path(), config, &[]);
+        assert_eq!(code, 1, "a refused login stops the run: {stderr}");
+        assert!(stderr.contains("`sasl.password`"), "{stderr}");
+        assert!(!stderr.contains("wrong-pass"), "{stderr}");
+    }
+    assert!(
+        kafka.gate.logins().iter().any(|l| !l.accepted),
+        "the gate refused the wrong password"
+    );
+}
+
+#[test]
+fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_with_the_fix() {
+    let fixed = "opaque-token-7f3a";
+    let file_token = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
+    let kafka = GatedKafka::start(
+        Credentials {
+            tokens: vec![fixed.to_owned(), file_token.clone()],
+            ..Credentials::default()
+        },
+        None,
+    );
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+
+    // `sasl.token` from the environment: the sink.
+    let env = [("KAFKA_TOKEN", fixed)];
+    let by_env = "sasl = { mechanism = \"OAUTHBEARER\", token = \"${KAFKA_TOKEN}\" }";
+    let sink = sink_config(&kafka.brokers(), by_env);
+    let (code, _, stderr) = run(dir.path(), &sink, &env);
+    assert_eq!(code, 0, "{stderr}\n{}", kafka.log());
+    let (code, stdout, _) = check_connect(dir.path(), &sink, &env);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("connected (SASL_PLAINTEXT, OAUTHBEARER)"),
+        "{stdout}"
+    );
+
+    // `sasl.token_file`: the source reads back what the sink wrote.
+    let token = dir.path().join("kafka-token");
+    std::fs::write(&token, format!("{file_token}\n")).unwrap();
+    let by_file = format!(
+        "sasl = {{ mechanism = \"OAUTHBEARER\", token_file = \"{}\" }}",
+        token.display()
+    );
+    let source = source_config(&kafka.brokers(), &by_file, &redis.url(), "until = \"end\"");
+    let (code, _, stderr) = run(dir.path(), &source, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(redis.dbsize(), 20);
+    let logins = kafka.gate.logins();
+    assert!(logins.iter().all(|l| l.accepted), "{logins:?}");
+    assert!(logins.iter().any(|l| l.who == fixed));
+    assert!(logins.iter().any(|l| l.who == file_token));
+
+    // A token the broker does not take: named, never shown.
+    let wrong = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 7200));
+    std::fs::write(&token, format!("{wrong}\n")).unwrap();
+    let (code, stdout, _) = check_connect(dir.path(), &source, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("OAUTHBEARER token"), "{stdout}");
+    assert!(stdout.contains("`sasl.token_file`"), "{stdout}");
+    assert!(!stdout.contains(&wrong), "{stdout}");
+    let (code, _, stderr) = run(dir.path(), &source, &[]);
+    assert_eq!(code, 1, "a refused token stops the run: {stderr}");
+    assert!(stderr.contains("`sasl.token_file`"), "{stderr}");
+    assert!(!stderr.contains(&wrong), "{stderr}");
+    let (code, _, stderr) = run(dir.path(), &sink, &[("KAFKA_TOKEN", "not-the-token")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("`sasl.token`"), "{stderr}");
+    assert!(
+        kafka.gate.logins().iter().any(|l| l.who == wrong && !l.accepted),
+        "the gate refused the wrong token"
+    );
+}
+
+/// A token file rotated under a running ferry: librdkafka asks ferry for a
+/// token again before the old one expires (at 80% of its lifetime; here a
+/// JWT of 20 seconds), ferry reads the file again, and the connections made
+/// after that log in with the new token: once the broker takes only the new
+/// token and every connection is cut, records still flow both ways.
+#[test]
+fn a_rotated_token_file_is_used_for_the_logins_after_it() {
+    let lifetime = 20;
+    let old_expires = std::time::Instant::now() + Duration::from_secs(lifetime);
+    let old = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + lifetime));
+    let new = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
+    let kafka = GatedKafka::start(
+        Credentials {
+            tokens: vec![old.clone(), new.clone()],
+            ..Credentials::default()
+        },
+        None,
+    );
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("kafka-token");
+    std::fs::write(&token, &old).unwrap();
+    let access = format!(
+        "sasl = {{ mechanism = \"OAUTHBEARER\", token_file = \"{}\" }}",
+        token.display()
+    );
+    // Endless orders, 20 a second, to Kafka and back out to Redis.
+    let sink = sink_config(&kafka.brokers(), &access).replace("count = 20", "rate = 20");
+    let source = source_config(&kafka.brokers(), &access, &redis.url(), "");
+    let mut ferry = Ferry::start(&format!("{sink}\n{source}"));
+    wait_until(Duration::from_secs(15), "orders to reach Redis", || {
+        redis.dbsize() > 20
+    });
+    let logins = kafka.gate.logins();
+    assert!(logins.iter().all(|l| l.who == old), "{logins:?}");
+
+    // Rotate. Every client asked for its token in the first seconds, so
+    // by a second before the old token expires all have asked again.
+    std::fs::write(&token, &new).unwrap();
+    let refreshed = old_expires - Duration::from_secs(1);
+    std::thread::sleep(refreshed.saturating_duration_since(std::time::Instant::now()));
+    kafka.gate.accept_tokens(&[&new]);
+    let rotated = kafka.gate.logins().len();
+    kafka.gate.cut();
+    let before = redis.dbsize();
+    wait_until(
+        Duration::from_secs(30),
+        "orders to flow on the new token",
+        || redis.dbsize() > before + 40,
+    );
+    let after = kafka.gate.logins().split_off(rotated);
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.accepted && l.who == new),
+        "after the rotation only the new token is sent: {after:?}"
+    );
+    ferry.stop(Duration::from_secs(30));
+}
