@@ -52,6 +52,10 @@ impl ClientContext for Recorder {
         oauth::generate(self.bearer.as_ref())
     }
 
+    /// A dry run has no use for librdkafka's statistics (the default would
+    /// print each on stderr).
+    fn stats_raw(&self, _statistics: &[u8]) {}
+
     fn log(&self, level: RDKafkaLogLevel, _fac: &str, message: &str) {
         if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
             self.record(message.to_owned());

@@ -79,7 +79,7 @@ impl KafkaReader {
             config.set(k, v);
         }
         let consumer: StreamConsumer<TokenContext> = config
-            .create_with_context(TokenContext(bearer))
+            .create_with_context(TokenContext::new(bearer))
             .map_err(|e| format!("kafka {brokers}: cannot create a consumer: {e}"))?;
         let topics_owned = topics.to_vec();
         let (consumer, ends) = tokio::task::spawn_blocking(move || {

@@ -4,28 +4,38 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::config::KafkaSourceConfig;
+use super::errors::login_refused;
 use super::oauth::{BearerToken, TokenContext};
 use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many partitions `topic` has, or `None` if it does not exist.
+/// Read with a consumer (it needs no group for this) because a consumer
+/// can be polled for what librdkafka logged while the request failed: a
+/// refused login fails the request only with "broker transport failure",
+/// which would be retried for ever.
 pub async fn partition_count(
     config: &ClientConfig,
     bearer: Option<BearerToken>,
     topic: &str,
 ) -> Result<Option<usize>, ConnectorError> {
-    let admin: AdminClient<TokenContext> = config
-        .create_with_context(TokenContext(bearer))
-        .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
+    let client: BaseConsumer<TokenContext> = config
+        .create_with_context(TokenContext::new(bearer))
+        .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = admin
-            .inner()
+        let metadata = client
             .fetch_metadata(Some(&topic_name), TIMEOUT)
-            .map_err(|e| ConnectorError::kafka(format!("reading metadata of `{topic_name}`"), e))?;
+            .map_err(|e| {
+                drain(&client, REFUSAL_WAIT);
+                let refusal = &client.context().refusal;
+                refusal.or(format!("reading metadata of `{topic_name}`"), e)
+            })?;
         Ok(metadata
             .topics()
             .iter()
@@ -35,6 +45,46 @@ pub async fn partition_count(
     })
     .await
     .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
+}
+
+/// How long a client that has been trying is polled for what it logged.
+const REFUSAL_WAIT: Duration = Duration::from_millis(500);
+
+/// Polls `client` for `wait` (its log lines reach its context only so).
+fn drain(client: &BaseConsumer<TokenContext>, wait: Duration) {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until && client.context().refusal.get().is_none() {
+        let _ = client.poll(Duration::from_millis(50));
+    }
+}
+
+/// Whether the brokers refuse the login of `config`, asked after a
+/// request failed without saying why: a client of its own connects and
+/// is polled for up to 3 s for librdkafka's log of the refusal. Blocking.
+pub(crate) fn refused_login(config: &ClientConfig, bearer: Option<BearerToken>) -> Option<String> {
+    let mut config = config.clone();
+    config.remove("group.id");
+    let client: BaseConsumer<TokenContext> =
+        config.create_with_context(TokenContext::new(bearer)).ok()?;
+    // Connecting starts with the first request.
+    let _ = client.fetch_metadata(None, Duration::from_millis(100));
+    drain(&client, Duration::from_secs(3));
+    client.context().refusal.get()
+}
+
+/// `error` of a set-up request, or the brokers' refusal of the login if
+/// that is why it failed (asked with [`refused_login`] when the error is
+/// one worth retrying, which a refused login is not).
+pub(crate) async fn refused_or(source: &KafkaSourceConfig, error: ConnectorError) -> ConnectorError {
+    if !error.is_retryable() {
+        return error;
+    }
+    let config = source.client_config("ferry-login-check");
+    let bearer = BearerToken::of(source.sasl.as_ref());
+    match tokio::task::spawn_blocking(move || refused_login(&config, bearer)).await {
+        Ok(Some(refused)) => login_refused("setting up the consumer", refused),
+        _ => error,
+    }
 }
 
 /// Creates `topic`; an existing topic is not an error. For clients that
@@ -66,7 +116,7 @@ pub async fn create_topic_with(
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ConnectorError> {
     let admin: AdminClient<TokenContext> = config
-        .create_with_context(TokenContext(bearer))
+        .create_with_context(TokenContext::new(bearer))
         .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
     let mut new = NewTopic::new(
         topic,
@@ -79,7 +129,10 @@ pub async fn create_topic_with(
     let results = admin
         .create_topics([&new], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
         .await
-        .map_err(|e| ConnectorError::kafka(format!("creating topic `{topic}`"), e))?;
+        .map_err(|e| {
+            let refusal = &admin.inner().context().refusal;
+            refusal.or(format!("creating topic `{topic}`"), e)
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

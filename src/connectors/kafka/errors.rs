@@ -1,6 +1,8 @@
 //! librdkafka errors: which are worth retrying, which concern one record,
 //! and what a refused login or ACL means.
 
+use std::sync::Mutex;
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::super::diagnose::{Diagnosis, client, has_lower, permanent};
@@ -11,6 +13,58 @@ impl ConnectorError {
     pub fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
         let retryable = retryable(&source);
         client("kafka", context.into(), retryable, Box::new(source))
+    }
+}
+
+/// librdkafka's log facility for a failed broker connection.
+pub(crate) const CONNECTION_FAILED: &str = "FAIL";
+
+/// The broker's refusal of the login, as librdkafka logged it. A request
+/// made meanwhile fails only with "broker transport failure" or a timeout
+/// (the reason goes to the log, not to the request), which ferry would
+/// retry for ever; with this, such a request fails with the reason, not
+/// retryable, and the diagnosis names the setting to fix.
+#[derive(Debug, Default)]
+pub(crate) struct LoginRefusal(Mutex<Option<String>>);
+
+impl LoginRefusal {
+    /// A librdkafka log line: kept if it is a failed connection that
+    /// [`explain_login`] calls a refused login.
+    pub(crate) fn saw(&self, facility: &str, message: &str) {
+        if facility == CONNECTION_FAILED && explain_login(message).is_some_and(|d| d.permanent) {
+            *crate::sync::lock(&self.0) = Some(message.to_owned());
+        }
+    }
+
+    /// A broker took the login (a rotated token, say): what was refused
+    /// before is no longer the reason for anything.
+    pub(crate) fn clear(&self) {
+        *crate::sync::lock(&self.0) = None;
+    }
+
+    /// The refusal seen last, if the login is refused.
+    pub(crate) fn get(&self) -> Option<String> {
+        crate::sync::lock(&self.0).clone()
+    }
+
+    /// The error of a request (`context`): the refused login if there was
+    /// one, else the request's own error.
+    pub(crate) fn or(&self, context: impl Into<String>, error: KafkaError) -> ConnectorError {
+        match self.get() {
+            Some(refused) => login_refused(context, refused),
+            None => ConnectorError::kafka(context, error),
+        }
+    }
+}
+
+/// A request (`context`) failed because the brokers refused the login
+/// (librdkafka's words): not worth retrying.
+pub(crate) fn login_refused(context: impl Into<String>, refused: String) -> ConnectorError {
+    ConnectorError::Client {
+        system: "kafka",
+        context: context.into(),
+        retryable: false,
+        source: refused.into(),
     }
 }
 
@@ -133,6 +187,24 @@ mod tests {
         )
         .unwrap();
         assert!(password.fix.contains("`sasl.password`"));
+    }
+
+    #[test]
+    fn a_request_that_failed_while_the_login_was_refused_fails_with_the_refusal() {
+        let refusal = LoginRefusal::default();
+        let failed = || KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(refusal.or("reading metadata", failed()).is_retryable());
+        refusal.saw("FAIL", "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed");
+        refusal.saw("SASL", "SASL authentication error: Authentication failed");
+        assert!(refusal.or("reading metadata", failed()).is_retryable());
+        let refused = "127.0.0.1:9/bootstrap: SASL authentication error: Authentication failed: \
+                       Invalid username or password (after 2ms in state AUTH_REQ)";
+        refusal.saw("FAIL", refused);
+        let e = refusal.or("reading metadata", failed());
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("Invalid username or password"), "{e}");
+        refusal.clear();
+        assert!(refusal.or("reading metadata", failed()).is_retryable());
     }
 
     #[test]

@@ -17,6 +17,11 @@ use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
 use rdkafka::consumer::ConsumerContext;
 
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use tracing::debug;
+
+use super::errors::LoginRefusal;
 use super::security::SaslConfig;
 use crate::clock::now_ms;
 use crate::secret::Secret;
@@ -87,14 +92,41 @@ pub(crate) fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<d
 }
 
 /// The client context of ferry's short-lived clients (admin, readers):
-/// librdkafka's defaults, plus the token when ferry hands it over.
-pub(crate) struct TokenContext(pub Option<BearerToken>);
+/// librdkafka's defaults, plus the token when ferry hands it over, and
+/// the refused login that a failed request is to report.
+pub(crate) struct TokenContext {
+    bearer: Option<BearerToken>,
+    pub(crate) refusal: LoginRefusal,
+}
+
+impl TokenContext {
+    pub(crate) fn new(bearer: Option<BearerToken>) -> Self {
+        Self {
+            bearer,
+            refusal: LoginRefusal::default(),
+        }
+    }
+}
 
 impl ClientContext for TokenContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
-        generate(self.0.as_ref())
+        generate(self.bearer.as_ref())
+    }
+
+    /// The pipeline's own clients report the statistics; these would only
+    /// repeat them.
+    fn stats_raw(&self, _statistics: &[u8]) {}
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.refusal.saw(facility, message);
+        debug!(?level, facility, "librdkafka: {message}");
+    }
+
+    /// The request that failed reports it (with the refusal, if any).
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!("librdkafka: {error}: {reason}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! Kafka sink: an idempotent producer whose writes count only when the
 //! delivery report says the brokers have them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use tracing::info;
 
 use super::admin;
 use super::config::KafkaSinkConfig;
-use super::errors::code_is_per_message;
+use super::errors::{LoginRefusal, code_is_per_message};
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
 use super::oauth::{self, BearerToken};
 use super::watch::BrokerWatch;
@@ -70,6 +71,8 @@ pub struct Record {
 
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
+    /// The producer's [`BrokerWatch`] keeps it (librdkafka hides the context).
+    refusal: Arc<LoginRefusal>,
     topic: String,
     key: Option<Template>,
 }
@@ -113,14 +116,17 @@ impl KafkaSink {
                 }
             }
         }
+        let watch = BrokerWatch::new(pipeline, probe.clone());
+        let refusal = Arc::clone(watch.refusal());
         let producer = client_config
             .create_with_context(SinkContext {
-                watch: BrokerWatch::new(pipeline, probe.clone()),
+                watch,
                 bearer: bearer.clone(),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         Ok(Self {
             producer,
+            refusal,
             topic: topic.to_owned(),
             key: config.key.clone(),
         })
@@ -175,7 +181,7 @@ impl Sink for KafkaSink {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
-                        classify(e, &mut results[i])?;
+                        classify(e, &mut results[i], &self.refusal)?;
                         break;
                     }
                 }
@@ -184,7 +190,7 @@ impl Sink for KafkaSink {
         for (i, delivery) in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => classify(e, &mut results[i])?,
+                Ok(Err((e, _))) => classify(e, &mut results[i], &self.refusal)?,
                 Err(_) => {
                     return Err(ConnectorError::Fatal(
                         "the kafka producer shut down before confirming".into(),
@@ -197,8 +203,13 @@ impl Sink for KafkaSink {
 }
 
 /// A per-record error goes into that record's result; anything else fails
-/// the batch (which is then retried or fails the pipeline).
-fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), ConnectorError> {
+/// the batch (which is then retried or fails the pipeline), with the
+/// brokers' refusal of the login as the reason when they refuse it.
+fn classify(
+    e: KafkaError,
+    result: &mut Result<(), MessageError>,
+    refusal: &LoginRefusal,
+) -> Result<(), ConnectorError> {
     match e.rdkafka_error_code() {
         Some(code) if code_is_per_message(code) => {
             *result = Err(MessageError::Refused {
@@ -207,7 +218,7 @@ fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), 
             });
             Ok(())
         }
-        _ => Err(ConnectorError::kafka("producing", e)),
+        _ => Err(refusal.or("producing", e)),
     }
 }
 

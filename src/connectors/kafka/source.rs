@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admin;
 use super::config::{KafkaSourceConfig, StartFrom, Until};
-use super::mapping::to_message;
+use super::mapping::{intern, to_message};
 use super::oauth::{self, BearerToken};
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
@@ -265,7 +266,7 @@ impl KafkaSource {
         let positions = match positions {
             Ok(p) => p,
             // A start position ferry could not set would be silently lost.
-            Err(e) if until_end || seeded => return Err(e),
+            Err(e) if until_end || seeded => return Err(admin::refused_or(config, e).await),
             // A daemon waits for its topics and brokers; librdkafka retries.
             Err(e) => {
                 warn!(pipeline, "{e}; consuming once it is available");
@@ -455,16 +456,6 @@ fn seed_group(consumer: &Consumer_, seeds: &[(Partition, i64)]) -> Result<(), Co
         .map_err(|e| ConnectorError::kafka("setting the group's start offsets", e))
 }
 
-/// One shared `Arc<str>` per topic name instead of a copy per message.
-fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(t) = topics.get(name) {
-        return Arc::clone(t);
-    }
-    let t: Arc<str> = Arc::from(name);
-    topics.insert(name.to_owned(), Arc::clone(&t));
-    t
-}
-
 async fn commit_loop(
     consumer: Arc<Consumer_>,
     tracker: Tracker,
@@ -517,7 +508,7 @@ impl Source for KafkaSource {
                 }
                 Err(e) => {
                     let missing = is_missing_topic(&e);
-                    let e = ConnectorError::kafka("consuming", e);
+                    let e = self.consumer.context().watch.refusal().or("consuming", e);
                     if !e.is_retryable() {
                         return Err(e);
                     }
