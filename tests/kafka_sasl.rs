@@ -74,6 +74,34 @@ fn check_connect(dir: &Path, config: &str, env: &[(&str, &str)]) -> (i32, String
     ferry_on(dir, &["check", "--connect"], config, env)
 }
 
+/// The PLAIN login the test's own client uses where ferry logs in with a
+/// token: ferry cannot create topics with a token of its own.
+const ADMIN: (&str, &str) = ("admin", "admin-pass");
+
+/// Creates `topic` through the gate, logged in as [`ADMIN`].
+fn create_topic(kafka: &GatedKafka, topic: &str, partitions: usize) {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", kafka.brokers())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", ADMIN.0)
+        .set("sasl.password", ADMIN.1);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(ferry::connectors::kafka::admin::create_topic(
+            &config, topic, partitions, 1,
+        ))
+        .unwrap();
+}
+
+fn with_admin(tokens: Vec<String>) -> Credentials {
+    Credentials {
+        plain: Some((ADMIN.0.to_owned(), ADMIN.1.to_owned())),
+        tokens,
+    }
+}
+
 /// A JWT with these claims (nothing checks its signature: the gate compares
 /// the whole token, ferry reads `exp` and `sub`).
 fn jwt(claims: &str) -> String {
@@ -159,12 +187,10 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     let fixed = "opaque-token-7f3a";
     let file_token = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
     let kafka = GatedKafka::start(
-        Credentials {
-            tokens: vec![fixed.to_owned(), file_token.clone()],
-            ..Credentials::default()
-        },
+        with_admin(vec![fixed.to_owned(), file_token.clone()]),
         None,
     );
+    create_topic(&kafka, "orders", 2);
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
 
@@ -193,9 +219,17 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(redis.dbsize(), 20);
     let logins = kafka.gate.logins();
-    assert!(logins.iter().all(|l| l.accepted), "{logins:?}");
-    assert!(logins.iter().any(|l| l.who == fixed));
-    assert!(logins.iter().any(|l| l.who == file_token));
+    let ferrys: Vec<_> = logins.iter().filter(|l| l.mechanism == "OAUTHBEARER").collect();
+    assert!(ferrys.iter().all(|l| l.accepted), "{logins:?}");
+    assert!(ferrys.iter().any(|l| l.who == fixed));
+    assert!(ferrys.iter().any(|l| l.who == file_token));
+
+    // librdkafka's admin client never asks for a token: a missing topic
+    // cannot be created, and ferry says so instead of timing out.
+    let missing = sink.replace("topic = \"orders\"", "topic = \"invoices\"");
+    let (code, _, stderr) = run(dir.path(), &missing, &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("create the topic beforehand"), "{stderr}");
 
     // A token the broker does not take: named, never shown.
     let wrong = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 7200));
@@ -229,13 +263,8 @@ fn a_rotated_token_file_is_used_for_the_logins_after_it() {
     let old_expires = std::time::Instant::now() + Duration::from_secs(lifetime);
     let old = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + lifetime));
     let new = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
-    let kafka = GatedKafka::start(
-        Credentials {
-            tokens: vec![old.clone(), new.clone()],
-            ..Credentials::default()
-        },
-        None,
-    );
+    let kafka = GatedKafka::start(with_admin(vec![old.clone(), new.clone()]), None);
+    create_topic(&kafka, "orders", 2);
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("kafka-token");
@@ -252,7 +281,10 @@ fn a_rotated_token_file_is_used_for_the_logins_after_it() {
         redis.dbsize() > 20
     });
     let logins = kafka.gate.logins();
-    assert!(logins.iter().all(|l| l.who == old), "{logins:?}");
+    assert!(
+        logins.iter().filter(|l| l.mechanism == "OAUTHBEARER").all(|l| l.who == old),
+        "{logins:?}"
+    );
 
     // Rotate. Every client asked for its token in the first seconds, so
     // by a second before the old token expires all have asked again.

@@ -9,7 +9,7 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use super::config::KafkaSourceConfig;
 use super::errors::login_refused;
-use super::oauth::{BearerToken, TokenContext};
+use super::oauth::{BearerToken, TokenContext, hand_over};
 use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +29,7 @@ pub async fn partition_count(
         .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
+        hand_over(&client, || client.context().bearer.waiting());
         let metadata = client
             .fetch_metadata(Some(&topic_name), TIMEOUT)
             .map_err(|e| {
@@ -115,6 +116,14 @@ pub async fn create_topic_with(
     replication: usize,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ConnectorError> {
+    if bearer.is_some() {
+        return Err(ConnectorError::Fatal(format!(
+            "kafka topic `{topic}` does not exist, and ferry cannot create topics with an \
+             OAUTHBEARER token of its own (`sasl.token`, `sasl.token_file`): librdkafka's admin \
+             client is never asked for the token (rust-rdkafka issue 757); create the topic \
+             beforehand, or log in with `sasl.oidc`"
+        )));
+    }
     let admin: AdminClient<TokenContext> = config
         .create_with_context(TokenContext::new(bearer))
         .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;

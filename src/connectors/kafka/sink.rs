@@ -14,7 +14,7 @@ use super::admin;
 use super::config::KafkaSinkConfig;
 use super::errors::{LoginRefusal, code_is_per_message};
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
-use super::oauth::{self, BearerToken};
+use super::oauth::{Bearer, BearerToken};
 use super::watch::BrokerWatch;
 use crate::connectors::Sink;
 use crate::error::{ConnectorError, MessageError};
@@ -28,7 +28,7 @@ use crate::template::Template;
 pub struct SinkContext {
     watch: BrokerWatch,
     /// OAUTHBEARER with a token of ferry's own.
-    bearer: Option<BearerToken>,
+    bearer: Bearer,
 }
 
 impl ClientContext for SinkContext {
@@ -38,7 +38,7 @@ impl ClientContext for SinkContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        oauth::generate(self.bearer.as_ref())
+        self.bearer.generate()
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -121,7 +121,7 @@ impl KafkaSink {
         let producer = client_config
             .create_with_context(SinkContext {
                 watch,
-                bearer: bearer.clone(),
+                bearer: Bearer::new(bearer),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         Ok(Self {

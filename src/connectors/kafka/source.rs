@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use super::admin;
 use super::config::{KafkaSourceConfig, StartFrom, Until};
 use super::mapping::{intern, to_message};
-use super::oauth::{self, BearerToken};
+use super::oauth::{Bearer, BearerToken, hand_over_stream};
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
@@ -49,7 +49,7 @@ pub(crate) struct SourceContext {
     /// lies below it again (`exactly_once` sinks forget those positions).
     settled: Arc<Settled>,
     /// OAUTHBEARER with a token of ferry's own.
-    bearer: Option<BearerToken>,
+    bearer: Bearer,
 }
 
 impl ClientContext for SourceContext {
@@ -59,7 +59,7 @@ impl ClientContext for SourceContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        oauth::generate(self.bearer.as_ref())
+        self.bearer.generate()
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -232,7 +232,7 @@ impl KafkaSource {
             tracker: Arc::clone(&tracker),
             watch: BrokerWatch::new(pipeline, probe.clone()),
             settled: Arc::clone(settled),
-            bearer: BearerToken::of(config.sasl.as_ref()),
+            bearer: Bearer::new(BearerToken::of(config.sasl.as_ref())),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config
@@ -252,6 +252,7 @@ impl KafkaSource {
         let positions = if !until_end && !seeded {
             Ok(Positions::default())
         } else {
+            hand_over_stream(&consumer, || consumer.context().bearer.waiting()).await;
             let consumer = Arc::clone(&consumer);
             let topics = topics.clone();
             let config = config.clone();
