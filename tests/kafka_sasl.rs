@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secure::{Certs, Credentials, GatedKafka, ferry};
+use secure::{Certs, Credentials, GatedKafka, TokenEndpoint, ferry};
 use support::{Ferry, RedisServer, wait_until};
 
 fn sink_config(brokers: &str, access: &str) -> String {
@@ -252,14 +252,61 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     );
 }
 
+/// `sasl.oidc`: librdkafka fetches the token from the provider itself
+/// (client-credentials grant), refreshes it, and sends the extensions
+/// with it; its admin client asks too, so `create_topic` works here.
+#[test]
+fn oidc_client_credentials_log_in_with_the_providers_token_and_extensions() {
+    let token = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
+    let provider = TokenEndpoint::start("ferry", "client-secret", &token);
+    let kafka = GatedKafka::start(with_admin(vec![token.clone()]), None);
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let access = format!(
+        "sasl = {{ mechanism = \"OAUTHBEARER\", oidc = {{ token_url = \"{}\", client_id = \"ferry\", \
+         client_secret = \"${{KAFKA_CLIENT_SECRET}}\", scope = \"kafka\", \
+         extensions = {{ logicalCluster = \"lkc-1\" }} }} }}",
+        provider.url()
+    );
+    let env = [("KAFKA_CLIENT_SECRET", "client-secret")];
+    let sink = sink_config(&kafka.brokers(), &access);
+    let source = source_config(&kafka.brokers(), &access, &redis.url(), "until = \"end\"");
+    let (code, _, stderr) = run(dir.path(), &sink, &env);
+    assert_eq!(code, 0, "{stderr}\n{}", kafka.log());
+    let (code, _, stderr) = run(dir.path(), &source, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(redis.dbsize(), 20);
+    let (code, stdout, _) = check_connect(dir.path(), &source, &env);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(provider.issued() > 0);
+    let logins = kafka.gate.logins();
+    assert!(
+        logins.iter().all(|l| l.accepted
+            && l.who == token
+            && l.extensions == ["logicalCluster=lkc-1"]),
+        "{logins:?}"
+    );
+
+    // The provider refuses a wrong client secret: named, never shown.
+    let wrong = [("KAFKA_CLIENT_SECRET", "not-the-secret")];
+    let (code, stdout, _) = check_connect(dir.path(), &source, &wrong);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("`sasl.oidc.client_secret`"), "{stdout}");
+    assert!(!stdout.contains("not-the-secret"), "{stdout}");
+    let (code, _, stderr) = run(dir.path(), &sink, &wrong);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("`sasl.oidc.client_secret`"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+}
+
 /// A token file rotated under a running ferry: librdkafka asks ferry for a
 /// token again before the old one expires (at 80% of its lifetime; here a
-/// JWT of 20 seconds), ferry reads the file again, and the connections made
+/// JWT of 30 seconds), ferry reads the file again, and the connections made
 /// after that log in with the new token: once the broker takes only the new
 /// token and every connection is cut, records still flow both ways.
 #[test]
 fn a_rotated_token_file_is_used_for_the_logins_after_it() {
-    let lifetime = 20;
+    let lifetime = 30;
     let old_expires = std::time::Instant::now() + Duration::from_secs(lifetime);
     let old = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + lifetime));
     let new = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
@@ -277,7 +324,7 @@ fn a_rotated_token_file_is_used_for_the_logins_after_it() {
     let sink = sink_config(&kafka.brokers(), &access).replace("count = 20", "rate = 20");
     let source = source_config(&kafka.brokers(), &access, &redis.url(), "");
     let mut ferry = Ferry::start(&format!("{sink}\n{source}"));
-    wait_until(Duration::from_secs(15), "orders to reach Redis", || {
+    wait_until(Duration::from_secs(25), "orders to reach Redis", || {
         redis.dbsize() > 20
     });
     let logins = kafka.gate.logins();

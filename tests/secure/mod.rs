@@ -13,8 +13,11 @@ use std::time::Duration;
 use crate::support::{free_port, wait_until};
 
 mod kafka_wire;
+mod oidc;
 mod rabbit;
 mod sasl_gate;
+#[allow(unused_imports)]
+pub use oidc::TokenEndpoint;
 #[allow(unused_imports)]
 pub use rabbit::TlsRabbit;
 #[allow(unused_imports)]

@@ -50,6 +50,8 @@ pub struct Login {
     pub mechanism: &'static str,
     /// PLAIN: the user name; OAUTHBEARER: the token.
     pub who: String,
+    /// OAUTHBEARER: the SASL extensions sent with the token (`key=value`).
+    pub extensions: Vec<String>,
     pub accepted: bool,
 }
 
@@ -313,17 +315,18 @@ fn login_step(
         );
     };
     let credentials = shared.credentials.lock().unwrap().clone();
-    let record = |mechanism, who: String, accepted| {
+    let record = |mechanism, who: String, extensions, accepted| {
         shared.logins.lock().unwrap().push(Login {
             mechanism,
             who,
+            extensions,
             accepted,
         });
     };
     match stage {
         Stage::Plain => {
             let (user, ok) = check_plain(&bytes, credentials.plain.as_ref());
-            record("PLAIN", user, ok);
+            record("PLAIN", user, Vec::new(), ok);
             if ok {
                 (answer(wire::NONE, None, b""), Some(Stage::LoggedIn))
             } else {
@@ -335,9 +338,9 @@ fn login_step(
             }
         }
         Stage::Bearer => {
-            let token = bearer_token(&bytes).unwrap_or_default();
+            let (token, extensions) = bearer_token(&bytes).unwrap_or_default();
             let ok = !token.is_empty() && credentials.tokens.contains(&token);
-            record("OAUTHBEARER", token, ok);
+            record("OAUTHBEARER", token, extensions, ok);
             if ok {
                 (answer(wire::NONE, None, b""), Some(Stage::LoggedIn))
             } else {
@@ -380,16 +383,23 @@ fn check_plain(message: &[u8], expected: Option<&(String, String)>) -> (String, 
 
 /// The token of an OAUTHBEARER client-first message (RFC 7628 3.1):
 /// `gs2-header %x01 *(key=value %x01) %x01`, with `auth=Bearer <token>`
-/// among the pairs.
-fn bearer_token(message: &[u8]) -> Option<String> {
+/// among the pairs; the other pairs are SASL extensions (KIP-342).
+fn bearer_token(message: &[u8]) -> Option<(String, Vec<String>)> {
     let text = std::str::from_utf8(message).ok()?;
     let (gs2, pairs) = text.split_once('\x01')?;
     if !gs2.starts_with("n,") && !gs2.starts_with("y,") {
         return None;
     }
-    let auth = pairs.split('\x01').find_map(|p| p.strip_prefix("auth="))?;
+    let pairs: Vec<&str> = pairs.split('\x01').filter(|p| !p.is_empty()).collect();
+    let auth = pairs.iter().find_map(|p| p.strip_prefix("auth="))?;
     let (scheme, token) = auth.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let extensions = pairs
+        .iter()
+        .filter(|p| !p.starts_with("auth="))
+        .map(|p| (*p).to_owned())
+        .collect();
+    Some((token.trim().to_owned(), extensions))
 }

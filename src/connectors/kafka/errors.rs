@@ -28,10 +28,12 @@ pub(crate) const CONNECTION_FAILED: &str = "FAIL";
 pub(crate) struct LoginRefusal(Mutex<Option<String>>);
 
 impl LoginRefusal {
-    /// A librdkafka log line: kept if it is a failed connection that
-    /// [`explain_login`] calls a refused login.
+    /// A librdkafka log line: kept if it is a failed connection (or a
+    /// failed OIDC token request) that [`explain_login`] calls a refused
+    /// login.
     pub(crate) fn saw(&self, facility: &str, message: &str) {
-        if facility == CONNECTION_FAILED && explain_login(message).is_some_and(|d| d.permanent) {
+        let connecting = facility == CONNECTION_FAILED || facility == "OIDC";
+        if connecting && explain_login(message).is_some_and(|d| d.permanent) {
             *crate::sync::lock(&self.0) = Some(message.to_owned());
         }
     }
@@ -112,6 +114,21 @@ pub(crate) fn code_is_per_message(code: RDKafkaErrorCode) -> bool {
 
 /// The broker's refusals of a SASL login, a topic or a group.
 pub(crate) fn explain_login(text: &str) -> Option<Diagnosis> {
+    // The OpenID Connect provider's answer to `sasl.oidc`, as librdkafka
+    // logs it: `Failed to retrieve OIDC token from "<url>": <body> (<status>)`.
+    if has_lower(text, &["failed to retrieve oidc token"]) {
+        if has_lower(text, &["invalid_client", "unauthorized_client", "(400)", "(401)", "(403)"]) {
+            return permanent(
+                "the OpenID Connect provider refused ferry's client: check `sasl.oidc.client_id` \
+                 and `sasl.oidc.client_secret` (and `scope`)",
+            );
+        }
+        return Some(Diagnosis {
+            permanent: false,
+            fix: "ferry could not fetch a token from `sasl.oidc.token_url`: check the URL and \
+                  that the provider is reachable",
+        });
+    }
     // A refused OAUTHBEARER token: the broker's RFC 7628 error
     // (`{"status":"invalid_token"}`) in librdkafka's "SASL authentication
     // error", or librdkafka's own words when it reports the challenge. The
@@ -182,6 +199,14 @@ mod tests {
         assert!(token.permanent);
         assert!(token.fix.contains("`sasl.token_file`"), "{}", token.fix);
         assert!(!token.fix.contains("`sasl.password`"));
+        let oidc = |status| {
+            explain_login(&format!(
+                "Failed to retrieve OIDC token from \"https://idp/token\": {{\"error\":\"x\"}} ({status})"
+            ))
+            .unwrap()
+        };
+        assert!(oidc(401).permanent && oidc(401).fix.contains("`sasl.oidc.client_secret`"));
+        assert!(!oidc(503).permanent && oidc(503).fix.contains("`sasl.oidc.token_url`"));
         let password = explain_login(
             "SASL authentication error: Authentication failed: Invalid username or password",
         )
