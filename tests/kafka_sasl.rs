@@ -58,7 +58,12 @@ key = "order:{{order_id}}"
 }
 
 /// `ferry ARGS... FILE` with `config` written to FILE in `dir`.
-fn ferry_on(dir: &Path, args: &[&str], config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+fn ferry_on(
+    dir: &Path,
+    args: &[&str],
+    config: &str,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let path = dir.join(format!("{}.toml", args.join("-").replace("--", "")));
     std::fs::write(&path, config).unwrap();
     let mut all = args.to_vec();
@@ -149,7 +154,11 @@ fn plain_over_tls_carries_a_sink_and_a_source_and_a_wrong_password_is_refused_wi
     assert_eq!(code, 0, "{stderr}\n{}", kafka.log());
     let (code, _, stderr) = run(dir.path(), &source, &[]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(redis.dbsize(), 20, "every order went through the gate both ways");
+    assert_eq!(
+        redis.dbsize(),
+        20,
+        "every order went through the gate both ways"
+    );
     let (code, stdout, _) = check_connect(dir.path(), &source, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(
@@ -185,11 +194,11 @@ fn plain_over_tls_carries_a_sink_and_a_source_and_a_wrong_password_is_refused_wi
 #[test]
 fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_with_the_fix() {
     let fixed = "opaque-token-7f3a";
-    let file_token = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
-    let kafka = GatedKafka::start(
-        with_admin(vec![fixed.to_owned(), file_token.clone()]),
-        None,
-    );
+    let file_token = jwt(&format!(
+        r#"{{"sub":"svc-ferry","exp":{}}}"#,
+        now_s() + 3600
+    ));
+    let kafka = GatedKafka::start(with_admin(vec![fixed.to_owned(), file_token.clone()]), None);
     create_topic(&kafka, "orders", 2);
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +228,10 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(redis.dbsize(), 20);
     let logins = kafka.gate.logins();
-    let ferrys: Vec<_> = logins.iter().filter(|l| l.mechanism == "OAUTHBEARER").collect();
+    let ferrys: Vec<_> = logins
+        .iter()
+        .filter(|l| l.mechanism == "OAUTHBEARER")
+        .collect();
     assert!(ferrys.iter().all(|l| l.accepted), "{logins:?}");
     assert!(ferrys.iter().any(|l| l.who == fixed));
     assert!(ferrys.iter().any(|l| l.who == file_token));
@@ -232,7 +244,10 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     assert!(stderr.contains("create the topic beforehand"), "{stderr}");
 
     // A token the broker does not take: named, never shown.
-    let wrong = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 7200));
+    let wrong = jwt(&format!(
+        r#"{{"sub":"svc-ferry","exp":{}}}"#,
+        now_s() + 7200
+    ));
     std::fs::write(&token, format!("{wrong}\n")).unwrap();
     let (code, stdout, _) = check_connect(dir.path(), &source, &[]);
     assert_eq!(code, 1, "{stdout}");
@@ -247,7 +262,11 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("`sasl.token`"), "{stderr}");
     assert!(
-        kafka.gate.logins().iter().any(|l| l.who == wrong && !l.accepted),
+        kafka
+            .gate
+            .logins()
+            .iter()
+            .any(|l| l.who == wrong && !l.accepted),
         "the gate refused the wrong token"
     );
 }
@@ -257,7 +276,10 @@ fn oauthbearer_tokens_from_config_and_file_log_in_and_a_wrong_token_is_refused_w
 /// with it; its admin client asks too, so `create_topic` works here.
 #[test]
 fn oidc_client_credentials_log_in_with_the_providers_token_and_extensions() {
-    let token = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
+    let token = jwt(&format!(
+        r#"{{"sub":"svc-ferry","exp":{}}}"#,
+        now_s() + 3600
+    ));
     let provider = TokenEndpoint::start("ferry", "client-secret", &token);
     let kafka = GatedKafka::start(with_admin(vec![token.clone()]), None);
     let redis = RedisServer::start();
@@ -281,9 +303,9 @@ fn oidc_client_credentials_log_in_with_the_providers_token_and_extensions() {
     assert!(provider.issued() > 0);
     let logins = kafka.gate.logins();
     assert!(
-        logins.iter().all(|l| l.accepted
-            && l.who == token
-            && l.extensions == ["logicalCluster=lkc-1"]),
+        logins
+            .iter()
+            .all(|l| l.accepted && l.who == token && l.extensions == ["logicalCluster=lkc-1"]),
         "{logins:?}"
     );
 
@@ -308,8 +330,14 @@ fn oidc_client_credentials_log_in_with_the_providers_token_and_extensions() {
 fn a_rotated_token_file_is_used_for_the_logins_after_it() {
     let lifetime = 30;
     let old_expires = std::time::Instant::now() + Duration::from_secs(lifetime);
-    let old = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + lifetime));
-    let new = jwt(&format!(r#"{{"sub":"svc-ferry","exp":{}}}"#, now_s() + 3600));
+    let old = jwt(&format!(
+        r#"{{"sub":"svc-ferry","exp":{}}}"#,
+        now_s() + lifetime
+    ));
+    let new = jwt(&format!(
+        r#"{{"sub":"svc-ferry","exp":{}}}"#,
+        now_s() + 3600
+    ));
     let kafka = GatedKafka::start(with_admin(vec![old.clone(), new.clone()]), None);
     create_topic(&kafka, "orders", 2);
     let redis = RedisServer::start();
@@ -329,7 +357,10 @@ fn a_rotated_token_file_is_used_for_the_logins_after_it() {
     });
     let logins = kafka.gate.logins();
     assert!(
-        logins.iter().filter(|l| l.mechanism == "OAUTHBEARER").all(|l| l.who == old),
+        logins
+            .iter()
+            .filter(|l| l.mechanism == "OAUTHBEARER")
+            .all(|l| l.who == old),
         "{logins:?}"
     );
 

@@ -271,7 +271,13 @@ impl SecureKafka {
         };
         let mut children = vec![spawn_tansu(dir.path(), tansu_port, port, !users.is_empty())];
         if let Some((certs, client_certs)) = tls {
-            children.push(spawn_socat(dir.path(), port, tansu_port, certs, client_certs));
+            children.push(spawn_socat(
+                dir.path(),
+                port,
+                tansu_port,
+                certs,
+                client_certs,
+            ));
         }
         Self {
             port,
@@ -306,7 +312,11 @@ impl GatedKafka {
     pub fn start(credentials: Credentials, tls: Option<&Certs>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (tansu_port, gate_port) = (free_port(), free_port());
-        let port = if tls.is_some() { free_port() } else { gate_port };
+        let port = if tls.is_some() {
+            free_port()
+        } else {
+            gate_port
+        };
         let mut children = vec![spawn_tansu(dir.path(), tansu_port, port, false)];
         let upstream = format!("127.0.0.1:{tansu_port}");
         let gate = SaslGate::start_at(gate_port, &upstream, credentials);
@@ -341,7 +351,13 @@ impl Drop for GatedKafka {
 
 /// `socat` terminating TLS on `port` and forwarding to `target_port`
 /// (`client_certs`: a client certificate is required).
-fn spawn_socat(dir: &Path, port: u16, target_port: u16, certs: &Certs, client_certs: bool) -> Child {
+fn spawn_socat(
+    dir: &Path,
+    port: u16,
+    target_port: u16,
+    certs: &Certs,
+    client_certs: bool,
+) -> Child {
     let listen = format!(
         "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify={}",
         certs.path("server.pem"),

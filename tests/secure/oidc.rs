@@ -25,10 +25,11 @@ impl TokenEndpoint {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let basic = format!("basic {}", STANDARD.encode(format!("{id}:{secret}")));
-        let ok = format!(
-            r#"{{"access_token":"{token}","token_type":"bearer","expires_in":3600}}"#
+        let ok = format!(r#"{{"access_token":"{token}","token_type":"bearer","expires_in":3600}}"#);
+        let (issued, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
         );
-        let (issued, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let (counted, stopped) = (Arc::clone(&issued), Arc::clone(&stop));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -45,7 +46,10 @@ impl TokenEndpoint {
                     counted.fetch_add(1, Ordering::Relaxed);
                     ("200 OK", ok.clone())
                 } else {
-                    ("401 Unauthorized", r#"{"error":"invalid_client"}"#.to_owned())
+                    (
+                        "401 Unauthorized",
+                        r#"{"error":"invalid_client"}"#.to_owned(),
+                    )
                 };
                 let _ = write!(
                     conn,

@@ -345,7 +345,10 @@ fn login_step(
                 (answer(wire::NONE, None, b""), Some(Stage::LoggedIn))
             } else {
                 let challenge = INVALID_TOKEN.as_bytes();
-                (answer(wire::NONE, None, challenge), Some(Stage::BearerRefused))
+                (
+                    answer(wire::NONE, None, challenge),
+                    Some(Stage::BearerRefused),
+                )
             }
         }
         Stage::BearerRefused => (

@@ -76,7 +76,10 @@ pub(crate) fn refused_login(config: &ClientConfig, bearer: Option<BearerToken>) 
 /// `error` of a set-up request, or the brokers' refusal of the login if
 /// that is why it failed (asked with [`refused_login`] when the error is
 /// one worth retrying, which a refused login is not).
-pub(crate) async fn refused_or(source: &KafkaSourceConfig, error: ConnectorError) -> ConnectorError {
+pub(crate) async fn refused_or(
+    source: &KafkaSourceConfig,
+    error: ConnectorError,
+) -> ConnectorError {
     if !error.is_retryable() {
         return error;
     }

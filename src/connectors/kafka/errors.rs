@@ -117,7 +117,16 @@ pub(crate) fn explain_login(text: &str) -> Option<Diagnosis> {
     // The OpenID Connect provider's answer to `sasl.oidc`, as librdkafka
     // logs it: `Failed to retrieve OIDC token from "<url>": <body> (<status>)`.
     if has_lower(text, &["failed to retrieve oidc token"]) {
-        if has_lower(text, &["invalid_client", "unauthorized_client", "(400)", "(401)", "(403)"]) {
+        if has_lower(
+            text,
+            &[
+                "invalid_client",
+                "unauthorized_client",
+                "(400)",
+                "(401)",
+                "(403)",
+            ],
+        ) {
             return permanent(
                 "the OpenID Connect provider refused ferry's client: check `sasl.oidc.client_id` \
                  and `sasl.oidc.client_secret` (and `scope`)",
@@ -136,7 +145,10 @@ pub(crate) fn explain_login(text: &str) -> Option<Diagnosis> {
     // are not what to check.
     if has_lower(
         text,
-        &["\"status\":\"invalid_token\"", "sasl oauthbearer authentication failed"],
+        &[
+            "\"status\":\"invalid_token\"",
+            "sasl oauthbearer authentication failed",
+        ],
     ) {
         return permanent(
             "the broker refused the OAUTHBEARER token: check that `sasl.token` (or the token in \
@@ -219,7 +231,10 @@ mod tests {
         let refusal = LoginRefusal::default();
         let failed = || KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
         assert!(refusal.or("reading metadata", failed()).is_retryable());
-        refusal.saw("FAIL", "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed");
+        refusal.saw(
+            "FAIL",
+            "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed",
+        );
         refusal.saw("SASL", "SASL authentication error: Authentication failed");
         assert!(refusal.or("reading metadata", failed()).is_retryable());
         let refused = "127.0.0.1:9/bootstrap: SASL authentication error: Authentication failed: \
@@ -227,7 +242,10 @@ mod tests {
         refusal.saw("FAIL", refused);
         let e = refusal.or("reading metadata", failed());
         assert!(!e.is_retryable());
-        assert!(e.to_string().contains("Invalid username or password"), "{e}");
+        assert!(
+            e.to_string().contains("Invalid username or password"),
+            "{e}"
+        );
         refusal.clear();
         assert!(refusal.or("reading metadata", failed()).is_retryable());
     }

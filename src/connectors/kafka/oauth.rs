@@ -262,7 +262,10 @@ mod tests {
         assert!(ferrys.generate().is_ok());
         assert!(!ferrys.waiting());
         let none = Bearer::new(None);
-        assert!(!none.waiting(), "OIDC or no OAUTHBEARER: librdkafka needs nothing");
+        assert!(
+            !none.waiting(),
+            "OIDC or no OAUTHBEARER: librdkafka needs nothing"
+        );
         assert!(none.generate().is_err());
     }
 
