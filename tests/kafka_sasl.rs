@@ -170,6 +170,10 @@ fn plain_over_tls_carries_a_sink_and_a_source_and_a_wrong_password_is_refused_wi
         !logins.is_empty() && logins.iter().all(|l| l.accepted && l.who == "ferry"),
         "{logins:?}"
     );
+    assert!(
+        kafka.gate.api_versions_rewritten() > 0,
+        "the gate parsed tansu's ApiVersions answers and offered its own SASL versions"
+    );
 
     std::fs::write(&secret, "wrong-pass\n").unwrap();
     let (code, stdout, _) = check_connect(dir.path(), &sink, &[]);
@@ -384,4 +388,80 @@ fn a_rotated_token_file_is_used_for_the_logins_after_it() {
         "after the rotation only the new token is sent: {after:?}"
     );
     ferry.stop(Duration::from_secs(30));
+}
+
+/// The gate's encodings, byte by byte against the layouts of Apache Kafka's
+/// message definitions: librdkafka uses SaslAuthenticate v1 and
+/// ApiVersions v3, so the flexible SaslAuthenticate v2 and the classic
+/// ApiVersions v0 are only checked here.
+mod wire {
+    use crate::secure::kafka_wire::*;
+
+    #[test]
+    fn sasl_authenticate_v2_is_flexible_and_v1_classic() {
+        let v2 = authenticate_response(7, 2, 58, Some("no"), b"");
+        assert_eq!(
+            v2,
+            [
+                0, 0, 0, 7, // correlation id
+                0, // response header v1: no tagged fields
+                0, 58, // error code
+                3, b'n', b'o', // compact string: length + 1
+                1,    // compact bytes: empty
+                0, 0, 0, 0, 0, 0, 0, 0, // session lifetime ms
+                0, // no tagged fields
+            ]
+        );
+        let v1 = authenticate_response(7, 1, 0, None, b"ok");
+        assert_eq!(
+            v1,
+            [
+                0, 0, 0, 7, 0, 0, 0xff, 0xff, 0, 0, 0, 2, b'o', b'k', 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        // A v2 request: header v2 (client id, tagged fields), compact bytes.
+        let frame = [0, 36, 0, 2, 0, 0, 0, 9, 0, 1, b'c', 0, 3, b'h', b'i', 0];
+        let (header, body) = request(&frame).unwrap();
+        assert_eq!(
+            (header.api_key, header.api_version, header.correlation_id),
+            (36, 2, 9)
+        );
+        assert_eq!(authenticate_bytes(2, body).unwrap(), b"hi");
+    }
+
+    #[test]
+    fn api_versions_offer_the_gates_sasl_versions_in_both_encodings() {
+        // v3: compact array of (key, min, max, tags), throttle, tags.
+        let v3 = [
+            0, 0, 0, 1, 0, 0, // correlation id, error
+            4, // three entries
+            0, 0, 0, 0, 0, 9, 0, // Produce 0-9
+            0, 17, 0, 0, 0, 1, 0, // SaslHandshake 0-1
+            0, 36, 0, 0, 0, 2, 1, 0, 1, 0xaa, // SaslAuthenticate 0-2, one tag
+            0, 0, 0, 0, 0, // throttle, no tags
+        ];
+        let out = offer_gate_versions(3, &v3).unwrap();
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0, 0, 9, 0, // Produce kept
+                0, 17, 0, 1, 0, 1, 0, // SaslHandshake 1-1
+                0, 36, 0, 0, 0, 2, 0, // SaslAuthenticate 0-2
+                0, 0, 0, 0, 0,
+            ]
+        );
+        // v0: i32 count, no tags, no throttle; a broker without SASL gets
+        // the gate's entries added.
+        let v0 = [0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0, 3, 0, 0, 0, 12];
+        let out = offer_gate_versions(0, &v0).unwrap();
+        assert_eq!(
+            out,
+            [
+                0, 0, 0, 2, 0, 0, 0, 0, 0, 3, 0, 3, 0, 0, 0, 12, 0, 17, 0, 1, 0, 1, 0, 36, 0, 0, 0,
+                2
+            ]
+        );
+        // An error answer is left alone.
+        assert!(offer_gate_versions(3, &[0, 0, 0, 1, 0, 35, 0, 0, 0, 0]).is_none());
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::support::{free_port, wait_until};
 
-mod kafka_wire;
+pub mod kafka_wire;
 mod oidc;
 mod rabbit;
 mod sasl_gate;

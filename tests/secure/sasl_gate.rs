@@ -61,6 +61,8 @@ struct Shared {
     logins: Mutex<Vec<Login>>,
     /// Requests refused because they came before a login.
     refused: AtomicU64,
+    /// ApiVersions answers rewritten to offer the gate's SASL versions.
+    rewritten: AtomicU64,
     /// Bumped by [`SaslGate::cut`]; every connection watches it.
     cuts: watch::Sender<u64>,
 }
@@ -87,6 +89,7 @@ impl SaslGate {
             credentials: Mutex::new(credentials),
             logins: Mutex::new(Vec::new()),
             refused: AtomicU64::new(0),
+            rewritten: AtomicU64::new(0),
             cuts: watch::channel(0).0,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -137,6 +140,11 @@ impl SaslGate {
     /// Requests refused so far because they came before a login.
     pub fn refused_before_login(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// ApiVersions answers rewritten so far (each client connection asks).
+    pub fn api_versions_rewritten(&self) -> u64 {
+        self.shared.rewritten.load(Ordering::Relaxed)
     }
 
     /// Closes every connection open now: clients reconnect and log in again.
@@ -228,6 +236,7 @@ async fn serve(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
                 && let Some(rewritten) = wire::offer_gate_versions(version, &frame)
             {
                 frame = rewritten;
+                shared.rewritten.fetch_add(1, Ordering::Relaxed);
             }
             if out.send(Out::Frame(wire::frame(frame))).is_err() {
                 return;
