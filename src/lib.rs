@@ -13,6 +13,7 @@ pub mod config;
 pub mod connectors;
 pub mod error;
 pub mod jobs;
+pub mod json_field;
 pub mod message;
 pub mod observe;
 pub mod position;

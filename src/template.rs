@@ -21,7 +21,8 @@
 
 use std::fmt;
 
-use crate::message::{Coordinate, Message};
+use crate::json_field::{self, Found};
+use crate::message::{Coordinate, JsonError, Message};
 
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,20 +192,16 @@ impl Template {
                 },
                 Part::Field(path) => {
                     let shown = path.join(".");
-                    let json = msg.json().map_err(|e| missing(&shown, e.to_string()))?;
-                    let value = lookup(&json, path)
-                        .ok_or_else(|| missing(&shown, "the payload has no such field".into()))?;
-                    match value {
-                        serde_json::Value::String(s) => out.extend_from_slice(s.as_bytes()),
-                        serde_json::Value::Number(n) => {
-                            out.extend_from_slice(n.to_string().as_bytes());
+                    let found = field_of(msg, path).map_err(|e| missing(&shown, e.to_string()))?;
+                    match found {
+                        Found::String(s) => out.extend_from_slice(s.as_bytes()),
+                        Found::Number(n) => out.extend_from_slice(n.as_bytes()),
+                        Found::Bool(b) => out.extend_from_slice(b.to_string().as_bytes()),
+                        Found::Missing => {
+                            return Err(missing(&shown, "the payload has no such field".into()));
                         }
-                        serde_json::Value::Bool(b) => {
-                            out.extend_from_slice(b.to_string().as_bytes());
-                        }
-                        other => {
-                            let reason = format!("the field is {}", json_kind(other));
-                            return Err(missing(&shown, reason));
+                        Found::Other(kind) => {
+                            return Err(missing(&shown, format!("the field is {kind}")));
                         }
                     }
                 }
@@ -254,6 +251,23 @@ fn parse_placeholder(name: &str) -> Result<Part, String> {
             }
         }
     })
+}
+
+/// The payload's field at `path`: from the parsed JSON when a step parsed
+/// it already, else read from the payload without parsing it whole.
+fn field_of(msg: &Message, path: &[String]) -> Result<Found, JsonError> {
+    if let Some(json) = msg.parsed_json() {
+        let json = json?;
+        return Ok(match lookup(&json, path) {
+            None => Found::Missing,
+            Some(serde_json::Value::String(s)) => Found::String(s.clone()),
+            Some(serde_json::Value::Number(n)) => Found::Number(n.to_string()),
+            Some(serde_json::Value::Bool(b)) => Found::Bool(*b),
+            Some(other) => Found::Other(json_kind(other)),
+        });
+    }
+    let payload = msg.payload.as_ref().ok_or(JsonError::Tombstone)?;
+    json_field::field(payload, path).map_err(|e| JsonError::Invalid(e.to_string()))
 }
 
 /// Follows a dotted path into a JSON value; numeric segments index arrays.

@@ -25,7 +25,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     // Values with meaning: self-checking settings, templates, positions, errors.
-    ("values", &["error", "position", "template", "values"]),
+    (
+        "values",
+        &["error", "json_field", "position", "template", "values"],
+    ),
     // The parts a pipeline is made of: one folder per system, and the steps.
     ("parts", &["connectors", "steps"]),
     // The config file, assembled from the parts' settings.

@@ -52,7 +52,7 @@ async fn every_compression_codec_reaches_a_three_broker_cluster_with_keys_header
         let batch: Vec<_> = (0..100)
             .map(|n| sink.prepare(&order(codec, n)).unwrap())
             .collect();
-        let results = sink.write(&batch).await.unwrap();
+        let results = sink.write(batch.into()).await.unwrap();
         assert!(results.iter().all(Result::is_ok), "{codec}: {results:?}");
     }
 

@@ -10,7 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use secure::{Certs, TlsRedis, check_connect, ferry};
+use secure::{Certs, TlsCluster, TlsRedis, check_connect, ferry};
+use support::Ferry;
 
 /// A pipeline of `count` generated orders into `SET order:{id}` on `url`,
 /// with the connection settings `access` (TOML lines).
@@ -204,4 +205,178 @@ fn an_acl_user_with_the_pipelines_commands_passes_and_one_without_is_named() {
         stdout.contains("fix: wrong user name or password"),
         "{stdout}"
     );
+}
+
+/// A server whose certificate names it `redis.test` only (neither
+/// 127.0.0.1 nor localhost).
+fn named_server() -> (Certs, TlsRedis) {
+    let certs = Certs::make();
+    certs.server_named("named", "redis.test");
+    let redis = TlsRedis::start_as(&certs, "named", false);
+    (certs, redis)
+}
+
+/// The `tls` table trusting the test CA, under `server_name` if given.
+fn tls(certs: &Certs, server_name: Option<&str>) -> String {
+    let name = server_name.map_or(String::new(), |n| format!(", server_name = \"{n}\""));
+    format!("tls = {{ ca = \"{}\"{name} }}", certs.path("ca.pem"))
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_unless_server_name_names_it() {
+    let (certs, redis) = named_server();
+    let dir = tempfile::tempdir().unwrap();
+
+    // rediss://127.0.0.1: the certificate does not carry 127.0.0.1.
+    let config = sink_config(&redis.tls_url(), &tls(&certs, None), 5);
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("not valid for name"), "{stdout}");
+    assert!(
+        stdout.contains("fix: the server's TLS certificate does not carry"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&config, &[]);
+    assert!(code > 0, "exit {code}: {stderr}");
+    assert!(stderr.contains("does not carry"), "{stderr}");
+    assert_eq!(redis.get("order:1"), None);
+
+    // The same address under the name it carries: checked, and written.
+    let config = sink_config(&redis.tls_url(), &tls(&certs, Some("redis.test")), 20);
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("connected with TLS"), "{stdout}");
+    let (code, _, stderr) = run(&config, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(redis.get("order:20").is_some(), "{stderr}");
+
+    // A name the certificate does not carry is refused like an address.
+    let config = sink_config(&redis.tls_url(), &tls(&certs, Some("other.test")), 1);
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("not valid for name"), "{stdout}");
+}
+
+#[test]
+fn stream_pubsub_and_keyspace_sources_reach_the_server_by_its_name() {
+    let (certs, redis) = named_server();
+    let (url, tls) = (redis.tls_url(), tls(&certs, Some("redis.test")));
+    let sink = |list: &str| {
+        format!(
+            "[[pipeline.sink]]\ntype = \"redis\"\nurl = \"{url}\"\nwrite = \"rpush\"\nkey = \"{list}\"\n{tls}\n"
+        )
+    };
+    let source = |fields: &str| format!("source = {{ url = \"{url}\", {tls}, {fields} }}");
+    let config = format!(
+        "[[pipeline]]\nname = \"stream\"\n{}\n{}\n\
+         [[pipeline]]\nname = \"pubsub\"\n{}\n{}\n\
+         [[pipeline]]\nname = \"keyspace\"\n{}\n{}",
+        source(r#"type = "redis-stream", streams = ["orders"], group = "g", block = "200ms""#),
+        sink("copied"),
+        source(r#"type = "redis-pubsub", channels = ["news"]"#),
+        sink("heard"),
+        source(
+            r#"type = "redis-keyspace", pattern = "watched:*", snapshot = false, configure_notifications = true"#
+        ),
+        sink("changed"),
+    );
+    let mut running = Ferry::start(&config);
+    let mut admin = redis.admin();
+    let len = |admin: &mut redis::Connection, list: &str| -> u64 {
+        redis::cmd("LLEN").arg(list).query(admin).unwrap()
+    };
+    let _: String = redis::cmd("XADD")
+        .arg("orders")
+        .arg("*")
+        .arg("payload")
+        .arg(ferry::connectors::generate::order(1))
+        .query(&mut admin)
+        .unwrap();
+    // Pub/sub and notifications are heard once subscribed: sent until heard.
+    let started = std::time::Instant::now();
+    let delivered = loop {
+        let _: u64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg("hello")
+            .query(&mut admin)
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("watched:1")
+            .arg("v")
+            .query(&mut admin)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let lists = ["copied", "heard", "changed"].map(|list| len(&mut admin, list));
+        if lists.iter().all(|&n| n > 0) || started.elapsed() > Duration::from_secs(30) {
+            break lists;
+        }
+    };
+    assert!(
+        delivered.iter().all(|&n| n > 0),
+        "copied, heard, changed: {delivered:?}\n{}",
+        running.log()
+    );
+    running.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn on_a_cluster_server_name_names_the_node_in_the_url() {
+    let certs = Certs::make();
+    certs.server_named("named", "redis.test");
+    // The node in url carries the name only; the others their address.
+    let cluster = TlsCluster::start(&certs, &["named", "server", "server"]);
+    let url = cluster.nodes[0].tls_url();
+    let config = |tls: &str| sink_config(&url, &format!("cluster = true\n{tls}"), 30);
+    let (code, _, stderr) = run(&config(&tls(&certs, None)), &[]);
+    assert!(code > 0, "exit {code}: {stderr}");
+    assert!(stderr.contains("does not carry"), "{stderr}");
+    let named = tls(&certs, Some("redis.test"));
+    let (code, _, stderr) = run(&config(&named), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let sizes = cluster.dbsizes();
+    assert_eq!(sizes.iter().sum::<u64>(), 30, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n > 0),
+        "every node written: {sizes:?}"
+    );
+
+    // Keyspace notifications are heard on every primary, the renamed one
+    // among them: changes of keys on the node in url arrive.
+    let source = format!(
+        "source = {{ type = \"redis-keyspace\", url = \"{url}\", cluster = true, {named}, \
+         pattern = \"watched:*\", snapshot = false, configure_notifications = true }}"
+    );
+    let config = format!(
+        "[[pipeline]]\nname = \"keyspace\"\n{source}\n[[pipeline.sink]]\ntype = \"redis\"\n\
+         url = \"{url}\"\ncluster = true\nwrite = \"rpush\"\nkey = \"changed\"\n{named}\n"
+    );
+    let mut running = Ferry::start(&config);
+    let mut first = cluster.nodes[0].admin();
+    let started = std::time::Instant::now();
+    let heard = loop {
+        // Keys the node in url holds (the others answer MOVED).
+        for i in 0..20 {
+            let _ = redis::cmd("SET")
+                .arg(format!("watched:{i}"))
+                .arg("v")
+                .query::<()>(&mut first);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let heard: u64 = cluster
+            .nodes
+            .iter()
+            // The nodes that do not hold the list answer MOVED.
+            .map(|n| {
+                redis::cmd("LLEN")
+                    .arg("changed")
+                    .query::<u64>(&mut n.admin())
+                    .unwrap_or(0)
+            })
+            .sum();
+        if heard > 0 || started.elapsed() > Duration::from_secs(30) {
+            break heard;
+        }
+    };
+    assert!(heard > 0, "{}", running.log());
+    running.stop(Duration::from_secs(10));
 }

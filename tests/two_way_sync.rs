@@ -65,7 +65,7 @@ topic = "config"
 
 [[pipeline]]
 name = "kafka-to-redis"
-source = {{ type = "kafka", brokers = "{brokers}", topics = ["config"], group = "sync", start = "latest" }}
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["config"], group = "sync", start = "earliest" }}
 [[pipeline.sink]]
 type = "redis"
 url = "{r}"
@@ -75,6 +75,11 @@ key = "{{key}}"
 "#,
         r = redis.url()
     );
+    // `start = "earliest"` on the new topic: the source reads every record,
+    // echoes included. With "latest", a change made in Redis right after
+    // start-up could reach the topic before the consumer's first position
+    // (assignment comes before it), its echo would never be read, and the
+    // sink would hold off that key's records for the pending hold.
     let mut ferry = Ferry::start(&config);
     wait_until(WAIT, "both pipelines", || {
         let log = ferry.log();
@@ -322,7 +327,7 @@ topic = "config"
 
 [[pipeline]]
 name = "kafka-to-redis"
-source = {{ type = "kafka", brokers = "{brokers}", topics = ["config"], group = "sync", start = "latest" }}
+source = {{ type = "kafka", brokers = "{brokers}", topics = ["config"], group = "sync", start = "earliest" }}
 [[pipeline.sink]]
 type = "redis"
 url = "{r}"

@@ -22,28 +22,25 @@ async fn connect(access: &RedisAccess) -> Result<MultiplexedConnection, Finding>
     } else {
         "connecting"
     };
-    let client = access
-        .server_client()
+    let server = access
+        .server_endpoint()
         .await
         .map_err(|e| Finding::error(what, &e.to_string()))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| {
-            if access.is_tls() && e.is_timeout() {
-                // A plaintext port waits for a command line that a TLS
-                // handshake never sends.
-                return Finding::fail(
-                    format!("{what}: no answer to the TLS handshake"),
-                    "check that the port is the server's TLS port (tls-port), or use redis:// \
+    let mut conn = server.multiplexed(config).await.map_err(|e| {
+        if access.is_tls() && e.is_timeout() {
+            // A plaintext port waits for a command line that a TLS
+            // handshake never sends.
+            return Finding::fail(
+                format!("{what}: no answer to the TLS handshake"),
+                "check that the port is the server's TLS port (tls-port), or use redis:// \
                      for a plaintext port",
-                );
-            }
-            Finding::error(what, &crate::connectors::diagnose::chain(&e))
-        })?;
+            );
+        }
+        Finding::error(what, &crate::connectors::diagnose::chain(&e))
+    })?;
     redis::cmd("PING")
         .query_async::<Value>(&mut conn)
         .await

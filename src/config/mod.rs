@@ -39,12 +39,12 @@ const LIFTS: &[Lift] = &[
     },
     Lift {
         pattern: &["pipeline", "*", "sink", "*"],
-        keep: &["name", "retry"],
+        keep: &["name", "retry", "in_flight", "in_flight_kbytes"],
         into: Some("connector"),
     },
     Lift {
         pattern: &["pipeline", "*", "dead_letter"],
-        keep: &["name", "retry"],
+        keep: &["name", "retry", "in_flight", "in_flight_kbytes"],
         into: Some("connector"),
     },
 ];

@@ -10,7 +10,8 @@ use crate::connectors::{SinkConfig, SourceConfig};
 use crate::problem::{ConfigPath, Problem};
 use crate::steps::{Jq, Step, StepConfig};
 use crate::values::{
-    Attempts, Buffer, Count, Hops, JqBudget, NonEmpty, Refusal, RetryDelay, Span, checked,
+    Attempts, Buffer, Count, Hops, InFlight, InFlightKbytes, JqBudget, NonEmpty, Refusal,
+    RetryDelay, Span, checked,
 };
 
 /// `[[pipeline]]`.
@@ -73,10 +74,30 @@ pub struct SinkSpec {
     pub name: Option<Name>,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Batches the sink may have sent and not yet had confirmed: it keeps
+    /// writing while earlier batches wait for their confirmations.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: Count<InFlight>,
+    /// Message kilobytes (payloads and keys) the sink may have in flight;
+    /// bounds memory with large messages.
+    #[serde(default = "default_in_flight_kbytes")]
+    pub in_flight_kbytes: Count<InFlightKbytes>,
     /// The connector's own settings (`type = "..."` and the rest of the
     /// table; the config loader moves them here).
     pub connector: SinkConfig,
 }
+
+fn default_in_flight() -> Count<InFlight> {
+    Count::new(DEFAULT_IN_FLIGHT)
+}
+
+fn default_in_flight_kbytes() -> Count<InFlightKbytes> {
+    Count::new(DEFAULT_IN_FLIGHT_KBYTES)
+}
+
+/// Chosen by measurement (docs/performance.md, phase B).
+const DEFAULT_IN_FLIGHT: usize = 4;
+const DEFAULT_IN_FLIGHT_KBYTES: usize = 8 * 1024;
 
 impl SinkSpec {
     /// A short id for metrics and health: the name, or `sinks[INDEX]`.

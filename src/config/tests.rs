@@ -501,3 +501,20 @@ key = "k"
         .is_ok()
     );
 }
+
+#[test]
+fn a_sinks_window_is_its_own_setting_with_a_range_and_a_default() {
+    let config = parse(GOOD).unwrap();
+    let sink = &config.pipelines[0].sinks[0];
+    assert_eq!(
+        (sink.in_flight.get(), sink.in_flight_kbytes.get()),
+        (4, 8192)
+    );
+    let set = |extra: &str| GOOD.replace("write = \"set\"", &format!("write = \"set\"\n{extra}"));
+    let config = parse(&set("in_flight = 1\nin_flight_kbytes = 64")).unwrap();
+    let sink = &config.pipelines[0].sinks[0];
+    assert_eq!((sink.in_flight.get(), sink.in_flight_kbytes.get()), (1, 64));
+    let e = errors(&set("in_flight = 0"));
+    assert!(e.contains("in_flight"), "{e}");
+    assert!(e.contains("must be at least 1"), "{e}");
+}

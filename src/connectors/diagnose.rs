@@ -59,7 +59,8 @@ pub fn explain(text: &str) -> Option<Diagnosis> {
     ]) {
         return permanent(
             "the server's TLS certificate does not carry the host name in the url/brokers: \
-             connect by a name the certificate lists",
+             connect by a name the certificate lists, or (Redis, RabbitMQ) set \
+             `tls.server_name` to it",
         );
     }
     if has(&[

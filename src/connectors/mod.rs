@@ -10,8 +10,10 @@ pub mod generate;
 pub mod kafka;
 pub mod redis;
 pub mod tls;
+pub(crate) mod tls_client;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -68,21 +70,48 @@ pub trait Source: Send {
     fn close(self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 }
 
+/// What waits for the confirmations of one batch a sink has sent: one
+/// result per write, or an error for the whole batch (which the runtime
+/// then writes again). Owns everything it needs, so that several batches
+/// can be in flight at once.
+pub type Confirming =
+    Pin<Box<dyn Future<Output = Result<Vec<Result<(), MessageError>>, ConnectorError>> + Send>>;
+
 /// Where a pipeline writes.
 ///
 /// `prepare` turns a message into the system's write (rendering key
 /// templates, checking the payload); it is pure and its errors belong to
-/// the message. `write` performs a batch of prepared writes and returns only
-/// when the target system confirmed them, with one result per write.
+/// the message. `send` hands a batch of prepared writes to the target
+/// system and returns without waiting for it: the [`Confirming`] future
+/// resolves once the system confirmed every write (delivery reports,
+/// publisher confirms, pipelined replies), with one result per write.
+/// Batches reach the system in the order they were sent, so the runtime
+/// keeps several in flight while earlier ones wait for confirmation.
 pub trait Sink: Send + 'static {
-    type Prepared: Send + Sync;
+    type Prepared: Send + Sync + 'static;
 
     fn prepare(&self, message: &Message) -> Result<Self::Prepared, MessageError>;
 
+    fn send(
+        &mut self,
+        batch: Arc<[Self::Prepared]>,
+    ) -> impl Future<Output = Result<Confirming, ConnectorError>> + Send;
+
+    /// Whether a batch may be sent before the previous one is confirmed.
+    /// `false` for writes whose order must survive a retry that the target
+    /// would skip (`exactly_once`, `sync`: a batch written again after a
+    /// later one was confirmed would not restore the order).
+    fn overlaps(&self) -> bool {
+        true
+    }
+
+    /// Sends a batch and waits for its confirmations.
     fn write(
         &mut self,
-        batch: &[Self::Prepared],
-    ) -> impl Future<Output = Result<Vec<Result<(), MessageError>>, ConnectorError>> + Send;
+        batch: Arc<[Self::Prepared]>,
+    ) -> impl Future<Output = Result<Vec<Result<(), MessageError>>, ConnectorError>> + Send {
+        async move { self.send(batch).await?.await }
+    }
 }
 
 /// A source's settings, as written in the config (`type = "..."`, which

@@ -34,6 +34,7 @@ pub struct TlsConfig {
 }
 
 /// A client certificate and its key, PEM.
+#[derive(Clone)]
 pub struct Identity {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,

@@ -102,7 +102,7 @@ async fn write_all<S: Sink>(sink: &mut S, messages: &[Message]) -> Result<(), St
         .map(|m| sink.prepare(m).map_err(|e| format!("--repair: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let results = sink
-        .write(&prepared)
+        .write(prepared.into())
         .await
         .map_err(|e| format!("--repair: {e}"))?;
     match results.into_iter().find_map(Result::err) {

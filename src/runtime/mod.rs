@@ -1,5 +1,6 @@
 //! Runs the pipelines of a config until they finish or ferry is told to stop.
 
+pub(crate) mod in_flight;
 pub(crate) mod pipeline;
 pub(crate) mod router;
 pub mod shutdown;

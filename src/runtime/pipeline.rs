@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::in_flight::Window;
 use super::router::{Plan, Router};
 use super::sink_task::{Delivery, Rejections, SinkTask};
 use super::stats::{SinkStats, Stats, Totals, report_progress};
@@ -304,6 +305,10 @@ async fn spawn_sink(
         probe: probe.clone(),
         metrics: SinkStats::new(pipeline, id),
         batch_size: spec.connector.batch_size(),
+        window: Window {
+            batches: spec.in_flight.get(),
+            bytes: spec.in_flight_kbytes.get().saturating_mul(1024),
+        },
         retry: spec.retry,
         stats: Arc::clone(stats),
         rejections,

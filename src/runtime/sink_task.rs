@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::PipelineError;
+use super::in_flight::{Confirmed, InFlight, Window};
 use super::stats::{SinkStats, Stats};
 use crate::ack::{Ack, Outcome};
 use crate::backoff::Backoff;
 use crate::config::pipeline::RetryConfig;
-use crate::connectors::Sink;
+use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::Probe;
@@ -149,6 +150,8 @@ pub(crate) struct SinkTask {
     pub pipeline: String,
     pub sink_name: String,
     pub batch_size: usize,
+    /// What may be in flight at once.
+    pub window: Window,
     pub retry: RetryConfig,
     pub stats: Arc<Stats>,
     pub metrics: SinkStats,
@@ -190,68 +193,218 @@ impl SinkTask {
             )
             .await
     }
+    /// Takes batches from the channel and sends them while the window has
+    /// room; settles each batch as its confirmations arrive. Messages are
+    /// acknowledged only once the sink confirmed them; the source puts
+    /// acknowledgements back in order (Kafka offsets, stream ids), so a
+    /// later batch confirmed first acknowledges only its own messages.
     async fn feed<S: Sink>(
         &self,
         sink: &mut S,
         rx: &mut mpsc::Receiver<Delivery>,
     ) -> Result<(), PipelineError> {
+        let batches = if sink.overlaps() {
+            self.window.batches
+        } else {
+            1
+        };
+        let mut flights = InFlight::default();
         let mut incoming = Vec::with_capacity(self.batch_size);
-        let mut prepared = Vec::with_capacity(self.batch_size);
-        let mut pending = Vec::with_capacity(self.batch_size);
+        let mut open = true;
         loop {
-            if rx.recv_many(&mut incoming, self.batch_size).await == 0 {
+            let room = open && flights.len() < batches && flights.bytes() < self.window.bytes;
+            if !open && flights.is_empty() {
                 return Ok(());
             }
-            for delivery in incoming.drain(..) {
-                match sink.prepare(&delivery.message) {
-                    Ok(p) => {
-                        prepared.push(p);
-                        pending.push(delivery);
+            let awaiting = flights.awaiting() > 0;
+            tokio::select! {
+                biased;
+                Some((seq, confirmed)) = flights.next(), if awaiting => {
+                    self.settle(sink, &mut flights, seq, confirmed).await?;
+                }
+                n = rx.recv_many(&mut incoming, self.batch_size), if room => {
+                    if n == 0 {
+                        open = false;
+                    } else {
+                        self.send(sink, &mut flights, &mut incoming).await?;
                     }
-                    Err(e) => self.reject(delivery, e, 0).await?,
                 }
             }
-            if prepared.is_empty() {
+        }
+    }
+
+    /// Prepares what arrived and sends it as one batch.
+    async fn send<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+        incoming: &mut Vec<Delivery>,
+    ) -> Result<(), PipelineError> {
+        let mut prepared = Vec::with_capacity(incoming.len());
+        let mut deliveries = Vec::with_capacity(incoming.len());
+        let mut bytes = 0;
+        for delivery in incoming.drain(..) {
+            match sink.prepare(&delivery.message) {
+                Ok(p) => {
+                    let m = &delivery.message;
+                    bytes += m.payload.as_ref().map_or(0, |p| p.len())
+                        + m.key.as_ref().map_or(0, |k| k.len());
+                    prepared.push(p);
+                    deliveries.push(delivery);
+                }
+                Err(e) => self.reject(delivery, e, 0).await?,
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        let prepared: Arc<[S::Prepared]> = prepared.into();
+        // A batch that could not even be sent fails like one whose
+        // confirmations failed: the same retry writes it again in order.
+        let confirming: Confirming = match sink.send(Arc::clone(&prepared)).await {
+            Ok(confirming) => confirming,
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        };
+        flights.push(prepared, deliveries, bytes, confirming);
+        Ok(())
+    }
+
+    /// A batch's confirmations arrived: its messages are acknowledged (or
+    /// set aside); a failed batch is written again, with every batch sent
+    /// after it, in order.
+    async fn settle<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+        seq: u64,
+        confirmed: Confirmed,
+    ) -> Result<(), PipelineError> {
+        let Some(flight) = flights.get_mut(seq) else {
+            return Err(PipelineError::Bug(format!(
+                "sink `{}` confirmed a batch it was not waiting for",
+                self.sink_name
+            )));
+        };
+        self.metrics
+            .write_seconds
+            .record(flight.sent.elapsed().as_secs_f64());
+        match confirmed {
+            Ok(results) => {
+                let deliveries = std::mem::take(&mut flight.deliveries);
+                flight.settled = true;
+                self.confirm(deliveries, results, 1).await?;
+                flights.pop_settled();
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => {
+                flight.failed = Some(e);
+                self.recover(sink, flights).await
+            }
+            Err(e) => Err(self.fatal(e)),
+        }
+    }
+
+    /// After a batch failed: waits for every batch still in flight, then
+    /// writes the failed ones again one at a time, in the order they were
+    /// sent, with each batch sent after the first failure (even a
+    /// confirmed one, whose messages are acknowledged already) so that a
+    /// retried write never lands after a later one for good.
+    async fn recover<S: Sink>(
+        &self,
+        sink: &mut S,
+        flights: &mut InFlight<S::Prepared>,
+    ) -> Result<(), PipelineError> {
+        while let Some((seq, confirmed)) = flights.next().await {
+            let Some(flight) = flights.get_mut(seq) else {
+                continue;
+            };
+            match confirmed {
+                Ok(results) => {
+                    let deliveries = std::mem::take(&mut flight.deliveries);
+                    flight.settled = true;
+                    self.confirm(deliveries, results, 1).await?;
+                }
+                Err(e) if e.is_retryable() => flight.failed = Some(e),
+                Err(e) => return Err(self.fatal(e)),
+            }
+        }
+        flights.pop_settled();
+        for flight in flights.take_all() {
+            if flight.settled {
+                // Only for the order: its messages were acknowledged.
+                if let Written::GaveUp { error, .. } =
+                    self.write_until_done(sink, &flight.prepared, None).await?
+                {
+                    warn!(pipeline = %self.pipeline, sink = %self.sink_name,
+                        "{error}; a confirmed batch was not written again after an earlier one");
+                }
                 continue;
             }
-            let written = self.write_until_done(sink, &prepared).await?;
-            prepared.clear();
-            let (results, attempts) = match written {
-                Written::Done { results, attempts } => (results, attempts),
+            match self
+                .write_until_done(sink, &flight.prepared, flight.failed)
+                .await?
+            {
+                Written::Done { results, attempts } => {
+                    self.confirm(flight.deliveries, results, attempts).await?;
+                }
                 Written::GaveUp { error, attempts } => {
                     let reason = format!("{error} (gave up after {attempts} attempts)");
-                    for delivery in pending.drain(..) {
+                    for delivery in flight.deliveries {
                         self.reject(delivery, MessageError::GaveUp(reason.clone()), attempts)
                             .await?;
                     }
-                    continue;
-                }
-            };
-            if results.len() != pending.len() {
-                return Err(PipelineError::Bug(format!(
-                    "sink `{}` returned {} results for {} writes",
-                    self.sink_name,
-                    results.len(),
-                    pending.len()
-                )));
-            }
-            for (delivery, result) in pending.drain(..).zip(results) {
-                match result {
-                    Ok(()) => delivery.ack.delivered(),
-                    Err(e) => self.reject(delivery, e, attempts).await?,
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the confirmed messages of a batch and sets aside the
+    /// refused ones.
+    async fn confirm(
+        &self,
+        deliveries: Vec<Delivery>,
+        results: Vec<Result<(), MessageError>>,
+        attempts: u32,
+    ) -> Result<(), PipelineError> {
+        if results.len() != deliveries.len() {
+            return Err(PipelineError::Bug(format!(
+                "sink `{}` returned {} results for {} writes",
+                self.sink_name,
+                results.len(),
+                deliveries.len()
+            )));
+        }
+        self.probe.up();
+        let confirmed = results.iter().filter(|r| r.is_ok()).count();
+        self.metrics.written.increment(confirmed as u64);
+        for (delivery, result) in deliveries.into_iter().zip(results) {
+            match result {
+                Ok(()) => delivery.ack.delivered(),
+                Err(e) => self.reject(delivery, e, attempts).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn fatal(&self, e: ConnectorError) -> PipelineError {
+        PipelineError::Sink {
+            pipeline: self.pipeline.clone(),
+            sink: self.sink_name.clone(),
+            source: Box::new(e),
         }
     }
 
     /// Writes a batch, retrying with backoff and jitter while the error is
     /// retryable (broker down, timeout), up to the configured attempts
     /// (without a limit, until the runtime aborts the task at the end of a
-    /// shutdown's drain period). A fatal error stops the pipeline.
+    /// shutdown's drain period). `failed` is the error of a first attempt
+    /// made in the window. A fatal error stops the pipeline.
     async fn write_until_done<S: Sink>(
         &self,
         sink: &mut S,
-        batch: &[S::Prepared],
+        batch: &Arc<[S::Prepared]>,
+        mut failed: Option<ConnectorError>,
     ) -> Result<Written, PipelineError> {
         let mut backoff = Backoff::new(self.retry.initial.0, self.retry.max.0);
         let limit = self
@@ -260,16 +413,19 @@ impl SinkTask {
             .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX));
         loop {
             let attempts = backoff.attempts() + 1;
-            let started = Instant::now();
-            let written = sink.write(batch).await;
-            self.metrics
-                .write_seconds
-                .record(started.elapsed().as_secs_f64());
+            let written = match failed.take() {
+                Some(e) => Err(e),
+                None => {
+                    let started = Instant::now();
+                    let written = sink.write(Arc::clone(batch)).await;
+                    self.metrics
+                        .write_seconds
+                        .record(started.elapsed().as_secs_f64());
+                    written
+                }
+            };
             match written {
                 Ok(results) => {
-                    self.probe.up();
-                    let confirmed = results.iter().filter(|r| r.is_ok()).count();
-                    self.metrics.written.increment(confirmed as u64);
                     if attempts > 1 {
                         warn!(pipeline = %self.pipeline, sink = %self.sink_name,
                             attempts, "write succeeded after retries");
@@ -295,13 +451,7 @@ impl SinkTask {
                     self.metrics.retries.increment(1);
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) => {
-                    return Err(PipelineError::Sink {
-                        pipeline: self.pipeline.clone(),
-                        sink: self.sink_name.clone(),
-                        source: Box::new(e),
-                    });
-                }
+                Err(e) => return Err(self.fatal(e)),
             }
         }
     }

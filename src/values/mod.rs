@@ -54,6 +54,10 @@ limits! {
     Batch: 1 ..= 100_000, "every message of a batch is held in memory at once";
     /// Messages waiting between two stages of a pipeline.
     Buffer: 1 ..= 1_000_000, "the buffer is memory, reserved as messages arrive";
+    /// Batches a sink may have sent and not yet had confirmed.
+    InFlight: 1 ..= 1000, "every batch in flight is held in memory until it is confirmed";
+    /// Message kilobytes a sink may have in flight.
+    InFlightKbytes: 1 ..= 4_194_304, "what is in flight is held in memory until it is confirmed";
     /// Pipelines a message may go through.
     Hops: 1 ..= 1000, "a message that went through more pipelines than this is in a loop";
     /// Write attempts, deliveries of one entry.

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use crate::support::{free_port, wait_until};
 
+mod cluster;
 pub mod kafka_wire;
 mod oidc;
 mod rabbit;
 mod sasl_gate;
+#[allow(unused_imports)]
+pub use cluster::TlsCluster;
 #[allow(unused_imports)]
 pub use oidc::TokenEndpoint;
 #[allow(unused_imports)]
@@ -24,10 +27,20 @@ pub use rabbit::TlsRabbit;
 pub use sasl_gate::{Credentials, Login, SaslGate};
 
 /// A test CA, a server certificate for `localhost`/`127.0.0.1` and a client
-/// certificate signed by it, and an unrelated CA.
+/// certificate signed by it, and an unrelated CA. Server certificates serve
+/// as client certificates too: cluster nodes show them to each other.
 pub struct Certs {
     pub dir: tempfile::TempDir,
 }
+
+/// A new P-256 key, unencrypted.
+const EC: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -46,16 +59,9 @@ impl Certs {
     pub fn make() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
         for ca in ["ca", "other-ca"] {
             let mut args = vec!["req", "-x509"];
-            args.extend(ec);
+            args.extend(EC);
             let (key, pem, subj) = (
                 format!("{ca}.key"),
                 format!("{ca}.pem"),
@@ -66,48 +72,66 @@ impl Certs {
         }
         std::fs::write(
             d.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, cn) in [("server", "localhost"), ("client", "ferry")] {
-            let mut args = vec!["req"];
-            args.extend(ec);
-            let (key, csr, subj) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("/CN={cn}"),
-            );
-            args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-            openssl(d, &args);
-            let (pem, ext) = (format!("{name}.pem"), format!("{name}.ext"));
-            openssl(
-                d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &pem,
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &ext,
-                ],
-            );
+            issue(d, name, cn);
         }
         Self { dir }
+    }
+
+    /// A server certificate (`{file}.pem`, `{file}.key`) signed by the CA
+    /// for the DNS name `name` only: not for 127.0.0.1 nor localhost.
+    pub fn server_named(&self, file: &str, name: &str) {
+        let d = self.dir.path();
+        std::fs::write(
+            d.join(format!("{file}.ext")),
+            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+        .unwrap();
+        issue(d, file, name);
     }
 
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
+}
+
+/// `{name}.key` and `{name}.pem` for the subject `cn`, signed by `ca.pem`
+/// with the extensions of `{name}.ext`.
+fn issue(d: &Path, name: &str, cn: &str) {
+    let mut args = vec!["req"];
+    args.extend(EC);
+    let (key, csr, subj) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("/CN={cn}"),
+    );
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(d, &args);
+    let (pem, ext) = (format!("{name}.pem"), format!("{name}.ext"));
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
 }
 
 fn kill(child: &mut Option<Child>) {
@@ -129,6 +153,16 @@ pub struct TlsRedis {
 impl TlsRedis {
     /// `client_certs`: the server requires a client certificate.
     pub fn start(certs: &Certs, client_certs: bool) -> Self {
+        Self::start_as(certs, "server", client_certs)
+    }
+
+    /// With the server certificate `{cert}.pem` (see `Certs::server_named`).
+    pub fn start_as(certs: &Certs, cert: &str, client_certs: bool) -> Self {
+        Self::start_with(certs, cert, client_certs, &[])
+    }
+
+    /// With more `redis-server` arguments.
+    pub fn start_with(certs: &Certs, cert: &str, client_certs: bool, extra: &[&str]) -> Self {
         let (port, tls_port) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
@@ -139,13 +173,14 @@ impl TlsRedis {
                 &tls_port.to_string(),
             ])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--tls-cert-file", &certs.path("server.pem")])
-            .args(["--tls-key-file", &certs.path("server.key")])
+            .args(["--tls-cert-file", &certs.path(&format!("{cert}.pem"))])
+            .args(["--tls-key-file", &certs.path(&format!("{cert}.key"))])
             .args(["--tls-ca-cert-file", &certs.path("ca.pem")])
             .args([
                 "--tls-auth-clients",
                 if client_certs { "yes" } else { "no" },
             ])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

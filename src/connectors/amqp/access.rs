@@ -10,7 +10,7 @@
 //! | `vhost` | the URI's path |
 //! | `mechanism = "external"` | `auth_mechanism = external`: the client certificate is the login |
 //! | `tls.server_name` | the TLS handshake's name (SNI and certificate check) instead of the url's host |
-//! | `tls.insecure_skip_verify` | ferry's own rustls connector accepting any certificate (`insecure.rs`) |
+//! | `tls.insecure_skip_verify` | ferry's own rustls connector accepting any certificate (`connectors/tls_client.rs`) |
 
 use std::str::FromStr;
 

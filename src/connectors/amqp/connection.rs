@@ -10,7 +10,7 @@ use lapin::{AsyncTcpStream, Channel, Connection, ConnectionProperties, DefaultCo
 use tracing::warn;
 
 use super::access::AmqpAccess;
-use super::insecure;
+use crate::connectors::tls_client::{Trust, client_config};
 
 use super::config::{ExchangeKind, QueueKind, Topology};
 use crate::error::ConnectorError;
@@ -33,9 +33,8 @@ pub(crate) async fn open(
              `tls.ca` instead"
         );
         let identity = access.tls.as_ref().map(|t| t.read_identity()).transpose()?;
-        Some(Handshake::Insecure(insecure::connector(
-            identity.flatten(),
-        )?))
+        let config = client_config(Trust::Any, identity.flatten(), "amqp")?;
+        Some(Handshake::Insecure(RustlsConnector::from(config)))
     } else if access.server_name().is_some() {
         Some(Handshake::Checked(access.tls_config()?))
     } else {

@@ -2,10 +2,10 @@
 //! publisher with confirms, both reconnecting with backoff (lapin does not).
 
 pub(crate) mod access;
+mod acks;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod errors;
-mod insecure;
 pub(crate) mod mapping;
 pub mod sink;
 pub(crate) mod source;

@@ -11,6 +11,7 @@
 //! when a sink failed it is requeued (`basic.nack`, requeue); a message no
 //! sink can take is rejected as configured by `rejected`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::acks::Tags;
 use super::config::{AmqpSourceConfig, RejectMode};
 use super::connection;
 use super::mapping::delivery_message;
@@ -36,11 +38,16 @@ use crate::error::ConnectorError;
 use crate::observe::Probe;
 use crate::values::Until;
 
-type AckRequest = (Acker, Outcome);
+/// A delivery's outcome: its session (one per channel), tag and handle.
+type AckRequest = (u64, u64, Acker, Outcome);
 
 /// How long a message rejected with `rejected = "requeue"` is held before
 /// it goes back to the queue.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a delivered message may wait for a multiple ack behind one
+/// still in the pipeline before it is acknowledged on its own.
+const STRANDED: Duration = Duration::from_millis(200);
 
 pub struct AmqpSource {
     rx: mpsc::Receiver<Event>,
@@ -171,7 +178,11 @@ async fn supervise(
     let mut session = Some(first);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut last: Option<Session> = None;
+    // Numbers the channels: delivery tags start again on each.
+    let mut channel_no = 0u64;
     while !stop.is_cancelled() {
+        channel_no += 1;
+        let this_channel = channel_no;
         let mut s = match session.take() {
             Some(s) => s,
             None => {
@@ -240,8 +251,9 @@ async fn supervise(
             let message = delivery_message(&queue, &delivery);
             let acks = ack_tx.clone();
             let handle = delivery.acker.clone();
+            let tag = delivery.delivery_tag;
             let ack = Ack::new(move |outcome| {
-                let _ = acks.send((handle, outcome));
+                let _ = acks.send((this_channel, tag, handle, outcome));
             });
             let sent = tokio::select! {
                 sent = tx.send(Event::Delivery(Envelope::new(message, ack))) => sent,
@@ -295,52 +307,127 @@ async fn bounded(ack: impl Future<Output = lapin::Result<bool>>) -> Result<bool,
 }
 
 /// Sends acks, nacks and rejects as outcomes come back from the sinks.
+/// Acks are gathered: whatever outcomes are waiting are taken at once, and
+/// each channel gets one `basic.ack` with `multiple` up to the highest tag
+/// below which every delivery is settled ([`Tags`]). Nacks and rejects go
+/// one by one. Deliveries still held back behind one in the pipeline at
+/// the next tick (every [`STRANDED`]) are acknowledged on their own, so a
+/// slow message never holds back the acknowledgements (and prefetch slots)
+/// of the rest.
 async fn acknowledge(
     pipeline: String,
     mut rx: mpsc::UnboundedReceiver<AckRequest>,
     rejected: Option<RejectMode>,
 ) {
-    while let Some((acker, outcome)) = rx.recv().await {
-        let result = match (outcome, rejected) {
-            (Outcome::Delivered, _) => bounded(acker.ack(BasicAckOptions::default())).await,
-            (Outcome::Rejected, Some(RejectMode::DeadLetter)) => {
-                bounded(acker.reject(BasicRejectOptions { requeue: false })).await
+    let mut channels: BTreeMap<u64, Tags<Acker>> = BTreeMap::new();
+    // Delayed requeues report back here once their nack went out.
+    let (requeued_tx, mut requeued_rx) = mpsc::unbounded_channel::<(u64, u64)>();
+    let mut delayed = 0usize;
+    let mut stranded = tokio::time::interval(STRANDED);
+    stranded.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    let mut batch = Vec::new();
+    while open || delayed > 0 {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 4096), if open => {
+                if n == 0 {
+                    open = false;
+                }
             }
-            // Requeued at once, a message no sink takes would come straight
-            // back and spin. Holding it a while keeps its prefetch slot, so
-            // the queue's other messages go on meanwhile.
-            (Outcome::Rejected, Some(RejectMode::Requeue)) => {
-                let pipeline = pipeline.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(REQUEUE_DELAY).await;
+            Some((session, tag)) = requeued_rx.recv(), if delayed > 0 => {
+                delayed -= 1;
+                channels.entry(session).or_default().settled(tag);
+            }
+            _ = stranded.tick() => {
+                for tags in channels.values_mut() {
+                    for acker in tags.stranded() {
+                        send(&pipeline, bounded(acker.ack(BasicAckOptions::default())).await);
+                    }
+                }
+            }
+        }
+        for (session, tag, acker, outcome) in batch.drain(..) {
+            let tags = channels.entry(session).or_default();
+            match (outcome, rejected) {
+                (Outcome::Delivered, _) => tags.delivered(tag, acker),
+                (Outcome::Rejected, Some(RejectMode::DeadLetter)) => {
+                    send(
+                        &pipeline,
+                        bounded(acker.reject(BasicRejectOptions { requeue: false })).await,
+                    );
+                    tags.settled(tag);
+                }
+                // Requeued at once, a message no sink takes would come straight
+                // back and spin. Holding it a while keeps its prefetch slot, so
+                // the queue's other messages go on meanwhile.
+                (Outcome::Rejected, Some(RejectMode::Requeue)) => {
+                    tags.waiting(tag);
+                    delayed += 1;
+                    let pipeline = pipeline.clone();
+                    let requeued = requeued_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(REQUEUE_DELAY).await;
+                        let nack = BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        };
+                        if let Err(e) = bounded(acker.nack(nack)).await {
+                            debug!(
+                                pipeline,
+                                "amqp requeue not sent ({e}); RabbitMQ requeues it"
+                            );
+                        }
+                        let _ = requeued.send((session, tag));
+                    });
+                }
+                (Outcome::Rejected, _) | (Outcome::Failed, _) => {
                     let nack = BasicNackOptions {
                         requeue: true,
                         ..BasicNackOptions::default()
                     };
-                    if let Err(e) = acker.nack(nack).await {
-                        debug!(
-                            pipeline,
-                            "amqp requeue not sent ({e}); RabbitMQ requeues it"
-                        );
-                    }
-                });
-                continue;
+                    send(&pipeline, bounded(acker.nack(nack)).await);
+                    tags.settled(tag);
+                }
             }
-            (Outcome::Rejected, _) | (Outcome::Failed, _) => {
-                bounded(acker.nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                }))
-                .await
+        }
+        for tags in channels.values_mut() {
+            if let Some(acker) = tags.advance() {
+                let multiple = BasicAckOptions { multiple: true };
+                send(&pipeline, bounded(acker.ack(multiple)).await);
             }
-        };
-        if let Err(e) = result {
-            // The channel is gone; RabbitMQ requeued the delivery already.
-            debug!(
-                pipeline,
-                "amqp acknowledgement not sent ({e}); the message will be redelivered"
+        }
+        // A channel's state goes once nothing of it is held; a later
+        // delivery on it starts from its lowest tag again, which is
+        // right only for a new channel: so keep the latest.
+        let latest = channels.keys().next_back().copied();
+        channels.retain(|session, tags| Some(*session) == latest || !tags.is_empty());
+    }
+    // Stopping: what is still held behind a delivery that never came back
+    // goes one by one (RabbitMQ would redeliver it otherwise).
+    for tags in channels.values_mut() {
+        if let Some(acker) = tags.advance() {
+            send(
+                &pipeline,
+                bounded(acker.ack(BasicAckOptions { multiple: true })).await,
             );
         }
+        for acker in tags.stranded() {
+            send(
+                &pipeline,
+                bounded(acker.ack(BasicAckOptions::default())).await,
+            );
+        }
+    }
+}
+
+/// An acknowledgement that could not be sent: the channel is gone, and
+/// RabbitMQ requeued the delivery already.
+fn send(pipeline: &str, result: Result<bool, String>) {
+    if let Err(e) = result {
+        debug!(
+            pipeline,
+            "amqp acknowledgement not sent ({e}); the message will be redelivered"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Topic checks and creation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -8,35 +9,31 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::config::KafkaSourceConfig;
-use super::errors::login_refused;
-use super::oauth::{BearerToken, TokenContext, hand_over};
+use super::errors::{LoginRefusal, login_refused};
+use super::oauth::{BearerToken, TokenContext};
 use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many partitions `topic` has, or `None` if it does not exist.
-/// Read with a consumer (it needs no group for this) because a consumer
-/// can be polled for what librdkafka logged while the request failed: a
-/// refused login fails the request only with "broker transport failure",
-/// which would be retried for ever.
-pub async fn partition_count(
-    config: &ClientConfig,
-    bearer: Option<BearerToken>,
+/// How many partitions `topic` has, or `None` if it does not exist, asked
+/// with `fetch` (any client's `fetch_metadata`; it blocks, so it runs on
+/// the blocking pool). A refused login fails the request only with "broker
+/// transport failure", which would be retried for ever: `refusal`, what
+/// the client's context heard meanwhile, gives the reason instead.
+pub(crate) async fn partitions_of<F>(
+    fetch: F,
     topic: &str,
-) -> Result<Option<usize>, ConnectorError> {
-    let client: BaseConsumer<TokenContext> = config
-        .create_with_context(TokenContext::new(bearer))
-        .map_err(|e| ConnectorError::kafka("creating a metadata client", e))?;
+    refusal: Arc<LoginRefusal>,
+) -> Result<Option<usize>, ConnectorError>
+where
+    F: FnOnce(&str, Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>
+        + Send
+        + 'static,
+{
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        hand_over(&client, || client.context().bearer.waiting());
-        let metadata = client
-            .fetch_metadata(Some(&topic_name), TIMEOUT)
-            .map_err(|e| {
-                drain(&client, REFUSAL_WAIT);
-                let refusal = &client.context().refusal;
-                refusal.or(format!("reading metadata of `{topic_name}`"), e)
-            })?;
+        let metadata = fetch(&topic_name, TIMEOUT)
+            .map_err(|e| refusal.or(format!("reading metadata of `{topic_name}`"), e))?;
         Ok(metadata
             .topics()
             .iter()
@@ -47,9 +44,6 @@ pub async fn partition_count(
     .await
     .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
 }
-
-/// How long a client that has been trying is polled for what it logged.
-const REFUSAL_WAIT: Duration = Duration::from_millis(500);
 
 /// Polls `client` for `wait` (its log lines reach its context only so).
 fn drain(client: &BaseConsumer<TokenContext>, wait: Duration) {

@@ -40,6 +40,8 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) enum RedisConn {
     Single(ConnectionManager),
+    /// One server reached under `tls.server_name`.
+    Named(super::named::NamedConn),
     Cluster(Cluster),
     Sentinel(Sentinel),
 }
@@ -160,8 +162,8 @@ fn with_node(template: &redis::ConnectionInfo, host: String, port: u16) -> redis
     template.clone().set_addr(addr)
 }
 
-/// An error after which the cluster connection is rebuilt.
-fn lost(e: &redis::RedisError) -> bool {
+/// An error after which the connection is rebuilt.
+pub(crate) fn lost(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
@@ -265,6 +267,7 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
+            RedisConn::Named(c) => c.req_packed_command(cmd),
             RedisConn::Cluster(c) => async move { c.query(cmd).await }.boxed(),
             RedisConn::Sentinel(s) => async move {
                 let mut p = s.get().await?;
@@ -286,6 +289,7 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Named(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Cluster(c) => {
                 async move { c.query_pipeline(pipeline, offset, count).await }.boxed()
             }
@@ -308,6 +312,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
+            RedisConn::Named(c) => c.get_db(),
             RedisConn::Cluster(_) => 0,
             RedisConn::Sentinel(_) => 0,
         }

@@ -9,6 +9,7 @@ pub(crate) mod errors;
 pub(crate) mod exactly_once;
 pub(crate) mod guards;
 pub(crate) mod key_value;
+pub(crate) mod named;
 pub(crate) mod replies;
 pub(crate) mod script;
 pub mod sink;

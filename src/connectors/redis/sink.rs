@@ -16,7 +16,7 @@ use super::access::connect;
 use super::commands::Write;
 use super::config::{RedisSinkConfig, WritePlan};
 use super::{exactly_once, guards, script, sync};
-use crate::connectors::Sink;
+use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
 use crate::observe::{Probe, names};
@@ -202,6 +202,41 @@ impl RedisSink {
     }
 }
 
+impl RedisSink {
+    /// Sends a batch as one pipeline and reads every reply.
+    async fn write_batch(
+        &mut self,
+        batch: &[Write],
+    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
+        if let Some(memory) = &mut self.memory {
+            memory.check(&mut self.conn).await?;
+        }
+        let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
+        // After the writes, whose replies come first. Their own replies are
+        // not read: a failed one is sent again with the next mark.
+        if let Scripted::ExactlyOnce(once) = &mut self.scripted {
+            commands.extend(once.forget(batch));
+        }
+        let replies = self
+            .conn
+            .run(&commands, self.atomic)
+            .await
+            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
+        let mut replies = replies.into_iter();
+        let mut results = Vec::with_capacity(batch.len());
+        for w in batch {
+            let result = self
+                .result_of(replies.by_ref().take(w.commands.len()))
+                .await?;
+            results.push(result);
+        }
+        if let Some(replicas) = &self.replicas {
+            replicas.confirm(&mut self.conn, &mut results).await?;
+        }
+        Ok(results)
+    }
+}
+
 impl Sink for RedisSink {
     type Prepared = Write;
 
@@ -243,36 +278,17 @@ impl Sink for RedisSink {
         Ok(write)
     }
 
-    async fn write(
-        &mut self,
-        batch: &[Write],
-    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-        if let Some(memory) = &mut self.memory {
-            memory.check(&mut self.conn).await?;
-        }
-        let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
-        // After the writes, whose replies come first. Their own replies are
-        // not read: a failed one is sent again with the next mark.
-        if let Scripted::ExactlyOnce(once) = &mut self.scripted {
-            commands.extend(once.forget(batch));
-        }
-        let replies = self
-            .conn
-            .run(&commands, self.atomic)
-            .await
-            .map_err(|e| ConnectorError::redis("writing a batch", e))?;
-        let mut replies = replies.into_iter();
-        let mut results = Vec::with_capacity(batch.len());
-        for w in batch {
-            let result = self
-                .result_of(replies.by_ref().take(w.commands.len()))
-                .await?;
-            results.push(result);
-        }
-        if let Some(replicas) = &self.replicas {
-            replicas.confirm(&mut self.conn, &mut results).await?;
-        }
-        Ok(results)
+    /// Writes the whole batch before it returns: the cluster and sentinel
+    /// connections and the guards (`max_memory_percent`, `wait_replicas`)
+    /// take turns on the connection, so a Redis sink keeps one batch in
+    /// flight for now.
+    async fn send(&mut self, batch: Arc<[Write]>) -> Result<Confirming, ConnectorError> {
+        let done = self.write_batch(&batch).await;
+        Ok(Box::pin(std::future::ready(done)))
+    }
+
+    fn overlaps(&self) -> bool {
+        false
     }
 }
 

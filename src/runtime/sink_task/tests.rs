@@ -1,10 +1,9 @@
-//! Unit tests of `sink_task.rs`.
-
 //! The sink task against a scripted in-memory sink: each `write` call
 //! answers what the test scripted, so batching, retries, giving up,
 //! dead-lettering and result counts are checked without a broker.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::ack::{Ack, Outcome};
+use crate::connectors::Confirming;
 use crate::error::ConnectorError;
 use crate::message::{Headers, Origin};
 use crate::values::{Count, Span};
@@ -36,8 +36,14 @@ enum Answer {
 struct Scripted {
     answers: Arc<Mutex<VecDeque<Answer>>>,
     batches: Arc<Mutex<Vec<Vec<String>>>>,
-    /// Each write waits this long (a slow sink).
+    /// Each write waits this long (a slow sink)...
     delay: Duration,
+    /// ...unless a delay is scripted for it, batch by batch.
+    delays: Arc<Mutex<VecDeque<Duration>>>,
+    /// Batches in flight now, and the most ever.
+    flying: Arc<(AtomicUsize, AtomicUsize)>,
+    /// Says it cannot have two batches in flight (like `exactly_once`).
+    serial: bool,
 }
 
 impl Scripted {
@@ -64,11 +70,7 @@ impl crate::connectors::Sink for Scripted {
         Ok(text.into_owned())
     }
 
-    async fn write(
-        &mut self,
-        batch: &[String],
-    ) -> Result<Vec<Result<(), MessageError>>, ConnectorError> {
-        tokio::time::sleep(self.delay).await;
+    async fn send(&mut self, batch: Arc<[String]>) -> Result<Confirming, ConnectorError> {
         self.batches.lock().unwrap().push(batch.to_vec());
         let answer = self
             .answers
@@ -76,25 +78,42 @@ impl crate::connectors::Sink for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or(Answer::Ok);
-        let ok = || batch.iter().map(|_| Ok(())).collect::<Vec<_>>();
-        match answer {
-            Answer::Ok => Ok(ok()),
-            Answer::Retry => Err(ConnectorError::Retry("broker away".into())),
-            Answer::Fatal => Err(ConnectorError::Fatal("not allowed".into())),
-            Answer::Refuse(i) => {
-                let mut results = ok();
-                results[i] = Err(MessageError::Refused {
-                    system: "test",
-                    reason: "WRONGTYPE".into(),
-                });
-                Ok(results)
+        let delay = self
+            .delays
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(self.delay);
+        let flying = Arc::clone(&self.flying);
+        let now = flying.0.fetch_add(1, Ordering::SeqCst) + 1;
+        flying.1.fetch_max(now, Ordering::SeqCst);
+        Ok(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            flying.0.fetch_sub(1, Ordering::SeqCst);
+            let ok = || batch.iter().map(|_| Ok(())).collect::<Vec<_>>();
+            match answer {
+                Answer::Ok => Ok(ok()),
+                Answer::Retry => Err(ConnectorError::Retry("broker away".into())),
+                Answer::Fatal => Err(ConnectorError::Fatal("not allowed".into())),
+                Answer::Refuse(i) => {
+                    let mut results = ok();
+                    results[i] = Err(MessageError::Refused {
+                        system: "test",
+                        reason: "WRONGTYPE".into(),
+                    });
+                    Ok(results)
+                }
+                Answer::Short => {
+                    let mut results = ok();
+                    results.pop();
+                    Ok(results)
+                }
             }
-            Answer::Short => {
-                let mut results = ok();
-                results.pop();
-                Ok(results)
-            }
-        }
+        }))
+    }
+
+    fn overlaps(&self) -> bool {
+        !self.serial
     }
 }
 
@@ -103,6 +122,10 @@ fn task(attempts: Option<usize>, rejections: Rejections) -> SinkTask {
         pipeline: "p".into(),
         sink_name: "sink `s`".into(),
         batch_size: 10,
+        window: Window {
+            batches: 4,
+            bytes: 1 << 20,
+        },
         retry: RetryConfig {
             initial: Span::new(Duration::from_millis(1)),
             max: Span::new(Duration::from_millis(2)),
@@ -318,8 +341,8 @@ async fn a_slow_sink_fills_its_channel_and_the_sender_waits() {
         }
     }
     assert!(
-        sent <= 4,
-        "the channel (2) and the batch in hand (1) bound what the sender gets rid of: {sent}"
+        sent <= 6,
+        "the channel (2) and the window (4 batches of 1) bound what the sender gets rid of: {sent}"
     );
     drop(tx);
     handle.await.unwrap().unwrap();
@@ -355,4 +378,132 @@ fn an_undeliverable_message_is_named_by_what_stays_the_same_on_redelivery() {
     );
     assert!(named.ends_with("xxx..."), "{named}");
     assert!(identify(&Message::default()).ends_with("(tombstone)"));
+}
+
+/// Sends `payloads` one batch each (batch size 1) to a running task;
+/// returns the task and each source outcome.
+async fn start(
+    t: SinkTask,
+    sink: Scripted,
+    payloads: &[&str],
+) -> (
+    tokio::task::JoinHandle<Result<(), PipelineError>>,
+    Vec<std::sync::mpsc::Receiver<Outcome>>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let t = SinkTask { batch_size: 1, ..t };
+    let handle = tokio::spawn(t.run(sink, rx));
+    let mut outcomes = Vec::new();
+    for p in payloads {
+        let (d, o) = delivery(p);
+        tx.send(d).await.unwrap();
+        outcomes.push(o);
+        // Each its own batch: the task takes it before the next arrives.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(tx);
+    (handle, outcomes)
+}
+
+#[tokio::test]
+async fn a_later_batch_confirmed_first_acknowledges_only_its_own_messages() {
+    let sink = Scripted::new([]);
+    *sink.delays.lock().unwrap() = [Duration::from_millis(300), Duration::ZERO].into();
+    let (handle, outcomes) = start(task(None, Rejections::Stop), sink.clone(), &["a", "b"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        sink.batches().len(),
+        2,
+        "the second batch went before the first was confirmed"
+    );
+    assert_eq!(
+        outcomes[1].try_recv(),
+        Ok(Outcome::Delivered),
+        "b confirmed first"
+    );
+    assert!(
+        outcomes[0].try_recv().is_err(),
+        "a is not acknowledged before its confirmation"
+    );
+    handle.await.unwrap().unwrap();
+    assert_eq!(outcomes[0].try_recv(), Ok(Outcome::Delivered));
+}
+
+#[tokio::test]
+async fn no_more_batches_are_in_flight_than_the_window_allows() {
+    let sink = Scripted {
+        delay: Duration::from_millis(30),
+        ..Scripted::new([])
+    };
+    let t = SinkTask {
+        window: Window {
+            batches: 3,
+            bytes: 1 << 20,
+        },
+        ..task(None, Rejections::Stop)
+    };
+    let payloads: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    let (handle, outcomes) = start(t, sink.clone(), &refs).await;
+    handle.await.unwrap().unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.try_recv() == Ok(Outcome::Delivered))
+    );
+    assert_eq!(
+        sink.flying.1.load(Ordering::SeqCst),
+        3,
+        "the window was full, never more"
+    );
+}
+
+#[tokio::test]
+async fn no_new_batch_is_sent_while_the_window_holds_its_bytes() {
+    let sink = Scripted {
+        delay: Duration::from_millis(30),
+        ..Scripted::new([])
+    };
+    let t = SinkTask {
+        window: Window {
+            batches: 4,
+            bytes: 10,
+        },
+        ..task(None, Rejections::Stop)
+    };
+    let (handle, _) = start(t, sink.clone(), &["0123456789", "0123456789", "01"]).await;
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        sink.flying.1.load(Ordering::SeqCst),
+        1,
+        "10 bytes fill the window"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_written_again_before_the_batches_sent_after_it() {
+    let sink = Scripted::new([Answer::Retry, Answer::Ok, Answer::Ok, Answer::Ok]);
+    *sink.delays.lock().unwrap() = [Duration::from_millis(100), Duration::ZERO].into();
+    let (handle, outcomes) = start(task(None, Rejections::Stop), sink.clone(), &["a", "b"]).await;
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        sink.batches(),
+        [["a"], ["b"], ["a"], ["b"]],
+        "b, confirmed while a failed, is written again after a: the last write stays the last"
+    );
+    assert_eq!(outcomes[0].try_recv(), Ok(Outcome::Delivered));
+    assert_eq!(outcomes[1].try_recv(), Ok(Outcome::Delivered));
+    assert!(outcomes[1].try_recv().is_err(), "b acknowledged once");
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_overlap_writes_has_one_batch_in_flight() {
+    let sink = Scripted {
+        delay: Duration::from_millis(20),
+        serial: true,
+        ..Scripted::new([])
+    };
+    let (handle, _) = start(task(None, Rejections::Stop), sink.clone(), &["a", "b", "c"]).await;
+    handle.await.unwrap().unwrap();
+    assert_eq!(sink.flying.1.load(Ordering::SeqCst), 1);
 }

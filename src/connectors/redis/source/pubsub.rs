@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::config::RedisPubSubSourceConfig;
 use crate::connectors::redis::connection::RedisConn;
+use crate::connectors::redis::named::Endpoint;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
 use crate::message::{Message, Origin};
@@ -104,26 +105,28 @@ impl Subscription {
     /// Where a subscription hears every message: the server; the current
     /// primary under Sentinel; any node of a cluster (a cluster passes every
     /// `PUBLISH` to all its nodes), tried in turn.
-    async fn servers(&self) -> Result<Vec<redis::Client>, redis::RedisError> {
+    async fn servers(&self) -> Result<Vec<Endpoint>, redis::RedisError> {
         let refused = |e: ConnectorError| {
             redis::RedisError::from((redis::ErrorKind::Client, "opening a node", e.to_string()))
         };
         match &self.conn {
-            RedisConn::Single(_) => Ok(vec![self.access.client().map_err(refused)?]),
-            RedisConn::Sentinel(s) => Ok(vec![s.primary_client().await?]),
+            RedisConn::Single(_) | RedisConn::Named(_) => {
+                Ok(vec![self.access.endpoint().map_err(refused)?])
+            }
+            RedisConn::Sentinel(s) => Ok(vec![Endpoint::plain(s.primary_client().await?)]),
             RedisConn::Cluster(c) => c
                 .primaries()
                 .await?
                 .iter()
-                .map(|node| self.access.node_client(node).map_err(refused))
+                .map(|node| self.access.node_endpoint(node).map_err(refused))
                 .collect(),
         }
     }
 
     async fn subscribe(&self) -> Result<redis::aio::PubSub, redis::RedisError> {
         let mut last = None;
-        for client in self.servers().await? {
-            match self.subscribe_at(&client).await {
+        for server in self.servers().await? {
+            match self.subscribe_at(&server).await {
                 Ok(p) => return Ok(p),
                 Err(e) => last = Some(e),
             }
@@ -135,9 +138,9 @@ impl Subscription {
 
     async fn subscribe_at(
         &self,
-        client: &redis::Client,
+        server: &Endpoint,
     ) -> Result<redis::aio::PubSub, redis::RedisError> {
-        let mut pubsub = client.get_async_pubsub().await?;
+        let mut pubsub = server.pubsub().await?;
         if !self.channels.is_empty() {
             pubsub.subscribe(&self.channels).await?;
         }

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::pubsub::forward;
-use crate::connectors::redis::access::{RedisAccess, cluster_builder, connect};
+use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::connection::RedisConn;
 use crate::connectors::redis::replies::text;
 use crate::error::ConnectorError;
@@ -35,18 +35,16 @@ pub(crate) async fn spawn(
     // Every node as a seed, as for the other cluster connections.
     let seeds = match connect(access, Duration::from_secs(10))? {
         RedisConn::Cluster(cluster) => cluster.seeds().await.map_err(refused)?,
-        _ => vec![access.client()?.get_connection_info().clone()],
+        _ => vec![access.endpoint()?.client.get_connection_info().clone()],
     };
     let (push_tx, mut pushes) = mpsc::unbounded_channel();
-    let client = cluster_builder(
-        seeds,
-        Duration::from_secs(10),
-        &access.cluster_certificates()?,
-    )
-    .use_protocol(redis::ProtocolVersion::RESP3)
-    .push_sender(push_tx)
-    .build()
-    .map_err(refused)?;
+    let client = access
+        .cluster_settings()?
+        .builder(seeds, Duration::from_secs(10))
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(push_tx)
+        .build()
+        .map_err(refused)?;
     let mut conn = client.get_async_connection().await.map_err(refused)?;
     conn.ssubscribe(&channels).await.map_err(refused)?;
     info!(pipeline, ?channels, "redis sharded pub/sub subscribed");

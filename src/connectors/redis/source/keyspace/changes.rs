@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::connectors::redis::connection::RedisConn;
+use crate::connectors::redis::named::Endpoint;
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -93,7 +94,7 @@ impl Shared {
 }
 
 pub(super) async fn listen(
-    client: redis::Client,
+    server: Endpoint,
     mut cmd: RedisConn,
     configure: bool,
     channel: String,
@@ -125,7 +126,7 @@ pub(super) async fn listen(
             }
         }
         let pubsub = async {
-            let mut p = client.get_async_pubsub().await?;
+            let mut p = server.pubsub().await?;
             p.psubscribe(&channel).await?;
             Ok::<_, redis::RedisError>(p)
         }

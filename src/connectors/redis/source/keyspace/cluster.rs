@@ -115,10 +115,10 @@ async fn start(
 ) -> Result<(AbortHandle, tokio::sync::oneshot::Receiver<()>), ConnectorError> {
     let mut conn = connect_node(&f.access, node, Duration::from_secs(10))?;
     ensure_notifications(&mut conn, f.configure).await?;
-    let client = f.access.node_client(node)?;
+    let server = f.access.node_endpoint(node)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tasks.spawn(listen(
-        client,
+        server,
         conn,
         f.configure,
         f.channel.clone(),

@@ -33,6 +33,7 @@ use crate::ack::Ack;
 use crate::connectors::redis::access::{RedisAccess, connect, connect_node};
 use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
 use crate::connectors::redis::key_value::{Observed, encode_value, observed};
+use crate::connectors::redis::named::Endpoint;
 use crate::connectors::redis::sync;
 use crate::connectors::{Envelope, Source};
 use crate::error::ConnectorError;
@@ -116,16 +117,17 @@ impl RedisKeyspaceSource {
             Some(listener)
         } else {
             ensure_notifications(&mut cmd, config.configure_notifications).await?;
-            let client = match &cmd {
+            let server = match &cmd {
                 RedisConn::Sentinel(s) => s
                     .primary_client()
                     .await
+                    .map(Endpoint::plain)
                     .map_err(|e| ConnectorError::redis("asking the sentinels", e))?,
-                _ => config.access().client()?,
+                _ => config.access().endpoint()?,
             };
             let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
             let listener = tokio::spawn(listen(
-                client,
+                server,
                 cmd.clone(),
                 config.configure_notifications,
                 channel.clone(),
