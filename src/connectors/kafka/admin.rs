@@ -135,10 +135,7 @@ pub async fn create_topic_with(
     let results = admin
         .create_topics([&new], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
         .await
-        .map_err(|e| {
-            let refusal = &admin.inner().context().refusal;
-            refusal.or(format!("creating topic `{topic}`"), e)
-        })?;
+        .map_err(|e| ConnectorError::kafka(format!("creating topic `{topic}`"), e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -17,9 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
-
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tracing::debug;
 
