@@ -116,10 +116,10 @@ fn kafka_mutual_tls_with_a_client_certificate() {
 }
 
 /// OAUTHBEARER with a token file: librdkafka asks ferry for the token and
-/// gets the file's token, or the file's problem as the reason. No broker
-/// here validates OAUTHBEARER (tansu 0.6.0 offers the mechanism but cannot
-/// be configured to accept a token; librdkafka's mock cluster has no SASL),
-/// so the test follows the token as far as the broker's SASL handshake.
+/// gets the file's token, or the file's problem as the reason. tansu 0.6.0
+/// offers the mechanism but cannot check a token, so here the token goes as
+/// far as the SASL handshake; tests/kafka_sasl.rs logs in with it at a
+/// gate that checks it.
 #[test]
 fn an_oauthbearer_token_file_is_handed_to_librdkafka_or_its_problem_named() {
     let kafka = SecureKafka::start(&[], None);

@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
 use super::Finding;
-use crate::connectors::kafka::oauth::{self, BearerToken};
+use crate::connectors::kafka::oauth::{self, Bearer, BearerToken};
 use crate::connectors::kafka::{KafkaSinkConfig, KafkaSourceConfig};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 struct Recorder {
     errors: Mutex<Vec<String>>,
     /// OAUTHBEARER with a token of ferry's own.
-    bearer: Option<BearerToken>,
+    bearer: Bearer,
 }
 
 impl Recorder {
@@ -49,8 +49,12 @@ impl ClientContext for Recorder {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        oauth::generate(self.bearer.as_ref())
+        self.bearer.generate()
     }
+
+    /// A dry run has no use for librdkafka's statistics (the default would
+    /// print each on stderr).
+    fn stats_raw(&self, _statistics: &[u8]) {}
 
     fn log(&self, level: RDKafkaLogLevel, _fac: &str, message: &str) {
         if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
@@ -103,7 +107,7 @@ fn check(mut config: ClientConfig, plan: Plan) -> Vec<Finding> {
         config.remove(key);
     }
     let consumer: BaseConsumer<Recorder> = match config.create_with_context(Recorder {
-        bearer: plan.bearer.clone(),
+        bearer: Bearer::new(plan.bearer.clone()),
         ..Recorder::default()
     }) {
         Ok(c) => c,
@@ -112,6 +116,7 @@ fn check(mut config: ClientConfig, plan: Plan) -> Vec<Finding> {
             return out;
         }
     };
+    oauth::hand_over(&consumer, || consumer.context().bearer.waiting());
     let metadata = match consumer.fetch_metadata(None, TIMEOUT) {
         Ok(m) => m,
         Err(e) => {
@@ -136,6 +141,11 @@ fn check(mut config: ClientConfig, plan: Plan) -> Vec<Finding> {
                 &format!("{:?}", t.error()),
             )),
             _ => match plan.creates {
+                Some(_) if plan.bearer.is_some() => out.push(Finding::fail(
+                    format!("topic `{topic}` does not exist"),
+                    "create the topic beforehand: ferry cannot create topics with an \
+                     OAUTHBEARER token of its own (`sasl.token`, `sasl.token_file`)",
+                )),
                 Some(n) => out.push(Finding::ok(format!(
                     "topic `{topic}` does not exist; ferry creates it with {n} partitions"
                 ))),

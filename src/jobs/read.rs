@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
 use crate::connectors::kafka::mapping::to_message;
-use crate::connectors::kafka::oauth::{BearerToken, TokenContext};
+use crate::connectors::kafka::oauth::{BearerToken, TokenContext, hand_over_stream};
 use crate::connectors::redis::access::{RedisAccess, connect};
 use crate::connectors::redis::replies::parse_read_reply;
 use crate::connectors::redis::source::keyspace::RedisKeyspaceSource;
@@ -79,8 +79,9 @@ impl KafkaReader {
             config.set(k, v);
         }
         let consumer: StreamConsumer<TokenContext> = config
-            .create_with_context(TokenContext(bearer))
+            .create_with_context(TokenContext::new(bearer))
             .map_err(|e| format!("kafka {brokers}: cannot create a consumer: {e}"))?;
+        hand_over_stream(&consumer, || consumer.context().bearer.waiting()).await;
         let topics_owned = topics.to_vec();
         let (consumer, ends) = tokio::task::spawn_blocking(move || {
             let plan = assignment(&consumer, &topics_owned, begin)?;

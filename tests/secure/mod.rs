@@ -13,12 +13,19 @@ use std::time::Duration;
 use crate::support::{free_port, wait_until};
 
 mod cluster;
+pub mod kafka_wire;
+mod oidc;
 mod rabbit;
+mod sasl_gate;
 pub mod sentinel;
 #[allow(unused_imports)]
 pub use cluster::TlsCluster;
 #[allow(unused_imports)]
+pub use oidc::TokenEndpoint;
+#[allow(unused_imports)]
 pub use rabbit::TlsRabbit;
+#[allow(unused_imports)]
+pub use sasl_gate::{Credentials, Login, SaslGate};
 
 /// A test CA, a server certificate for `localhost`/`127.0.0.1` and a client
 /// certificate signed by it, and an unrelated CA. Server certificates serve
@@ -300,24 +307,13 @@ impl SecureKafka {
         };
         let mut children = vec![spawn_tansu(dir.path(), tansu_port, port, !users.is_empty())];
         if let Some((certs, client_certs)) = tls {
-            let listen = format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify={}",
-                certs.path("server.pem"),
-                certs.path("server.key"),
-                certs.path("ca.pem"),
-                if client_certs { 1 } else { 0 },
-            );
-            let socat = Command::new("socat")
-                .arg(listen)
-                .arg(format!("TCP:127.0.0.1:{tansu_port}"))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("socat.log")).unwrap())
-                .spawn()
-                .expect("socat must be installed (scripts/setup.sh installs it)");
-            children.push(socat);
-            wait_until(Duration::from_secs(10), "socat to listen", || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
+            children.push(spawn_socat(
+                dir.path(),
+                port,
+                tansu_port,
+                certs,
+                client_certs,
+            ));
         }
         Self {
             port,
@@ -333,6 +329,89 @@ impl SecureKafka {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
     }
+}
+
+/// A tansu broker without authentication behind a [`SaslGate`] that does
+/// the PLAIN and OAUTHBEARER logins tansu cannot check, and with `tls` a
+/// TLS-terminating `socat` in front of the gate (ferry refuses PLAIN
+/// without TLS). tansu advertises the outermost port, so every client
+/// connection, the test's own included, logs in at the gate.
+pub struct GatedKafka {
+    /// The port clients use (socat's with TLS, the gate's without).
+    pub port: u16,
+    pub gate: SaslGate,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl GatedKafka {
+    pub fn start(credentials: Credentials, tls: Option<&Certs>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (tansu_port, gate_port) = (free_port(), free_port());
+        let port = if tls.is_some() {
+            free_port()
+        } else {
+            gate_port
+        };
+        let mut children = vec![spawn_tansu(dir.path(), tansu_port, port, false)];
+        let upstream = format!("127.0.0.1:{tansu_port}");
+        let gate = SaslGate::start_at(gate_port, &upstream, credentials);
+        if let Some(certs) = tls {
+            children.push(spawn_socat(dir.path(), port, gate_port, certs, false));
+        }
+        Self {
+            port,
+            gate,
+            children,
+            dir,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for GatedKafka {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `socat` terminating TLS on `port` and forwarding to `target_port`
+/// (`client_certs`: a client certificate is required).
+fn spawn_socat(
+    dir: &Path,
+    port: u16,
+    target_port: u16,
+    certs: &Certs,
+    client_certs: bool,
+) -> Child {
+    let listen = format!(
+        "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify={}",
+        certs.path("server.pem"),
+        certs.path("server.key"),
+        certs.path("ca.pem"),
+        if client_certs { 1 } else { 0 },
+    );
+    let socat = Command::new("socat")
+        .arg(listen)
+        .arg(format!("TCP:127.0.0.1:{target_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("socat.log")).unwrap())
+        .spawn()
+        .expect("socat must be installed (scripts/setup.sh installs it)");
+    wait_until(Duration::from_secs(10), "socat to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    socat
 }
 
 fn spawn_tansu(dir: &Path, tansu_port: u16, advertised_port: u16, authentication: bool) -> Child {

@@ -1,11 +1,15 @@
 //! Topic checks and creation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
+use super::config::KafkaSourceConfig;
+use super::errors::{LoginRefusal, login_refused};
 use super::oauth::{BearerToken, TokenContext};
 use crate::error::ConnectorError;
 
@@ -13,8 +17,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many partitions `topic` has, or `None` if it does not exist, asked
 /// with `fetch` (any client's `fetch_metadata`; it blocks, so it runs on
-/// the blocking pool).
-pub async fn partitions_of<F>(fetch: F, topic: &str) -> Result<Option<usize>, ConnectorError>
+/// the blocking pool). A refused login fails the request only with "broker
+/// transport failure", which would be retried for ever: `refusal`, what
+/// the client's context heard meanwhile, gives the reason instead.
+pub(crate) async fn partitions_of<F>(
+    fetch: F,
+    topic: &str,
+    refusal: Arc<LoginRefusal>,
+) -> Result<Option<usize>, ConnectorError>
 where
     F: FnOnce(&str, Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>
         + Send
@@ -23,7 +33,7 @@ where
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let metadata = fetch(&topic_name, TIMEOUT)
-            .map_err(|e| ConnectorError::kafka(format!("reading metadata of `{topic_name}`"), e))?;
+            .map_err(|e| refusal.or(format!("reading metadata of `{topic_name}`"), e))?;
         Ok(metadata
             .topics()
             .iter()
@@ -33,6 +43,46 @@ where
     })
     .await
     .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
+}
+
+/// Polls `client` for `wait` (its log lines reach its context only so).
+fn drain(client: &BaseConsumer<TokenContext>, wait: Duration) {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until && client.context().refusal.get().is_none() {
+        let _ = client.poll(Duration::from_millis(50));
+    }
+}
+
+/// Whether the brokers refuse the login of `config`, asked after a
+/// request failed without saying why: a client of its own connects and
+/// is polled for up to 3 s for librdkafka's log of the refusal. Blocking.
+pub(crate) fn refused_login(config: &ClientConfig, bearer: Option<BearerToken>) -> Option<String> {
+    let mut config = config.clone();
+    config.remove("group.id");
+    let client: BaseConsumer<TokenContext> =
+        config.create_with_context(TokenContext::new(bearer)).ok()?;
+    // Connecting starts with the first request.
+    let _ = client.fetch_metadata(None, Duration::from_millis(100));
+    drain(&client, Duration::from_secs(3));
+    client.context().refusal.get()
+}
+
+/// `error` of a set-up request, or the brokers' refusal of the login if
+/// that is why it failed (asked with [`refused_login`] when the error is
+/// one worth retrying, which a refused login is not).
+pub(crate) async fn refused_or(
+    source: &KafkaSourceConfig,
+    error: ConnectorError,
+) -> ConnectorError {
+    if !error.is_retryable() {
+        return error;
+    }
+    let config = source.client_config("ferry-login-check");
+    let bearer = BearerToken::of(source.sasl.as_ref());
+    match tokio::task::spawn_blocking(move || refused_login(&config, bearer)).await {
+        Ok(Some(refused)) => login_refused("setting up the consumer", refused),
+        _ => error,
+    }
 }
 
 /// Creates `topic`; an existing topic is not an error. For clients that
@@ -63,8 +113,16 @@ pub async fn create_topic_with(
     replication: usize,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ConnectorError> {
+    if bearer.is_some() {
+        return Err(ConnectorError::Fatal(format!(
+            "kafka topic `{topic}` does not exist, and ferry cannot create topics with an \
+             OAUTHBEARER token of its own (`sasl.token`, `sasl.token_file`): librdkafka's admin \
+             client is never asked for the token (rust-rdkafka issue 757); create the topic \
+             beforehand, or log in with `sasl.oidc`"
+        )));
+    }
     let admin: AdminClient<TokenContext> = config
-        .create_with_context(TokenContext(bearer))
+        .create_with_context(TokenContext::new(bearer))
         .map_err(|e| ConnectorError::kafka("creating an admin client", e))?;
     let mut new = NewTopic::new(
         topic,

@@ -8,12 +8,23 @@
 //! | timestamp       | `timestamp` (create or log-append time, ms)  |
 //! | topic/partition/offset | `origin`                              |
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 
 use crate::message::{Headers, Message, Origin};
+
+/// One shared `Arc<str>` per topic name instead of a copy per message.
+pub(crate) fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(t) = topics.get(name) {
+        return Arc::clone(t);
+    }
+    let t: Arc<str> = Arc::from(name);
+    topics.insert(name.to_owned(), Arc::clone(&t));
+    t
+}
 
 /// Builds a ferry message from any Kafka record (borrowed from the consumer
 /// or owned, as in tests). `topic` is passed in so one `Arc<str>` can be

@@ -10,13 +10,19 @@
 
 use std::error::Error;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use tracing::debug;
 
+use super::errors::LoginRefusal;
 use super::security::SaslConfig;
 use crate::clock::now_ms;
 use crate::secret::Secret;
@@ -77,24 +83,103 @@ impl BearerToken {
     }
 }
 
-/// The answer to librdkafka's request for a token, for any client
-/// context: an error when the config gives no token of ferry's own.
-pub(crate) fn generate(bearer: Option<&BearerToken>) -> Result<OAuthToken, Box<dyn Error>> {
-    match bearer {
-        Some(b) => b.generate(),
-        None => Err("OAUTHBEARER: set `sasl.oidc`, `sasl.token` or `sasl.token_file`".into()),
+/// A client's token of ferry's own, and whether librdkafka has asked for
+/// it yet. librdkafka asks through the client's queue, which only polling
+/// serves: a client whose first request is a blocking one (metadata at
+/// start) would fail it for want of a token, so it is polled until it has
+/// asked ([`hand_over`], [`hand_over_stream`]).
+#[derive(Debug, Default)]
+pub(crate) struct Bearer {
+    token: Option<BearerToken>,
+    asked: AtomicBool,
+}
+
+impl Bearer {
+    pub(crate) fn new(token: Option<BearerToken>) -> Self {
+        Self {
+            token,
+            asked: AtomicBool::new(false),
+        }
+    }
+
+    /// The answer to librdkafka's request for a token: an error when the
+    /// config gives no token of ferry's own.
+    pub(crate) fn generate(&self) -> Result<OAuthToken, Box<dyn Error>> {
+        self.asked.store(true, Ordering::Relaxed);
+        match &self.token {
+            Some(b) => b.generate(),
+            None => Err("OAUTHBEARER: set `sasl.oidc`, `sasl.token` or `sasl.token_file`".into()),
+        }
+    }
+
+    /// ferry hands a token over and librdkafka has not asked for it yet.
+    pub(crate) fn waiting(&self) -> bool {
+        self.token.is_some() && !self.asked.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a new client is polled for librdkafka to ask for the token
+/// (it asks at once; this only bounds a surprise).
+const HAND_OVER: Duration = Duration::from_secs(2);
+
+/// Polls a new consumer until librdkafka has taken ferry's token
+/// (`waiting` reads its context's [`Bearer::waiting`]). Blocking.
+pub(crate) fn hand_over<C: ConsumerContext>(client: &BaseConsumer<C>, waiting: impl Fn() -> bool) {
+    let until = Instant::now() + HAND_OVER;
+    while waiting() && Instant::now() < until {
+        // Not subscribed: nothing but events to serve.
+        let _ = client.poll(Duration::from_millis(20));
+    }
+}
+
+/// [`hand_over`] for a stream consumer, before it subscribes or is
+/// assigned partitions: only its stream serves the queue.
+pub(crate) async fn hand_over_stream<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    waiting: impl Fn() -> bool,
+) {
+    let until = Instant::now() + HAND_OVER;
+    while waiting() && Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(20), consumer.recv()).await;
     }
 }
 
 /// The client context of ferry's short-lived clients (admin, readers):
-/// librdkafka's defaults, plus the token when ferry hands it over.
-pub(crate) struct TokenContext(pub Option<BearerToken>);
+/// librdkafka's defaults, plus the token when ferry hands it over, and
+/// the refused login that a failed request is to report.
+pub(crate) struct TokenContext {
+    pub(crate) bearer: Bearer,
+    pub(crate) refusal: LoginRefusal,
+}
+
+impl TokenContext {
+    pub(crate) fn new(bearer: Option<BearerToken>) -> Self {
+        Self {
+            bearer: Bearer::new(bearer),
+            refusal: LoginRefusal::default(),
+        }
+    }
+}
 
 impl ClientContext for TokenContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
-        generate(self.0.as_ref())
+        self.bearer.generate()
+    }
+
+    /// The pipeline's own clients report the statistics; these would only
+    /// repeat them.
+    fn stats_raw(&self, _statistics: &[u8]) {}
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.refusal.saw(facility, message);
+        debug!(?level, facility, "librdkafka: {message}");
+    }
+
+    /// The request that failed reports it (with the refusal, if any).
+    fn error(&self, error: KafkaError, reason: &str) {
+        debug!("librdkafka: {error}: {reason}");
     }
 }
 
@@ -167,6 +252,20 @@ mod tests {
         assert_eq!(lifetime(0, Some(1_000), Some(FILE_REREAD)), 1_000);
         assert_eq!(lifetime(0, None, None), UNKNOWN_LIFETIME);
         assert_eq!(lifetime(0, Some(10_000_000), None), 10_000_000);
+    }
+
+    #[test]
+    fn a_client_waits_for_librdkafka_to_ask_only_when_ferry_hands_a_token() {
+        let ferrys = Bearer::new(Some(BearerToken::Fixed(Secret::new("t"))));
+        assert!(ferrys.waiting());
+        assert!(ferrys.generate().is_ok());
+        assert!(!ferrys.waiting());
+        let none = Bearer::new(None);
+        assert!(
+            !none.waiting(),
+            "OIDC or no OAUTHBEARER: librdkafka needs nothing"
+        );
+        assert!(none.generate().is_err());
     }
 
     #[test]

@@ -12,9 +12,9 @@ use tracing::info;
 
 use super::admin;
 use super::config::KafkaSinkConfig;
-use super::errors::code_is_per_message;
+use super::errors::{LoginRefusal, code_is_per_message};
 use super::mapping::{to_kafka_headers, to_kafka_timestamp};
-use super::oauth::{self, BearerToken};
+use super::oauth::{Bearer, BearerToken};
 use super::watch::BrokerWatch;
 use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
@@ -28,7 +28,7 @@ use crate::template::Template;
 pub struct SinkContext {
     watch: BrokerWatch,
     /// OAUTHBEARER with a token of ferry's own.
-    bearer: Option<BearerToken>,
+    bearer: Bearer,
 }
 
 impl ClientContext for SinkContext {
@@ -38,7 +38,7 @@ impl ClientContext for SinkContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        oauth::generate(self.bearer.as_ref())
+        self.bearer.generate()
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -71,6 +71,8 @@ pub struct Record {
 
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
+    /// The producer's [`BrokerWatch`] keeps it (librdkafka hides the context).
+    refusal: Arc<LoginRefusal>,
     topic: String,
     key: Option<Template>,
 }
@@ -88,16 +90,19 @@ impl KafkaSink {
         // where a producer created after a separate check waits for its
         // next 500 ms timer (phase A measured 0.7 s to the first message).
         let bearer = BearerToken::of(config.sasl.as_ref());
+        let watch = BrokerWatch::new(pipeline, probe.clone());
+        let refusal = Arc::clone(watch.refusal());
         let producer: FutureProducer<SinkContext> = client_config
             .create_with_context(SinkContext {
-                watch: BrokerWatch::new(pipeline, probe.clone()),
-                bearer: bearer.clone(),
+                watch,
+                bearer: Bearer::new(bearer.clone()),
             })
             .map_err(|e| ConnectorError::kafka("creating the producer", e))?;
         let client = producer.clone();
         let partitions = admin::partitions_of(
             move |topic, timeout| client.client().fetch_metadata(Some(topic), timeout),
             topic,
+            Arc::clone(&refusal),
         )
         .await?;
         if partitions.is_none() {
@@ -129,6 +134,7 @@ impl KafkaSink {
         }
         Ok(Self {
             producer,
+            refusal,
             topic: topic.to_owned(),
             key: config.key.clone(),
         })
@@ -183,17 +189,18 @@ impl Sink for KafkaSink {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
-                        classify(e, &mut results[i])?;
+                        classify(e, &mut results[i], &self.refusal)?;
                         break;
                     }
                 }
             }
         }
+        let refusal = Arc::clone(&self.refusal);
         Ok(Box::pin(async move {
             for (i, delivery) in deliveries {
                 match delivery.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => classify(e, &mut results[i])?,
+                    Ok(Err((e, _))) => classify(e, &mut results[i], &refusal)?,
                     Err(_) => {
                         return Err(ConnectorError::Fatal(
                             "the kafka producer shut down before confirming".into(),
@@ -207,8 +214,13 @@ impl Sink for KafkaSink {
 }
 
 /// A per-record error goes into that record's result; anything else fails
-/// the batch (which is then retried or fails the pipeline).
-fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), ConnectorError> {
+/// the batch (which is then retried or fails the pipeline), with the
+/// brokers' refusal of the login as the reason when they refuse it.
+fn classify(
+    e: KafkaError,
+    result: &mut Result<(), MessageError>,
+    refusal: &LoginRefusal,
+) -> Result<(), ConnectorError> {
     match e.rdkafka_error_code() {
         Some(code) if code_is_per_message(code) => {
             *result = Err(MessageError::Refused {
@@ -217,7 +229,7 @@ fn classify(e: KafkaError, result: &mut Result<(), MessageError>) -> Result<(), 
             });
             Ok(())
         }
-        _ => Err(ConnectorError::kafka("producing", e)),
+        _ => Err(refusal.or("producing", e)),
     }
 }
 

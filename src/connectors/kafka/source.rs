@@ -19,9 +19,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admin;
 use super::config::{KafkaSourceConfig, StartFrom, Until};
-use super::mapping::to_message;
-use super::oauth::{self, BearerToken};
+use super::mapping::{intern, to_message};
+use super::oauth::{Bearer, BearerToken, hand_over_stream};
 use super::offsets::{OffsetTracker, Partition};
 use super::watch::{BrokerWatch, is_missing_topic};
 use crate::ack::{Ack, Outcome};
@@ -48,7 +49,7 @@ pub(crate) struct SourceContext {
     /// lies below it again (`exactly_once` sinks forget those positions).
     settled: Arc<Settled>,
     /// OAUTHBEARER with a token of ferry's own.
-    bearer: Option<BearerToken>,
+    bearer: Bearer,
 }
 
 impl ClientContext for SourceContext {
@@ -58,7 +59,7 @@ impl ClientContext for SourceContext {
         &self,
         _config: Option<&str>,
     ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        oauth::generate(self.bearer.as_ref())
+        self.bearer.generate()
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -231,7 +232,7 @@ impl KafkaSource {
             tracker: Arc::clone(&tracker),
             watch: BrokerWatch::new(pipeline, probe.clone()),
             settled: Arc::clone(settled),
-            bearer: BearerToken::of(config.sasl.as_ref()),
+            bearer: Bearer::new(BearerToken::of(config.sasl.as_ref())),
         };
         let consumer: Arc<Consumer_> = Arc::new(
             config
@@ -251,6 +252,7 @@ impl KafkaSource {
         let positions = if !until_end && !seeded {
             Ok(Positions::default())
         } else {
+            hand_over_stream(&consumer, || consumer.context().bearer.waiting()).await;
             let consumer = Arc::clone(&consumer);
             let topics = topics.clone();
             let config = config.clone();
@@ -265,7 +267,7 @@ impl KafkaSource {
         let positions = match positions {
             Ok(p) => p,
             // A start position ferry could not set would be silently lost.
-            Err(e) if until_end || seeded => return Err(e),
+            Err(e) if until_end || seeded => return Err(admin::refused_or(config, e).await),
             // A daemon waits for its topics and brokers; librdkafka retries.
             Err(e) => {
                 warn!(pipeline, "{e}; consuming once it is available");
@@ -455,16 +457,6 @@ fn seed_group(consumer: &Consumer_, seeds: &[(Partition, i64)]) -> Result<(), Co
         .map_err(|e| ConnectorError::kafka("setting the group's start offsets", e))
 }
 
-/// One shared `Arc<str>` per topic name instead of a copy per message.
-fn intern(topics: &mut HashMap<String, Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(t) = topics.get(name) {
-        return Arc::clone(t);
-    }
-    let t: Arc<str> = Arc::from(name);
-    topics.insert(name.to_owned(), Arc::clone(&t));
-    t
-}
-
 async fn commit_loop(
     consumer: Arc<Consumer_>,
     tracker: Tracker,
@@ -517,7 +509,7 @@ impl Source for KafkaSource {
                 }
                 Err(e) => {
                     let missing = is_missing_topic(&e);
-                    let e = ConnectorError::kafka("consuming", e);
+                    let e = self.consumer.context().watch.refusal().or("consuming", e);
                     if !e.is_retryable() {
                         return Err(e);
                     }

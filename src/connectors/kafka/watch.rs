@@ -9,21 +9,19 @@
 //! once a broker is connected and no subscribed topic is missing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{debug, error, info, warn};
 
+use super::errors::{CONNECTION_FAILED, LoginRefusal};
 use crate::observe::{Probe, State};
 
 /// How long repeats of a log line are held back before they are counted.
 pub(crate) const REPEAT_WINDOW: Duration = Duration::from_secs(30);
-
-/// librdkafka's log facility for a failed broker connection.
-const CONNECTION_FAILED: &str = "FAIL";
 
 /// Health and logging for one librdkafka client of a pipeline.
 pub(crate) struct BrokerWatch {
@@ -33,6 +31,8 @@ pub(crate) struct BrokerWatch {
     /// A subscribed topic does not exist (yet): not ready, even with the
     /// brokers up.
     topic_missing: AtomicBool,
+    /// The brokers refused the login (until one takes it).
+    refusal: Arc<LoginRefusal>,
 }
 
 impl BrokerWatch {
@@ -42,7 +42,13 @@ impl BrokerWatch {
             probe,
             repeats: Mutex::new(Repeats::new(REPEAT_WINDOW)),
             topic_missing: AtomicBool::new(false),
+            refusal: Arc::default(),
         }
+    }
+
+    /// Why the brokers refused the login, for the requests that failed.
+    pub(crate) fn refusal(&self) -> &Arc<LoginRefusal> {
+        &self.refusal
     }
 
     /// A librdkafka log line.
@@ -58,6 +64,7 @@ impl BrokerWatch {
         if facility == CONNECTION_FAILED && serious {
             self.probe.retrying(&format!("librdkafka: {message}"));
         }
+        self.refusal.saw(facility, message);
         let Some(held) = self.admit(&format!("{facility} {message}")) else {
             return;
         };
@@ -96,6 +103,9 @@ impl BrokerWatch {
 
     /// librdkafka's statistics say whether a broker is connected.
     pub(crate) fn broker_seen(&self, up: bool) {
+        if up {
+            self.refusal.clear();
+        }
         let waiting = matches!(self.probe.state(), State::Starting | State::Retrying);
         if up && waiting && !self.topic_missing() {
             self.probe.up();
