@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use secure::sentinel::{NAME, TlsSentinels};
 use secure::{Certs, TlsCluster, TlsRedis, check_connect, ferry};
 use support::Ferry;
 
@@ -379,4 +380,88 @@ fn on_a_cluster_server_name_names_the_node_in_the_url() {
     };
     assert!(heard > 0, "{}", running.log());
     running.stop(Duration::from_secs(10));
+}
+
+/// A sink writing `{prefix}:{order_id}` to the primary that the sentinels
+/// `nodes` name, with the `tls` table `tls`.
+fn sentinel_sink(nodes: &str, tls: &str, prefix: &str, count: u64) -> String {
+    let access = format!("sentinel = {{ primary = \"{NAME}\", nodes = {nodes} }}\n{tls}");
+    sink_config(&format!("rediss://{NAME}/0"), &access, count)
+        .replace("key = \"order:", &format!("key = \"{prefix}:"))
+}
+
+/// The test CA and the client certificate.
+fn mutual_tls(certs: &Certs, ca: bool) -> String {
+    let ca = match ca {
+        true => format!("ca = \"{}\", ", certs.path("ca.pem")),
+        false => String::new(),
+    };
+    format!(
+        "tls = {{ {ca}cert = \"{}\", key = \"{}\" }}",
+        certs.path("client.pem"),
+        certs.path("client.key")
+    )
+}
+
+#[test]
+fn under_sentinel_the_tls_files_reach_the_sentinels_and_the_servers_they_name() {
+    let certs = Certs::make();
+    let set = TlsSentinels::start(&certs);
+    let tls = mutual_tls(&certs, true);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Sentinels with TLS, as the servers they name.
+    let config = sentinel_sink(&set.nodes(true), &tls, "a", 20);
+    let (code, stdout, _) = check_connect(dir.path(), &config);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("connected with TLS"), "{stdout}");
+    let (code, _, stderr) = run(&config, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(set.primary.get("a:20").is_some(), "{stderr}");
+
+    // Sentinels without TLS in front of servers with it.
+    let config = sentinel_sink(&set.nodes(false), &tls, "b", 20);
+    let (code, _, stderr) = run(&config, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(set.primary.get("b:20").is_some(), "{stderr}");
+
+    // After a failover the new primary (the replica) is reached with the
+    // same files.
+    set.fail_over();
+    let config = sentinel_sink(&set.nodes(true), &tls, "c", 20);
+    let (code, _, stderr) = run(&config, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(set.replica.get("c:20").is_some(), "{stderr}");
+}
+
+#[test]
+fn under_sentinel_servers_signed_by_an_unknown_ca_are_refused_with_the_fix() {
+    let certs = Certs::make();
+    let set = TlsSentinels::start(&certs);
+    // The client certificate, but the system's CAs.
+    let tls = mutual_tls(&certs, false);
+    let dir = tempfile::tempdir().unwrap();
+    for sentinels_with_tls in [true, false] {
+        let config = sentinel_sink(&set.nodes(sentinels_with_tls), &tls, "x", 5);
+        let (code, stdout, _) = check_connect(dir.path(), &config);
+        assert_eq!(code, 1, "{stdout}");
+        assert!(stdout.contains("UnknownIssuer"), "{stdout}");
+        assert!(
+            stdout.contains("fix: the server's TLS certificate is not signed by a CA ferry trusts"),
+            "{stdout}"
+        );
+        let started = std::time::Instant::now();
+        let (code, _, stderr) = run(&config, &[]);
+        assert!(code > 0, "exit {code}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "gave up in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.contains("fix: the server's TLS certificate is not signed"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(set.primary.get("x:1"), None);
 }

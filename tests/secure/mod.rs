@@ -17,6 +17,7 @@ pub mod kafka_wire;
 mod oidc;
 mod rabbit;
 mod sasl_gate;
+pub mod sentinel;
 #[allow(unused_imports)]
 pub use cluster::TlsCluster;
 #[allow(unused_imports)]

@@ -8,6 +8,7 @@
 //! | `url = "rediss://...#insecure"`, `tls.insecure_skip_verify` | `TcpTls { insecure: true }` |
 //! | `tls.ca` | `TlsCertificates::root_cert` (replaces the system roots) |
 //! | `tls.cert` + `tls.key` | `TlsCertificates::client_tls` (mutual TLS) |
+//! | `tls` under Sentinel | the same for the servers the sentinels name (`set_client_to_redis_certificates`) and for `rediss://` sentinels (`set_client_to_sentinel_certificates`) |
 //! | `tls.server_name` | the host redis-rs connects to and checks, with a resolver taking it to the url's host (`named.rs`) |
 //! | `username` + `password` | `AUTH username password` (ACL user) |
 //! | `password` alone | `AUTH password` (legacy `requirepass`) |
@@ -22,7 +23,7 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use super::config::{RedisUrl, SentinelConfig};
 use super::connection::{Cluster, RedisConn, Sentinel};
 use super::named::{self, Endpoint, NameResolver, Named, NamedConn};
-use crate::connectors::tls::{Supports, TlsConfig};
+use crate::connectors::tls::{Identity, Supports, TlsConfig};
 use crate::error::ConnectorError;
 use crate::problem::{ConfigPath, Problem};
 use crate::secret::{Secret, mask_url};
@@ -224,28 +225,13 @@ impl RedisAccess {
         let insecure = matches!(addr, redis::ConnectionAddr::TcpTls { insecure: true, .. });
         let info = info.set_addr(addr);
         let opening = |e| ConnectorError::redis(format!("opening {}", self.shown()), e);
-        let tls = self.tls.as_ref().filter(|t| !t.insecure_skip_verify);
-        let (ca, identity) = match tls {
-            Some(tls) => (tls.read_ca()?, tls.read_identity()?),
-            None => (None, None),
+        let files = self.tls_files()?;
+        let client = match files.clone() {
+            Some((ca, identity)) => redis::Client::build_with_tls(info, certificates(ca, identity))
+                .map_err(|e| self.unusable(e))?,
+            None => redis::Client::open(info).map_err(opening)?,
         };
-        let client = if tls.is_some() {
-            let certificates = redis::TlsCertificates {
-                client_tls: identity.clone().map(|id| redis::ClientTlsConfig {
-                    client_cert: id.cert,
-                    client_key: id.key,
-                }),
-                root_cert: ca.clone(),
-            };
-            redis::Client::build_with_tls(info, certificates).map_err(|e| {
-                ConnectorError::Fatal(format!(
-                    "redis {}: the TLS files in `tls` are not usable: {e}",
-                    self.shown()
-                ))
-            })?
-        } else {
-            redis::Client::open(info).map_err(opening)?
-        };
+        let (ca, identity) = files.unwrap_or_default();
         let named = resolver.map(|resolver| {
             Arc::new(Named {
                 resolver,
@@ -257,38 +243,79 @@ impl RedisAccess {
         Ok(Endpoint { client, named })
     }
 
+    /// `tls.ca` and `tls.cert` + `tls.key`, read; `None` without `tls` or
+    /// with verification off. Every client of this access (the server, a
+    /// cluster's nodes, the sentinels and the servers they name) takes its
+    /// TLS files from here.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, ConnectorError> {
+        match self.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
+            Some(tls) => Ok(Some((tls.read_ca()?, tls.read_identity()?))),
+            None => Ok(None),
+        }
+    }
+
+    fn unusable(&self, e: redis::RedisError) -> ConnectorError {
+        ConnectorError::Fatal(format!(
+            "redis {}: the TLS files in `tls` are not usable: {e}",
+            self.shown()
+        ))
+    }
+
     /// The server to check (`ferry check --connect`): the server; under
     /// Sentinel, the primary the sentinels name now; on a cluster, the node
     /// in `url`.
     pub(crate) async fn server_endpoint(&self) -> Result<Endpoint, ConnectorError> {
-        let endpoint = self.endpoint()?;
         let Mode::Sentinel(sentinel) = &self.mode else {
-            return Ok(endpoint);
+            return self.endpoint();
         };
-        sentinel
-            .client(endpoint.client.get_connection_info(), self.tls.as_ref())?
+        self.sentinel_client(sentinel)?
             .async_get_client()
             .await
             .map(Endpoint::plain)
             .map_err(|e| ConnectorError::redis("asking the sentinels for the primary", e))
     }
 
+    /// redis-rs's sentinel client: the sentinels in `sentinel.nodes`, and
+    /// the primary they name reached with the url's login and database.
+    /// `tls` serves both: the primary (and replicas) of a `rediss://` url,
+    /// and the sentinels given as `rediss://`.
+    pub(crate) fn sentinel_client(
+        &self,
+        sentinel: &SentinelConfig,
+    ) -> Result<redis::sentinel::SentinelClient, ConnectorError> {
+        let data = self.endpoint()?.client.get_connection_info().clone();
+        let files = self.tls_files()?.map(|(ca, id)| certificates(ca, id));
+        let skip = self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+        sentinel.client(&data, files, skip).map_err(|e| {
+            if e.is_io_error() {
+                // Nothing is reached yet: PEM files redis-rs could not parse.
+                self.unusable(e)
+            } else {
+                ConnectorError::redis("setting up the sentinel client", e)
+            }
+        })
+    }
+
     /// What every cluster client of this access shares.
     pub(crate) fn cluster_settings(&self) -> Result<ClusterSettings, ConnectorError> {
-        let certificates = match self.tls.as_ref().filter(|t| !t.insecure_skip_verify) {
-            None => None,
-            Some(tls) => Some(redis::TlsCertificates {
-                client_tls: tls.read_identity()?.map(|id| redis::ClientTlsConfig {
-                    client_cert: id.cert,
-                    client_key: id.key,
-                }),
-                root_cert: tls.read_ca()?,
-            }),
-        };
         Ok(ClusterSettings {
-            certificates,
+            certificates: self.tls_files()?.map(|(ca, id)| certificates(ca, id)),
             named: self.name_resolver()?,
         })
+    }
+}
+
+/// `tls.ca` and the client certificate and key, read.
+type TlsFiles = (Option<Vec<u8>>, Option<Identity>);
+
+/// The TLS files as redis-rs takes them.
+fn certificates(ca: Option<Vec<u8>>, identity: Option<Identity>) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: identity.map(|id| redis::ClientTlsConfig {
+            client_cert: id.cert,
+            client_key: id.key,
+        }),
+        root_cert: ca,
     }
 }
 
@@ -388,14 +415,10 @@ pub(crate) fn connect(
             open(vec![seed.clone()]).map_err(opening)?;
             Ok(RedisConn::Cluster(Cluster::new(Arc::new(open), seed)))
         }
-        Mode::Sentinel(sentinel) => {
-            let info = endpoint.client.get_connection_info().clone();
-            let sentinels = sentinel.client(&info, access.tls.as_ref())?;
-            Ok(RedisConn::Sentinel(Sentinel::new(
-                sentinels,
-                manager_config(response_timeout),
-            )))
-        }
+        Mode::Sentinel(sentinel) => Ok(RedisConn::Sentinel(Sentinel::new(
+            access.sentinel_client(sentinel)?,
+            manager_config(response_timeout),
+        ))),
     }
 }
 

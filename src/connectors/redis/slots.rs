@@ -1,6 +1,6 @@
 //! Redis Cluster slots, as ferry needs them (pure): which key a command is
 //! routed by, a key's hash tag, and the primaries in a `CLUSTER SLOTS`
-//! reply.
+//! reply (all of them, or the one owning a key's slot).
 //!
 //! A cluster keeps each key in one of 16384 slots, computed from the key's
 //! hash tag (the text between its first `{` and the next `}`) when it has
@@ -106,6 +106,41 @@ pub(crate) fn nodes_of(reply: &Value) -> Vec<(String, u16)> {
     out
 }
 
+/// The primary (`host`, `port`) that owns `key`'s slot in a `CLUSTER SLOTS`
+/// reply; `None` when no range covers it (the cluster is not ok).
+pub(crate) fn owner_of(reply: &Value, key: &[u8]) -> Option<(String, u16)> {
+    let slot = Slot::for_key(key);
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let Value::Array(parts) = range else {
+            return None;
+        };
+        let bound = |i: usize| match parts.get(i) {
+            Some(Value::Int(n)) => u16::try_from(*n).ok(),
+            _ => None,
+        };
+        // redis-rs keeps a slot's number to itself: look for it among the
+        // range's (at most 16384, a few microseconds).
+        let (start, end) = (bound(0)?, bound(1)?);
+        if !(start..=end).any(|n| Slot::new(n) == Some(slot)) {
+            return None;
+        }
+        let Some(Value::Array(node)) = parts.get(2) else {
+            return None;
+        };
+        let host = node
+            .first()
+            .and_then(text)
+            .filter(|h| !h.is_empty() && h != "?")?;
+        match node.get(1) {
+            Some(Value::Int(p)) => Some((host, u16::try_from(*p).ok()?)),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +196,17 @@ mod tests {
         ]);
         assert_eq!(primaries_of(&reply), ["10.0.0.1:7000", "10.0.0.2:7001"]);
         assert_eq!(nodes_of(&reply).len(), 5);
+        // "foo" is in slot 12182, "bar" in 5061, "{bar}x" with it.
+        let owner = |k: &str| owner_of(&reply, k.as_bytes());
+        assert_eq!(owner("foo"), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(owner("bar"), Some(("10.0.0.2".into(), 7001)));
+        assert_eq!(owner("{bar}x"), owner("bar"));
+        let partial = Value::Array(vec![range(
+            0,
+            5000,
+            node("10.0.0.1", 7000),
+            node("10.0.0.4", 7003),
+        )]);
+        assert_eq!(owner_of(&partial, b"foo"), None);
     }
 }

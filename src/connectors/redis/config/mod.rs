@@ -103,33 +103,44 @@ impl SentinelConfig {
                 "`username` without `password`",
             ));
         }
+        if self.tls()
+            && self
+                .nodes
+                .iter()
+                .any(|n| !n.as_str().starts_with("rediss://"))
+        {
+            problems.push(
+                Problem::at_path(
+                    path.key("nodes"),
+                    "sentinels with TLS (`rediss://`) and without (`redis://`) together",
+                )
+                .with_help("the sentinels are reached one way: give them all as rediss:// or all as redis://"),
+            );
+        }
     }
 
     /// redis-rs's sentinel client: asks `nodes` for `primary`, and logs in
     /// to the primary with `data` (the url's database, user and password).
+    /// `certificates` (the part's `tls` files) serve the servers the
+    /// sentinels name when the url is `rediss://`, and the sentinels when
+    /// they are `rediss://`; `skip_verify` (`tls.insecure_skip_verify`)
+    /// checks neither.
     pub fn client(
         &self,
         data: &redis::ConnectionInfo,
-        tls: Option<&TlsConfig>,
-    ) -> Result<redis::sentinel::SentinelClient, crate::error::ConnectorError> {
+        certificates: Option<redis::TlsCertificates>,
+        skip_verify: bool,
+    ) -> redis::RedisResult<redis::sentinel::SentinelClient> {
         use redis::IntoConnectionInfo;
-        let refused = |e| crate::error::ConnectorError::redis("setting up the sentinel client", e);
         let mut addrs = Vec::new();
         for node in &self.nodes {
-            addrs.push(
-                node.as_str()
-                    .into_connection_info()
-                    .map_err(refused)?
-                    .addr()
-                    .clone(),
-            );
+            addrs.push(node.as_str().into_connection_info()?.addr().clone());
         }
         let mut b = redis::sentinel::SentinelClientBuilder::new(
             addrs,
             self.primary.to_string(),
             redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(refused)?
+        )?
         .set_client_to_redis_db(data.redis_settings().db());
         if let Some(user) = data.redis_settings().username() {
             b = b.set_client_to_redis_username(user);
@@ -138,19 +149,24 @@ impl SentinelConfig {
             b = b.set_client_to_redis_password(pw);
         }
         if let redis::ConnectionAddr::TcpTls { insecure, .. } = data.addr() {
-            let mode = if *insecure || tls.is_some_and(|t| t.insecure_skip_verify) {
-                redis::TlsMode::Insecure
+            if *insecure || skip_verify {
+                b = b.set_client_to_redis_tls_mode(redis::TlsMode::Insecure);
             } else {
-                redis::TlsMode::Secure
-            };
-            b = b.set_client_to_redis_tls_mode(mode);
+                b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                if let Some(c) = &certificates {
+                    b = b.set_client_to_redis_certificates(c.clone());
+                }
+            }
         }
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.as_str().starts_with("rediss://"))
-        {
-            b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        // A `rediss://` sentinel is reached with TLS as its url says
+        // (`#insecure` included); redis-rs takes one setting for all of
+        // them, so `check` refuses a mix.
+        if self.tls() {
+            if skip_verify {
+                b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Insecure);
+            } else if let Some(c) = certificates {
+                b = b.set_client_to_sentinel_certificates(c);
+            }
         }
         if let Some(user) = &self.username {
             b = b.set_client_to_sentinel_username(user);
@@ -158,7 +174,14 @@ impl SentinelConfig {
         if let Some(pw) = &self.password {
             b = b.set_client_to_sentinel_password(pw.expose());
         }
-        b.build().map_err(refused)
+        b.build()
+    }
+
+    /// Whether the sentinels are reached with TLS (`rediss://`).
+    fn tls(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.as_str().starts_with("rediss://"))
     }
 }
 
@@ -219,3 +242,41 @@ redis_access!(
     RedisPubSubSourceConfig,
     RedisKeyspaceSourceConfig
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(nodes: &str) -> (SentinelConfig, Vec<String>) {
+        let s: SentinelConfig =
+            toml::from_str(&format!("primary = \"m\"\nnodes = {nodes}")).unwrap();
+        let mut p = Vec::new();
+        s.check(&ConfigPath::root(), &mut p);
+        (s, p.into_iter().map(|p| p.message).collect())
+    }
+
+    #[test]
+    fn sentinels_are_reached_all_with_tls_or_all_without_and_the_tls_files_go_where_tls_is() {
+        let (_, p) = sentinel("[\"rediss://s1:26379\", \"redis://s2:26379\"]");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("with TLS (`rediss://`) and without"), "{p:?}");
+        let data =
+            redis::IntoConnectionInfo::into_connection_info("rediss://:pw@m:6380/2").unwrap();
+        let files = || {
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: None,
+            })
+        };
+        // redis-rs refuses certificates for a plaintext sentinel: they go
+        // to the servers alone.
+        let (plain, p) = sentinel("[\"redis://s1:26379\", \"redis://s2:26379\"]");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(plain.client(&data, files(), false).is_ok());
+        assert!(plain.client(&data, None, true).is_ok());
+        let (tls, p) = sentinel("[\"rediss://s1:26379\"]");
+        assert!(p.is_empty(), "{p:?}");
+        assert!(tls.client(&data, files(), false).is_ok());
+        assert!(tls.client(&data, None, true).is_ok());
+    }
+}
