@@ -224,6 +224,20 @@ impl Config {
                     }
                 }
             }
+            if sync_sinks && p.source.skips_records_while_joining() {
+                problems.push(
+                    Problem::at_path(
+                        path.key("source").key("start"),
+                        "`start = \"latest\"` in a pipeline with a two-way `sync` sink",
+                    )
+                    .with_help(
+                        "the sink must read the echoes of this deployment's changes: with latest, \
+                         a change made while the group first joins can reach the log before the \
+                         consumer's first position, and the sink holds that key's records off for \
+                         30 s; leave `start` at its default (earliest) or use committed",
+                    ),
+                );
+            }
             for (j, step) in p.steps.iter().enumerate() {
                 if sync_sinks && step.key.is_some() {
                     problems.push(

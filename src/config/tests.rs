@@ -368,6 +368,24 @@ fn a_two_way_sync_through_redis_keys_needs_sync_on_both_redis_ends() {
 }
 
 #[test]
+fn a_sync_sink_behind_a_kafka_source_starting_at_latest_is_refused() {
+    let latest = SYNC.replace(
+        r#"group = "sync" }"#,
+        r#"group = "sync", start = "latest" }"#,
+    );
+    let e = errors(&latest);
+    assert!(
+        e.contains("`start = \"latest\"` in a pipeline with a two-way `sync` sink"),
+        "{e}"
+    );
+    let committed = SYNC.replace(
+        r#"group = "sync" }"#,
+        r#"group = "sync", start = "committed" }"#,
+    );
+    assert!(parse(&committed).is_ok());
+}
+
+#[test]
 fn sync_needs_an_origin_whole_values_and_no_key_step() {
     let e = errors(&SYNC.replace("origin = \"site-a\"", ""));
     assert_eq!(

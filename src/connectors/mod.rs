@@ -202,6 +202,13 @@ impl SourceConfig {
         matches!(self, SourceConfig::RedisKeyspace(c) if c.sync)
     }
 
+    /// Whether a new consumer group starts at the end of the log, skipping
+    /// whatever was written while it joined (a Kafka source with `start =
+    /// "latest"`).
+    pub fn skips_records_while_joining(&self) -> bool {
+        matches!(self, SourceConfig::Kafka(c) if c.start == kafka::config::StartFrom::Latest)
+    }
+
     /// Source coordinates its messages carry, for checking key templates.
     pub fn coordinates(&self) -> &'static [Coordinate] {
         use Coordinate as C;
