@@ -19,7 +19,7 @@ use super::watch::BrokerWatch;
 use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::{Headers, Message};
-use crate::observe::Probe;
+use crate::observe::{Probe, State};
 use crate::template::Template;
 
 /// librdkafka callbacks: logging, and the sink's health while no write
@@ -75,6 +75,37 @@ pub struct KafkaSink {
     refusal: Arc<LoginRefusal>,
     topic: String,
     key: Option<Template>,
+    /// Stops [`reconnect_while_retrying`] with the sink.
+    nudge: tokio::task::AbortHandle,
+}
+
+/// How often an idle sink that lost its brokers asks for them again.
+const NUDGE: Duration = Duration::from_secs(5);
+
+/// librdkafka connects only to brokers it has work for: a producer left
+/// idle after its brokers went away would not connect again until its
+/// next record or its 5-minute metadata refresh, and `/ready` would say
+/// `retrying` all that while. While the probe says so, a metadata request
+/// every [`NUDGE`] makes it connect; the statistics then bring the probe
+/// back `up`.
+async fn reconnect_while_retrying(
+    producer: FutureProducer<SinkContext>,
+    topic: String,
+    probe: Probe,
+) {
+    loop {
+        tokio::time::sleep(NUDGE).await;
+        if probe.state() != State::Retrying {
+            continue;
+        }
+        let client = producer.clone();
+        let topic = topic.clone();
+        // Blocking: librdkafka's metadata call waits for the reply.
+        let _ = tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(Some(&topic), NUDGE)
+        })
+        .await;
+    }
 }
 
 impl KafkaSink {
@@ -132,11 +163,18 @@ impl KafkaSink {
                 }
             }
         }
+        let nudge = tokio::spawn(reconnect_while_retrying(
+            producer.clone(),
+            topic.to_owned(),
+            probe.clone(),
+        ))
+        .abort_handle();
         Ok(Self {
             producer,
             refusal,
             topic: topic.to_owned(),
             key: config.key.clone(),
+            nudge,
         })
     }
 }
@@ -237,6 +275,7 @@ impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Every write was already confirmed; this only sends what a failed
         // batch may have left queued before the client goes away.
+        self.nudge.abort();
         let _ = self.producer.flush(Duration::from_secs(5));
     }
 }
