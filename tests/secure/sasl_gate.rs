@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -34,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::kafka_wire::{self as wire, RequestHeader};
+use crate::support::faults::Background;
 
 /// Who may log in.
 #[derive(Clone, Debug, Default)]
@@ -72,8 +72,7 @@ struct Shared {
 pub struct SaslGate {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Background,
 }
 
 impl SaslGate {
@@ -92,33 +91,16 @@ impl SaslGate {
             rewritten: AtomicU64::new(0),
             cuts: watch::channel(0).0,
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = {
+        let server = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("sasl-gate-{port}"))
-                .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener).unwrap();
-                        tokio::select! {
-                            _ = accept_loop(listener, shared) => {}
-                            _ = stopped => {}
-                        }
-                    });
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })
-                .unwrap()
+            Background::serve(format!("sasl-gate-{port}"), listener, |listener| {
+                accept_loop(listener, shared)
+            })
         };
         SaslGate {
             addr,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -150,17 +132,6 @@ impl SaslGate {
     /// Closes every connection open now: clients reconnect and log in again.
     pub fn cut(&self) {
         self.shared.cuts.send_modify(|n| *n += 1);
-    }
-}
-
-impl Drop for SaslGate {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

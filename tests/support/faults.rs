@@ -138,8 +138,60 @@ struct Shared {
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    _server: Background,
+}
+
+/// A listener served by a runtime of its own on a thread of its own, so
+/// that blocking tests and async tests (whatever their runtime) use it
+/// alike; stopped and joined when dropped (connection tasks end with the
+/// runtime).
+pub struct Background {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Serves `listener` (non-blocking) with `serve` on a thread named `name`.
+    pub fn serve<F, Fut>(name: String, listener: StdListener, serve: F) -> Background
+    where
+        F: FnOnce(TcpListener) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).unwrap();
+                    tokio::select! {
+                        _ = serve(listener) => {}
+                        _ = stopped => {}
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .unwrap();
+        Background {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Proxy {
@@ -172,34 +224,16 @@ impl Proxy {
             dropped_replies: AtomicU64::new(0),
             open: AtomicU64::new(0),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = {
+        let server = {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("proxy-{}", addr.port()))
-                .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener).unwrap();
-                        tokio::select! {
-                            _ = accept_loop(listener, shared) => {}
-                            _ = stopped => {}
-                        }
-                    });
-                    // Connection tasks end with the runtime.
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })
-                .unwrap()
+            Background::serve(format!("proxy-{}", addr.port()), listener, |listener| {
+                accept_loop(listener, shared)
+            })
         };
         Proxy {
             addr,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -287,17 +321,6 @@ impl Proxy {
 
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.shared.faults.lock().unwrap()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
