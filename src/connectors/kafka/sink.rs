@@ -92,6 +92,7 @@ async fn reconnect_while_retrying(
     producer: FutureProducer<SinkContext>,
     topic: String,
     probe: Probe,
+    refusal: Arc<LoginRefusal>,
 ) {
     loop {
         tokio::time::sleep(NUDGE).await;
@@ -99,11 +100,13 @@ async fn reconnect_while_retrying(
             continue;
         }
         let client = producer.clone();
-        let topic = topic.clone();
-        // Blocking: librdkafka's metadata call waits for the reply.
-        let _ = tokio::task::spawn_blocking(move || {
-            client.client().fetch_metadata(Some(&topic), NUDGE)
-        })
+        // The same question as the topic check at start; its answer does
+        // not matter here, only the connection it makes.
+        let _ = admin::partitions_of(
+            move |topic, timeout| client.client().fetch_metadata(Some(topic), timeout),
+            &topic,
+            Arc::clone(&refusal),
+        )
         .await;
     }
 }
@@ -167,6 +170,7 @@ impl KafkaSink {
             producer.clone(),
             topic.to_owned(),
             probe.clone(),
+            Arc::clone(&refusal),
         ))
         .abort_handle();
         Ok(Self {
