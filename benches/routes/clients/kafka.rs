@@ -67,12 +67,20 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(brokers: &str, topic: &str, size: usize, linger_ms: u32) -> R<Self> {
-        let producer = config(brokers)
+        let producer: BaseProducer<Reports> = config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "none")
             .set("linger.ms", linger_ms.to_string())
             .create_with_context(Reports::default())?;
+        // As ferry's sink does: without a second metadata request (which
+        // connects to the broker the first named), the producer id request
+        // waits for librdkafka's 500 ms timer, and so does every record.
+        for _ in 0..2 {
+            producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        }
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -164,7 +172,7 @@ impl Counter {
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
         }
         consumer.assign(&tpl)?;
         let seen = Arc::new(AtomicU64::new(0));
@@ -226,7 +234,7 @@ pub fn read_live(
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
     }
     consumer.assign(&tpl)?;
     Ok(std::thread::spawn(move || {
