@@ -71,8 +71,10 @@ pub struct Usage {
     pub peak_rss_mb: f64,
 }
 
-pub fn ferry_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferry")
+/// The ferry binary measured: this build's, or `FERRY_BENCH_BIN` (to
+/// compare two builds on the same machine in the same hour).
+pub fn ferry_bin() -> String {
+    std::env::var("FERRY_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_owned())
 }
 
 impl Bridge {
