@@ -74,8 +74,10 @@ pub struct SinkSpec {
     pub name: Option<Name>,
     #[serde(default)]
     pub retry: RetryConfig,
-    /// Batches the sink may have sent and not yet had confirmed: it keeps
-    /// writing while earlier batches wait for their confirmations.
+    /// Batches' worth of messages (this times the sink's `batch_size`) the
+    /// sink may have sent and not yet had confirmed, in as many writes as
+    /// they arrive in: it keeps writing while earlier writes wait for
+    /// their confirmations.
     #[serde(default = "default_in_flight")]
     pub in_flight: Count<InFlight>,
     /// Message kilobytes (payloads and keys) the sink may have in flight;

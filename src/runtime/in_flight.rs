@@ -18,9 +18,13 @@ use crate::error::{ConnectorError, MessageError};
 /// How much one sink may have sent and not yet had confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Window {
-    /// Batches in flight at once (messages: this many times the sink's
-    /// batch size).
-    pub(crate) batches: usize,
+    /// Messages in flight at once (the sink's `in_flight` times its batch
+    /// size), in as many batches as they arrive in: a sink whose
+    /// confirmations come all at once (RabbitMQ's, after each disk sync)
+    /// would otherwise spend its batches of the window on the few
+    /// messages that had arrived when the previous ones were confirmed,
+    /// and hold half as many messages in flight as it may.
+    pub(crate) messages: usize,
     /// Message bytes (payloads and keys) in flight: no new batch is sent
     /// while this many are. One batch always goes, whatever its size.
     pub(crate) bytes: usize,
@@ -53,6 +57,7 @@ pub(crate) struct InFlight<P> {
     next_seq: u64,
     flights: VecDeque<Flight<P>>,
     confirming: FuturesUnordered<Settling>,
+    messages: usize,
     bytes: usize,
 }
 
@@ -62,23 +67,25 @@ impl<P> Default for InFlight<P> {
             next_seq: 0,
             flights: VecDeque::new(),
             confirming: FuturesUnordered::new(),
+            messages: 0,
             bytes: 0,
         }
     }
 }
 
 impl<P> InFlight<P> {
-    /// Batches not yet settled, or settled behind one that is not.
-    pub(crate) fn len(&self) -> usize {
-        self.flights.len()
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.flights.is_empty()
     }
 
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Messages of the batches not yet settled, or settled behind one that
+    /// is not.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
     }
 
     /// Batches whose confirmations are still awaited.
@@ -96,6 +103,7 @@ impl<P> InFlight<P> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += bytes;
+        self.messages += prepared.len();
         self.flights.push_back(Flight {
             seq,
             prepared,
@@ -126,6 +134,7 @@ impl<P> InFlight<P> {
         while self.flights.front().is_some_and(|f| f.settled) {
             if let Some(f) = self.flights.pop_front() {
                 self.bytes -= f.bytes;
+                self.messages -= f.prepared.len();
             }
         }
     }
@@ -135,6 +144,7 @@ impl<P> InFlight<P> {
     pub(crate) fn take_all(&mut self) -> Vec<Flight<P>> {
         debug_assert!(self.confirming.is_empty());
         self.bytes = 0;
+        self.messages = 0;
         self.flights.drain(..).collect()
     }
 }

@@ -306,7 +306,10 @@ async fn spawn_sink(
         metrics: SinkStats::new(pipeline, id),
         batch_size: spec.connector.batch_size(),
         window: Window {
-            batches: spec.in_flight.get(),
+            messages: spec
+                .in_flight
+                .get()
+                .saturating_mul(spec.connector.batch_size()),
             bytes: spec.in_flight_kbytes.get().saturating_mul(1024),
         },
         retry: spec.retry,

@@ -203,16 +203,25 @@ impl SinkTask {
         sink: &mut S,
         rx: &mut mpsc::Receiver<Delivery>,
     ) -> Result<(), PipelineError> {
-        let batches = if sink.overlaps() {
-            self.window.batches
-        } else {
-            1
-        };
+        let overlaps = sink.overlaps();
         let mut flights = InFlight::default();
         let mut incoming = Vec::with_capacity(self.batch_size);
         let mut open = true;
         loop {
-            let room = open && flights.len() < batches && flights.bytes() < self.window.bytes;
+            // How many messages the next batch may take.
+            let take = if !overlaps {
+                if flights.is_empty() {
+                    self.batch_size
+                } else {
+                    0
+                }
+            } else if flights.bytes() < self.window.bytes {
+                let room = self.window.messages.saturating_sub(flights.messages());
+                room.min(self.batch_size)
+            } else {
+                0
+            };
+            let room = open && take > 0;
             if !open && flights.is_empty() {
                 return Ok(());
             }
@@ -222,7 +231,7 @@ impl SinkTask {
                 Some((seq, confirmed)) = flights.next(), if awaiting => {
                     self.settle(sink, &mut flights, seq, confirmed).await?;
                 }
-                n = rx.recv_many(&mut incoming, self.batch_size), if room => {
+                n = rx.recv_many(&mut incoming, take), if room => {
                     if n == 0 {
                         open = false;
                     } else {

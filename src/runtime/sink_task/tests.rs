@@ -40,7 +40,7 @@ struct Scripted {
     delay: Duration,
     /// ...unless a delay is scripted for it, batch by batch.
     delays: Arc<Mutex<VecDeque<Duration>>>,
-    /// Batches in flight now, and the most ever.
+    /// Messages in flight now, and the most ever.
     flying: Arc<(AtomicUsize, AtomicUsize)>,
     /// Says it cannot have two batches in flight (like `exactly_once`).
     serial: bool,
@@ -85,11 +85,11 @@ impl crate::connectors::Sink for Scripted {
             .pop_front()
             .unwrap_or(self.delay);
         let flying = Arc::clone(&self.flying);
-        let now = flying.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = flying.0.fetch_add(batch.len(), Ordering::SeqCst) + batch.len();
         flying.1.fetch_max(now, Ordering::SeqCst);
         Ok(Box::pin(async move {
             tokio::time::sleep(delay).await;
-            flying.0.fetch_sub(1, Ordering::SeqCst);
+            flying.0.fetch_sub(batch.len(), Ordering::SeqCst);
             let ok = || batch.iter().map(|_| Ok(())).collect::<Vec<_>>();
             match answer {
                 Answer::Ok => Ok(ok()),
@@ -123,7 +123,7 @@ fn task(attempts: Option<usize>, rejections: Rejections) -> SinkTask {
         sink_name: "sink `s`".into(),
         batch_size: 10,
         window: Window {
-            batches: 4,
+            messages: 40,
             bytes: 1 << 20,
         },
         retry: RetryConfig {
@@ -326,6 +326,10 @@ async fn a_slow_sink_fills_its_channel_and_the_sender_waits() {
     };
     let t = SinkTask {
         batch_size: 1,
+        window: Window {
+            messages: 4,
+            bytes: 1 << 20,
+        },
         ..task(None, Rejections::Stop)
     };
     let handle = tokio::spawn(t.run(sink, rx));
@@ -342,7 +346,7 @@ async fn a_slow_sink_fills_its_channel_and_the_sender_waits() {
     }
     assert!(
         sent <= 6,
-        "the channel (2) and the window (4 batches of 1) bound what the sender gets rid of: {sent}"
+        "the channel (2) and the window (4 messages) bound what the sender gets rid of: {sent}"
     );
     drop(tx);
     handle.await.unwrap().unwrap();
@@ -430,14 +434,14 @@ async fn a_later_batch_confirmed_first_acknowledges_only_its_own_messages() {
 }
 
 #[tokio::test]
-async fn no_more_batches_are_in_flight_than_the_window_allows() {
+async fn no_more_messages_are_in_flight_than_the_window_allows() {
     let sink = Scripted {
         delay: Duration::from_millis(30),
         ..Scripted::new([])
     };
     let t = SinkTask {
         window: Window {
-            batches: 3,
+            messages: 3,
             bytes: 1 << 20,
         },
         ..task(None, Rejections::Stop)
@@ -466,7 +470,7 @@ async fn no_new_batch_is_sent_while_the_window_holds_its_bytes() {
     };
     let t = SinkTask {
         window: Window {
-            batches: 4,
+            messages: 4,
             bytes: 10,
         },
         ..task(None, Rejections::Stop)
@@ -494,6 +498,42 @@ async fn a_failed_batch_is_written_again_before_the_batches_sent_after_it() {
     assert_eq!(outcomes[0].try_recv(), Ok(Outcome::Delivered));
     assert_eq!(outcomes[1].try_recv(), Ok(Outcome::Delivered));
     assert!(outcomes[1].try_recv().is_err(), "b acknowledged once");
+}
+
+#[tokio::test]
+async fn messages_that_arrive_one_by_one_fill_the_window_in_small_batches() {
+    // Confirmations that come all at once (RabbitMQ's) leave the sink with
+    // the few messages that arrived meanwhile: the window is counted in
+    // messages, so it fills with small batches instead of stopping at a
+    // number of them.
+    let sink = Scripted {
+        delay: Duration::from_millis(300),
+        ..Scripted::new([])
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let t = SinkTask {
+        batch_size: 10,
+        window: Window {
+            messages: 20,
+            bytes: 1 << 20,
+        },
+        ..task(None, Rejections::Stop)
+    };
+    let handle = tokio::spawn(t.run(sink.clone(), rx));
+    for _ in 0..30 {
+        let (d, _) = delivery("x");
+        tx.send(d).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(tx);
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        sink.flying.1.load(Ordering::SeqCst),
+        20,
+        "20 messages in flight, in batches of about one (batches sent: {})",
+        sink.batches().len()
+    );
+    assert!(sink.batches().iter().all(|b| b.len() <= 10));
 }
 
 #[tokio::test]
