@@ -98,6 +98,7 @@ impl<P> InFlight<P> {
         prepared: Arc<[P]>,
         deliveries: Vec<Delivery>,
         bytes: usize,
+        sent: Instant,
         confirming: Confirming,
     ) {
         let seq = self.next_seq;
@@ -110,7 +111,7 @@ impl<P> InFlight<P> {
             deliveries,
             settled: false,
             failed: None,
-            sent: Instant::now(),
+            sent,
             bytes,
         });
         self.confirming

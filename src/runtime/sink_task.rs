@@ -268,13 +268,16 @@ impl SinkTask {
             return Ok(());
         }
         let prepared: Arc<[S::Prepared]> = prepared.into();
+        // Before `send`: a sink that writes the whole batch there (Redis)
+        // would otherwise report its writes as taking no time.
+        let sent = Instant::now();
         // A batch that could not even be sent fails like one whose
         // confirmations failed: the same retry writes it again in order.
         let confirming: Confirming = match sink.send(Arc::clone(&prepared)).await {
             Ok(confirming) => confirming,
             Err(e) => Box::pin(std::future::ready(Err(e))),
         };
-        flights.push(prepared, deliveries, bytes, confirming);
+        flights.push(prepared, deliveries, bytes, sent, confirming);
         Ok(())
     }
 
