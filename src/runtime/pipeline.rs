@@ -361,10 +361,13 @@ async fn read_loop(
     let pipeline = out.pipeline;
     let stop = out.stop;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // Made once: each `stop.cancelled()` registers with the token (a lock)
+    // when polled and leaves when dropped, twice a message otherwise.
+    let mut cancelled = std::pin::pin!(stop.cancelled());
     loop {
         let next = tokio::select! {
             biased;
-            _ = stop.cancelled() => return Ok(()),
+            _ = &mut cancelled => return Ok(()),
             next = source.next() => next,
         };
         let envelope = match next {
@@ -384,7 +387,7 @@ async fn read_loop(
                 probe.retrying(&e);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
-                    _ = stop.cancelled() => return Ok(()),
+                    _ = &mut cancelled => return Ok(()),
                 }
             }
             Err(e) => {
@@ -399,7 +402,7 @@ async fn read_loop(
         let ack = counted(envelope.ack, Arc::clone(out.stats));
         let handed = tokio::select! {
             r = hand_over(envelope.message, ack, envelope.dead_letter, router, out) => r,
-            _ = stop.cancelled() => return Ok(()),
+            _ = &mut cancelled => return Ok(()),
         };
         handed?;
     }

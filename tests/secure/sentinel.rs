@@ -103,7 +103,10 @@ impl TlsSentinels {
 
     /// A plaintext connection to the first sentinel, for set-up.
     fn sentinel(&self) -> Option<redis::Connection> {
-        let port = self.sentinels.first()?.0;
+        Self::sentinel_at(self.sentinels.first()?.0)
+    }
+
+    fn sentinel_at(port: u16) -> Option<redis::Connection> {
         redis::Client::open(format!("redis://127.0.0.1:{port}"))
             .ok()?
             .get_connection()
@@ -126,10 +129,14 @@ impl TlsSentinels {
 
     /// The port the sentinels name as the primary (a TLS port).
     pub fn primary_port(&self) -> Option<u16> {
+        Self::primary_port_at(&mut self.sentinel()?)
+    }
+
+    fn primary_port_at(sentinel: &mut redis::Connection) -> Option<u16> {
         let (_, port): (String, String) = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(NAME)
-            .query(&mut self.sentinel()?)
+            .query(sentinel)
             .ok()?;
         port.parse().ok()
     }
@@ -142,9 +149,16 @@ impl TlsSentinels {
             .arg(NAME)
             .query(&mut self.sentinel().unwrap())
             .unwrap();
+        // Every sentinel, not only the first: a client may ask any of them,
+        // and one that still names the old primary sends writes there while
+        // it takes them, which its demotion then throws away (a CI run
+        // lost its 20 keys so).
         wait_until(Duration::from_secs(30), "the sentinel failover", || {
-            self.primary_port() == Some(self.replica.tls_port)
-                && replication(&self.replica, "role").as_deref() == Some("master")
+            self.sentinels.iter().all(|(port, ..)| {
+                Self::sentinel_at(*port).and_then(|mut c| Self::primary_port_at(&mut c))
+                    == Some(self.replica.tls_port)
+            }) && replication(&self.replica, "role").as_deref() == Some("master")
+                && replication(&self.primary, "role").as_deref() == Some("slave")
         });
     }
 }

@@ -180,6 +180,9 @@ async fn supervise(
     let mut last: Option<Session> = None;
     // Numbers the channels: delivery tags start again on each.
     let mut channel_no = 0u64;
+    // Made once: each `stop.cancelled()` registers with the token (a lock)
+    // when polled, twice a delivery otherwise.
+    let mut cancelled = std::pin::pin!(stop.cancelled());
     while !stop.is_cancelled() {
         channel_no += 1;
         let this_channel = channel_no;
@@ -188,7 +191,7 @@ async fn supervise(
             None => {
                 let attempt = tokio::select! {
                     a = connect(&pipeline, &config) => a,
-                    _ = stop.cancelled() => break,
+                    _ = &mut cancelled => break,
                 };
                 match attempt {
                     Ok(s) => {
@@ -203,7 +206,7 @@ async fn supervise(
                         probe.retrying(&e);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => continue,
-                            _ = stop.cancelled() => break,
+                            _ = &mut cancelled => break,
                         }
                     }
                     Err(e) => {
@@ -216,7 +219,7 @@ async fn supervise(
         loop {
             let delivery = tokio::select! {
                 d = s.consumer.next() => d,
-                _ = stop.cancelled() => break,
+                _ = &mut cancelled => break,
                 _ = tokio::time::sleep(IDLE_CHECK), if until_end && !drained => {
                     // Nothing arrived for a while: is the queue empty? The
                     // messages in flight in the pipeline are unacknowledged,
@@ -257,7 +260,7 @@ async fn supervise(
             });
             let sent = tokio::select! {
                 sent = tx.send(Event::Delivery(Envelope::new(message, ack))) => sent,
-                _ = stop.cancelled() => break,
+                _ = &mut cancelled => break,
             };
             if sent.is_err() {
                 break;
