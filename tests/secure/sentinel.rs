@@ -127,16 +127,12 @@ impl TlsSentinels {
         format!("[{}]", urls.join(", "))
     }
 
-    /// The port the sentinels name as the primary (a TLS port).
-    pub fn primary_port(&self) -> Option<u16> {
-        Self::primary_port_at(&mut self.sentinel()?)
-    }
-
-    fn primary_port_at(sentinel: &mut redis::Connection) -> Option<u16> {
+    /// The port the sentinel on `port` names as the primary (a TLS port).
+    fn primary_named_by(port: u16) -> Option<u16> {
         let (_, port): (String, String) = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(NAME)
-            .query(sentinel)
+            .query(&mut Self::sentinel_at(port)?)
             .ok()?;
         port.parse().ok()
     }
@@ -154,10 +150,10 @@ impl TlsSentinels {
         // it takes them, which its demotion then throws away (a CI run
         // lost its 20 keys so).
         wait_until(Duration::from_secs(30), "the sentinel failover", || {
-            self.sentinels.iter().all(|(port, ..)| {
-                Self::sentinel_at(*port).and_then(|mut c| Self::primary_port_at(&mut c))
-                    == Some(self.replica.tls_port)
-            }) && replication(&self.replica, "role").as_deref() == Some("master")
+            self.sentinels
+                .iter()
+                .all(|(port, ..)| Self::primary_named_by(*port) == Some(self.replica.tls_port))
+                && replication(&self.replica, "role").as_deref() == Some("master")
                 && replication(&self.primary, "role").as_deref() == Some("slave")
         });
     }

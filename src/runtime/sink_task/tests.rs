@@ -139,6 +139,16 @@ fn task(attempts: Option<usize>, rejections: Rejections) -> SinkTask {
     }
 }
 
+/// A task that stops on a rejection, with batches of `batch_size` and a
+/// window of `messages` and `bytes`.
+fn windowed(batch_size: usize, messages: usize, bytes: usize) -> SinkTask {
+    SinkTask {
+        batch_size,
+        window: Window { messages, bytes },
+        ..task(None, Rejections::Stop)
+    }
+}
+
 /// A delivery of `payload` and the receiver of its source's outcome.
 fn delivery(payload: &str) -> (Delivery, std::sync::mpsc::Receiver<Outcome>) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -324,14 +334,7 @@ async fn a_slow_sink_fills_its_channel_and_the_sender_waits() {
         delay: Duration::from_millis(200),
         ..Scripted::new([])
     };
-    let t = SinkTask {
-        batch_size: 1,
-        window: Window {
-            messages: 4,
-            bytes: 1 << 20,
-        },
-        ..task(None, Rejections::Stop)
-    };
+    let t = windowed(1, 4, 1 << 20);
     let handle = tokio::spawn(t.run(sink, rx));
     let mut sent = 0;
     let started = tokio::time::Instant::now();
@@ -439,13 +442,7 @@ async fn no_more_messages_are_in_flight_than_the_window_allows() {
         delay: Duration::from_millis(30),
         ..Scripted::new([])
     };
-    let t = SinkTask {
-        window: Window {
-            messages: 3,
-            bytes: 1 << 20,
-        },
-        ..task(None, Rejections::Stop)
-    };
+    let t = windowed(10, 3, 1 << 20);
     let payloads: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
     let (handle, outcomes) = start(t, sink.clone(), &refs).await;
@@ -468,13 +465,7 @@ async fn no_new_batch_is_sent_while_the_window_holds_its_bytes() {
         delay: Duration::from_millis(30),
         ..Scripted::new([])
     };
-    let t = SinkTask {
-        window: Window {
-            messages: 4,
-            bytes: 10,
-        },
-        ..task(None, Rejections::Stop)
-    };
+    let t = windowed(10, 4, 10);
     let (handle, _) = start(t, sink.clone(), &["0123456789", "0123456789", "01"]).await;
     handle.await.unwrap().unwrap();
     assert_eq!(
@@ -511,14 +502,7 @@ async fn messages_that_arrive_one_by_one_fill_the_window_in_small_batches() {
         ..Scripted::new([])
     };
     let (tx, rx) = mpsc::channel(64);
-    let t = SinkTask {
-        batch_size: 10,
-        window: Window {
-            messages: 20,
-            bytes: 1 << 20,
-        },
-        ..task(None, Rejections::Stop)
-    };
+    let t = windowed(10, 20, 1 << 20);
     let handle = tokio::spawn(t.run(sink.clone(), rx));
     for _ in 0..30 {
         let (d, _) = delivery("x");
