@@ -94,6 +94,22 @@ impl Ack {
         }
     }
 
+    /// The same acknowledgement, with `first` run on its outcome just
+    /// before the source's callback. Composed in place: wrapping the handle
+    /// in a second `Ack` would cost every message another shared state.
+    pub fn observed(self, first: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        {
+            let mut slot = crate::sync::lock(&self.shared.callback);
+            if let Some(callback) = slot.take() {
+                *slot = Some(Box::new(move |outcome| {
+                    first(outcome);
+                    callback(outcome);
+                }));
+            }
+        }
+        self
+    }
+
     /// An acknowledgement nobody waits for (sources without acks).
     pub fn none() -> Self {
         Self::new(|_| {})
@@ -165,6 +181,25 @@ mod tests {
         parts.pop().unwrap().delivered();
         assert_eq!(rx.try_recv(), Ok(Outcome::Delivered));
         assert!(rx.try_recv().is_err(), "callback runs once");
+    }
+
+    #[test]
+    fn an_observer_hears_the_outcome_before_the_source_and_once() {
+        let (tx, rx) = mpsc::channel();
+        let source = tx.clone();
+        let ack = Ack::new(move |o| {
+            source.send(("source", o)).ok();
+        })
+        .observed(move |o| {
+            tx.send(("observer", o)).ok();
+        });
+        let mut parts = ack.split(2);
+        parts.pop().unwrap().delivered();
+        assert!(rx.try_recv().is_err(), "one sink still pending");
+        drop(parts);
+        assert_eq!(rx.try_recv(), Ok(("observer", Outcome::Failed)));
+        assert_eq!(rx.try_recv(), Ok(("source", Outcome::Failed)));
+        assert!(rx.try_recv().is_err(), "each runs once");
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
 }
 
 static AMQP_URL: OnceLock<String> = OnceLock::new();
+static RABBITMQ_PID: OnceLock<Option<i32>> = OnceLock::new();
 static OVERRIDES: OnceLock<(String, String)> = OnceLock::new();
 
 /// Settings added to ferry's source and sink tables (`--source-set`,
@@ -75,6 +76,11 @@ pub fn overrides() -> (&'static str, &'static str) {
 /// This run's RabbitMQ vhost.
 pub fn amqp_url() -> String {
     AMQP_URL.get().cloned().unwrap_or_default()
+}
+
+/// The shared RabbitMQ node's OS process, when `rabbitmqctl` names it.
+pub fn rabbitmq_pid() -> Option<i32> {
+    RABBITMQ_PID.get().copied().flatten()
 }
 
 struct Plan {
@@ -228,6 +234,7 @@ fn run(plan: &Plan) -> R<()> {
     let out = services::out_dir(plan.out.as_deref())?;
     let vhost = services::RabbitVhost::create()?;
     let _ = AMQP_URL.set(vhost.url());
+    let _ = RABBITMQ_PID.set(services::rabbitmq_pid());
     let _ = OVERRIDES.set((plan.source_set.clone(), plan.sink_set.clone()));
     let mut report = Report {
         mode: plan.mode.to_owned(),

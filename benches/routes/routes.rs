@@ -309,16 +309,19 @@ impl Setup {
         Ok(())
     }
 
-    /// PIDs of the private source and sink servers (RabbitMQ is shared).
+    /// PIDs of the source and sink servers: the private ones, and the
+    /// shared RabbitMQ (whose CPU then also counts other vhosts' work).
     pub fn server_pids(&self) -> (Option<i32>, Option<i32>) {
         let src = match (&self.src_kafka, &self.src_redis) {
             (Some(k), _) => Some(k.pid()),
             (_, Some(r)) => Some(r.pid()),
+            _ if self.route.source == Source::Amqp => crate::rabbitmq_pid(),
             _ => None,
         };
         let dst = match (&self.dst_kafka, &self.dst_redis) {
             (Some(k), _) => Some(k.pid()),
             (_, Some(r)) => Some(r.pid()),
+            _ if self.route.sink == Sink::Amqp => crate::rabbitmq_pid(),
             _ => None,
         };
         (src, dst)

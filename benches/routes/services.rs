@@ -183,6 +183,16 @@ impl Redis {
     }
 }
 
+/// The shared RabbitMQ node's OS process (`rabbitmqctl status`: `OS PID: N`),
+/// so its CPU shows beside the private servers'.
+pub fn rabbitmq_pid() -> Option<i32> {
+    let out = Command::new("rabbitmqctl").arg("status").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("OS PID:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 /// A vhost of this run's own on the shared RabbitMQ.
 pub struct RabbitVhost {
     pub name: String,

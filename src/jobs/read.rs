@@ -270,7 +270,7 @@ impl StreamReader {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| format!("redis: reading the end of stream `{s}`: {e}"))?;
-            let newest = crate::connectors::redis::replies::parse_entries(&newest)
+            let newest = crate::connectors::redis::replies::parse_entries(newest)
                 .map_err(|e| format!("redis: unexpected XREVRANGE reply: {e}"))?
                 .pop()
                 .map(|e| e.id);
@@ -322,7 +322,7 @@ impl StreamReader {
                 .query_async(&mut self.conn)
                 .await
                 .map_err(|e| format!("redis: XREAD: {e}"))?;
-            let per_stream = parse_read_reply(&reply)
+            let per_stream = parse_read_reply(reply)
                 .map_err(|e| format!("redis: unexpected XREAD reply: {e}"))?;
             let mut answered = Vec::new();
             for (name, entries) in per_stream {

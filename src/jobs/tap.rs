@@ -348,7 +348,7 @@ impl Tap {
                         break;
                     };
                     let delivery = delivery.map_err(|e| format!("amqp: {e}"))?;
-                    let m = delivery_message(&name, &delivery);
+                    let (m, _acker) = delivery_message(&name, delivery);
                     let Some(n) = self.show(&m, &mut stdout)? else {
                         break;
                     };

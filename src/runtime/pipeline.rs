@@ -507,12 +507,9 @@ async fn send(
     Ok(())
 }
 
-/// Wraps a source's ack so the pipeline counts outcomes.
+/// A source's ack that also counts its outcome in the pipeline's stats.
 fn counted(inner: Ack, stats: Arc<Stats>) -> Ack {
-    Ack::new(move |outcome| {
-        stats.completed(outcome);
-        inner.complete(outcome);
-    })
+    inner.observed(move |outcome| stats.completed(outcome))
 }
 
 /// Waits for the sink tasks to finish their channels. Once `stop` is

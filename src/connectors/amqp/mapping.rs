@@ -39,21 +39,36 @@ pub(crate) struct DeliveryInfo<'a> {
     pub delivery_tag: u64,
 }
 
-/// The message a delivery from `queue` is.
-pub(crate) fn delivery_message(queue: &Arc<str>, delivery: &lapin::message::Delivery) -> Message {
+/// The message a delivery from `queue` is, and the handle that settles
+/// it. The delivery is taken apart rather than borrowed: its body becomes
+/// the payload without a copy, and its acker is moved out rather than
+/// cloned (a clone copies the channel's handles, a dozen counters).
+pub(crate) fn delivery_message(
+    queue: &Arc<str>,
+    delivery: lapin::message::Delivery,
+) -> (Message, lapin::Acker) {
+    let lapin::message::Delivery {
+        delivery_tag,
+        exchange,
+        routing_key,
+        properties,
+        data,
+        acker,
+        ..
+    } = delivery;
     let info = DeliveryInfo {
         queue: Arc::clone(queue),
-        exchange: delivery.exchange.as_str(),
-        routing_key: delivery.routing_key.as_str(),
-        delivery_tag: delivery.delivery_tag,
+        exchange: exchange.as_str(),
+        routing_key: routing_key.as_str(),
+        delivery_tag,
     };
-    to_message(info, &delivery.properties, &delivery.data)
+    (to_message(info, &properties, data), acker)
 }
 
 pub(crate) fn to_message(
     info: DeliveryInfo<'_>,
     properties: &BasicProperties,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Message {
     let mut headers = Headers::new();
     let mut key = None;
@@ -98,7 +113,7 @@ pub(crate) fn to_message(
     }
     Message {
         key,
-        payload: (!(tombstone && body.is_empty())).then(|| Bytes::copy_from_slice(body)),
+        payload: (!(tombstone && body.is_empty())).then(|| Bytes::from(body)),
         headers,
         timestamp: properties
             .timestamp()
@@ -260,7 +275,7 @@ mod tests {
             props.content_type().as_ref().map(|s| s.as_str()),
             Some("application/json")
         );
-        let back = to_message(info(), &props, &body);
+        let back = to_message(info(), &props, body.to_vec());
         assert_eq!(back.key, m.key);
         assert_eq!(back.payload, m.payload);
         assert_eq!(back.headers.get("trace").unwrap().as_ref(), b"t1");
@@ -284,11 +299,11 @@ mod tests {
         let (body, props) = to_publish(&m, false);
         assert!(body.is_empty());
         assert_eq!(props.delivery_mode(), &None);
-        let back = to_message(info(), &props, &body);
+        let back = to_message(info(), &props, body.to_vec());
         assert_eq!(back.payload, None);
         assert_eq!(back.key.as_deref(), Some(&b"o-7"[..]));
         // An empty body without the marker is an empty payload, not a tombstone.
-        let back = to_message(info(), &BasicProperties::default(), b"");
+        let back = to_message(info(), &BasicProperties::default(), Vec::new());
         assert_eq!(back.payload.as_deref(), Some(&b""[..]));
     }
 
@@ -301,7 +316,7 @@ mod tests {
             ..Message::from_payload("x")
         };
         let (body, props) = to_publish(&m, true);
-        let back = to_message(info(), &props, &body);
+        let back = to_message(info(), &props, body.to_vec());
         let tags: Vec<&[u8]> = back
             .headers
             .iter()
@@ -318,7 +333,7 @@ mod tests {
         table.insert("retries".into(), AMQPValue::LongInt(3));
         table.insert("urgent".into(), AMQPValue::Boolean(true));
         let props = BasicProperties::default().with_headers(table);
-        let m = to_message(info(), &props, b"x");
+        let m = to_message(info(), &props, b"x".to_vec());
         assert_eq!(m.headers.get("retries").unwrap().as_ref(), b"3");
         assert_eq!(m.headers.get("urgent").unwrap().as_ref(), b"true");
         assert_eq!(m.key, None);
@@ -362,7 +377,7 @@ mod tests {
             routing_key: "q",
             delivery_tag: 1,
         };
-        let m = to_message(info, &props, b"{}");
+        let m = to_message(info, &props, b"{}".to_vec());
         // An array is one header per element; each table is a JSON object.
         assert_eq!(
             std::str::from_utf8(m.headers.get("x-death").unwrap()).unwrap(),

@@ -251,10 +251,9 @@ async fn supervise(
                     break;
                 }
             };
-            let message = delivery_message(&queue, &delivery);
-            let acks = ack_tx.clone();
-            let handle = delivery.acker.clone();
             let tag = delivery.delivery_tag;
+            let (message, handle) = delivery_message(&queue, delivery);
+            let acks = ack_tx.clone();
             let ack = Ack::new(move |outcome| {
                 let _ = acks.send((this_channel, tag, handle, outcome));
             });

@@ -86,7 +86,7 @@ pub(crate) fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
             }
             let last = info
                 .get("last-entry")
-                .and_then(|v| parse_entries(&redis::Value::Array(vec![(*v).clone()])).ok())
+                .and_then(|v| parse_entries(redis::Value::Array(vec![(*v).clone()])).ok())
                 .and_then(|mut e| e.pop())
                 .and_then(|e| e.fields);
             if let Some(fields) = last {

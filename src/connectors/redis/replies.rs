@@ -22,44 +22,68 @@ pub(crate) fn text(v: &redis::Value) -> Option<String> {
     }
 }
 
-fn bytes(v: &redis::Value) -> Option<Bytes> {
+/// A bulk string's bytes, taken over rather than copied: a stream entry's
+/// payload becomes the message's without another allocation.
+fn into_bytes(v: redis::Value) -> Option<Bytes> {
     match v {
-        redis::Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
-        redis::Value::SimpleString(s) => Some(Bytes::from(s.clone())),
+        redis::Value::BulkString(b) => Some(Bytes::from(b)),
+        redis::Value::SimpleString(s) => Some(Bytes::from(s)),
         redis::Value::Int(i) => Some(Bytes::from(i.to_string())),
         _ => None,
     }
 }
 
-fn items(v: &redis::Value) -> Option<Vec<&redis::Value>> {
+/// [`text`] of an owned reply, without a copy when it is valid UTF-8.
+fn into_text(v: redis::Value) -> Option<String> {
     match v {
-        redis::Value::Array(a) | redis::Value::Set(a) => Some(a.iter().collect()),
+        redis::Value::BulkString(b) => Some(
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        redis::Value::SimpleString(s) => Some(s),
+        other => text(&other),
+    }
+}
+
+fn items(v: &redis::Value) -> Option<&[redis::Value]> {
+    match v {
+        redis::Value::Array(a) | redis::Value::Set(a) => Some(a),
+        _ => None,
+    }
+}
+
+fn into_items(v: redis::Value) -> Option<Vec<redis::Value>> {
+    match v {
+        redis::Value::Array(a) | redis::Value::Set(a) => Some(a),
         _ => None,
     }
 }
 
 /// `[[id, [f1, v1, ...]], ...]`, as `XRANGE`, `XREADGROUP` (per stream)
-/// and `XAUTOCLAIM` (second element) answer.
-pub(crate) fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String> {
-    let mut out = Vec::new();
-    for entry in items(v).ok_or("entries are not an array")? {
-        let parts = items(entry).ok_or("an entry is not an array")?;
+/// and `XAUTOCLAIM` (second element) answer. Takes the reply: its bulk
+/// strings become the entries' values as they are.
+pub(crate) fn parse_entries(v: redis::Value) -> Result<Vec<StreamEntry>, String> {
+    let entries = into_items(v).ok_or("entries are not an array")?;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut parts = into_items(entry)
+            .ok_or("an entry is not an array")?
+            .into_iter();
         let id = parts
-            .first()
-            .and_then(|v| text(v))
+            .next()
+            .and_then(into_text)
             .ok_or("an entry has no id")?;
-        let fields = match parts.get(1) {
+        let fields = match parts.next() {
             None | Some(redis::Value::Nil) => None,
             Some(list) => {
-                let flat = items(list).ok_or("entry fields are not an array")?;
+                let flat = into_items(list).ok_or("entry fields are not an array")?;
                 let mut fields = Vec::with_capacity(flat.len() / 2);
-                for pair in flat.chunks(2) {
-                    if let [f, v] = pair {
-                        fields.push((
-                            text(f).ok_or("a field name is not a string")?,
-                            bytes(v).unwrap_or_default(),
-                        ));
-                    }
+                let mut flat = flat.into_iter();
+                while let (Some(f), Some(v)) = (flat.next(), flat.next()) {
+                    fields.push((
+                        into_text(f).ok_or("a field name is not a string")?,
+                        into_bytes(v).unwrap_or_default(),
+                    ));
                 }
                 Some(fields)
             }
@@ -70,30 +94,30 @@ pub(crate) fn parse_entries(v: &redis::Value) -> Result<Vec<StreamEntry>, String
 }
 
 /// An `XREADGROUP` / `XREAD` reply: entries per stream (`Nil` on timeout).
-pub(crate) fn parse_read_reply(
-    v: &redis::Value,
-) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
+pub(crate) fn parse_read_reply(v: redis::Value) -> Result<Vec<(String, Vec<StreamEntry>)>, String> {
     match v {
         redis::Value::Nil => Ok(Vec::new()),
         redis::Value::Map(pairs) => pairs
-            .iter()
+            .into_iter()
             .map(|(name, entries)| {
                 Ok((
-                    text(name).ok_or("a stream name is not a string")?,
+                    into_text(name).ok_or("a stream name is not a string")?,
                     parse_entries(entries)?,
                 ))
             })
             .collect(),
-        other => items(other)
+        other => into_items(other)
             .ok_or("the reply is not an array")?
             .into_iter()
             .map(|stream| {
-                let parts = items(stream).ok_or("a stream reply is not an array")?;
+                let mut parts = into_items(stream)
+                    .ok_or("a stream reply is not an array")?
+                    .into_iter();
                 let name = parts
-                    .first()
-                    .and_then(|v| text(v))
+                    .next()
+                    .and_then(into_text)
                     .ok_or("a stream has no name")?;
-                let entries = parts.get(1).ok_or("a stream has no entries")?;
+                let entries = parts.next().ok_or("a stream has no entries")?;
                 Ok((name, parse_entries(entries)?))
             })
             .collect(),
@@ -103,15 +127,17 @@ pub(crate) fn parse_read_reply(
 /// An `XAUTOCLAIM` reply: the next cursor, the claimed entries, and the ids
 /// of entries that no longer exist.
 pub(crate) fn parse_autoclaim_reply(
-    v: &redis::Value,
+    v: redis::Value,
 ) -> Result<(String, Vec<StreamEntry>, Vec<String>), String> {
-    let parts = items(v).ok_or("the reply is not an array")?;
-    let cursor = parts.first().and_then(|v| text(v)).ok_or("no cursor")?;
-    let entries = parse_entries(parts.get(1).ok_or("no entries")?)?;
+    let mut parts = into_items(v)
+        .ok_or("the reply is not an array")?
+        .into_iter();
+    let cursor = parts.next().and_then(into_text).ok_or("no cursor")?;
+    let entries = parse_entries(parts.next().ok_or("no entries")?)?;
     let deleted = parts
-        .get(2)
-        .and_then(|v| items(v))
-        .map(|ids| ids.into_iter().filter_map(text).collect())
+        .next()
+        .and_then(into_items)
+        .map(|ids| ids.into_iter().filter_map(into_text).collect())
         .unwrap_or_default();
     Ok((cursor, entries, deleted))
 }
@@ -120,7 +146,7 @@ pub(crate) fn parse_autoclaim_reply(
 pub(crate) fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
     items(v)
         .ok_or("the reply is not an array")?
-        .into_iter()
+        .iter()
         .map(|row| {
             let r = items(row).ok_or("a row is not an array")?;
             let num = |i: usize| match r.get(i) {
@@ -129,8 +155,8 @@ pub(crate) fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64
                 None => None,
             };
             Ok((
-                r.first().and_then(|v| text(v)).ok_or("no id")?,
-                r.get(1).and_then(|v| text(v)).ok_or("no consumer")?,
+                r.first().and_then(text).ok_or("no id")?,
+                r.get(1).and_then(text).ok_or("no consumer")?,
                 num(2).ok_or("no idle time")?,
                 num(3).ok_or("no delivery count")?,
             ))
@@ -160,7 +186,7 @@ mod tests {
             arr(vec![bulk("2-0"), redis::Value::Nil]),
         ]);
         let reply = arr(vec![arr(vec![bulk("orders"), entries.clone()])]);
-        let parsed = parse_read_reply(&reply).unwrap();
+        let parsed = parse_read_reply(reply).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, "orders");
         assert_eq!(parsed[0].1[0].id, "1-0");
@@ -169,11 +195,11 @@ mod tests {
             ("key".to_owned(), Bytes::from("k"))
         );
         assert_eq!(parsed[0].1[1].fields, None);
-        assert_eq!(parse_read_reply(&redis::Value::Nil).unwrap(), vec![]);
+        assert_eq!(parse_read_reply(redis::Value::Nil).unwrap(), vec![]);
         let resp3 = redis::Value::Map(vec![(bulk("orders"), entries.clone())]);
-        assert_eq!(parse_read_reply(&resp3).unwrap(), parsed);
+        assert_eq!(parse_read_reply(resp3).unwrap(), parsed);
         let claim = arr(vec![bulk("0-0"), entries, arr(vec![bulk("3-0")])]);
-        let (cursor, claimed, deleted) = parse_autoclaim_reply(&claim).unwrap();
+        let (cursor, claimed, deleted) = parse_autoclaim_reply(claim).unwrap();
         assert_eq!(
             (cursor.as_str(), claimed.len(), deleted),
             ("0-0", 2, vec!["3-0".to_owned()])

@@ -263,7 +263,7 @@ impl RedisStreamSource {
                 ),
                 other => other,
             };
-            let entries = parse_entries(&reply)
+            let entries = parse_entries(reply)
                 .map_err(|e| ConnectorError::Fatal(format!("unexpected XCLAIM reply: {e}")))?;
             info!(pipeline = %self.pipeline, %stream, count = entries.len(),
                 "re-reading entries received but not acknowledged before");
@@ -315,7 +315,7 @@ impl RedisStreamSource {
             Err(e) => return Err(self.err("reading new entries", e)),
         };
         self.probe.up();
-        let per_stream = parse_read_reply(&reply)
+        let per_stream = parse_read_reply(reply)
             .map_err(|e| ConnectorError::Fatal(format!("unexpected XREADGROUP reply: {e}")))?;
         let mut answered = Vec::new();
         for (name, entries) in per_stream {
@@ -364,7 +364,7 @@ impl RedisStreamSource {
                 .query_async(&mut self.cmd)
                 .await
                 .map_err(|e| self.err("claiming idle entries", e))?;
-            let (cursor, entries, _deleted) = parse_autoclaim_reply(&reply)
+            let (cursor, entries, _deleted) = parse_autoclaim_reply(reply)
                 .map_err(|e| ConnectorError::Fatal(format!("unexpected XAUTOCLAIM reply: {e}")))?;
             self.claim_cursors[i] = cursor;
             // Own entries can be idle that long too, when sinks are slow:
