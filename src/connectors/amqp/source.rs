@@ -68,7 +68,8 @@ enum Event {
 }
 
 /// With `until = "end"`: how long no delivery arrives before ferry asks
-/// RabbitMQ whether the queue is empty.
+/// RabbitMQ whether the queue is empty (checked this often, so after one
+/// to two of these).
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 impl AmqpSource {
@@ -216,11 +217,20 @@ async fn supervise(
                 }
             }
         };
+        // One timer for the session, not a sleep per delivery: each new
+        // sleep registers with the runtime's timer wheel under a lock.
+        let mut idle =
+            tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK, IDLE_CHECK);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_delivery = std::time::Instant::now();
         loop {
             let delivery = tokio::select! {
                 d = s.consumer.next() => d,
                 _ = &mut cancelled => break,
-                _ = tokio::time::sleep(IDLE_CHECK), if until_end && !drained => {
+                _ = idle.tick(), if until_end && !drained => {
+                    if last_delivery.elapsed() < IDLE_CHECK {
+                        continue;
+                    }
                     // Nothing arrived for a while: is the queue empty? The
                     // messages in flight in the pipeline are unacknowledged,
                     // not ready, so they do not count.
@@ -251,6 +261,9 @@ async fn supervise(
                     break;
                 }
             };
+            if until_end {
+                last_delivery = std::time::Instant::now();
+            }
             let tag = delivery.delivery_tag;
             let (message, handle) = delivery_message(&queue, delivery);
             let acks = ack_tx.clone();
