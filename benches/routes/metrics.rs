@@ -1,8 +1,9 @@
 //! What ferry says about its own sink writes (`--http` /metrics), read at
 //! the end of a run: how many batch writes, how large, how long each took,
-//! and the share of the run the sink spent waiting inside a write. A sink
-//! that is inside a write nearly all the time while ferry's CPU is idle is
-//! waiting for round trips (one batch at a time).
+//! and the time spent inside writes over the run: the writes in flight on
+//! average. A sink with one write at a time that is inside a write nearly
+//! all the time while ferry's CPU is idle is waiting for round trips; a
+//! windowed sink (Kafka, RabbitMQ) overlaps its writes and goes above 1.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
