@@ -222,11 +222,17 @@ async fn supervise(
         let mut idle =
             tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK, IDLE_CHECK);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the last delivery was handed on: idle is the time spent
+        // waiting here since, not time spent blocked handing it on.
         let mut last_delivery = std::time::Instant::now();
         loop {
             let delivery = tokio::select! {
-                d = s.consumer.next() => d,
+                // Deliveries before the tick: with both ready (after a long
+                // hand-over to a slow pipeline), a prefetched delivery must
+                // not be taken for an empty queue.
+                biased;
                 _ = &mut cancelled => break,
+                d = s.consumer.next() => d,
                 _ = idle.tick(), if until_end && !drained => {
                     if last_delivery.elapsed() < IDLE_CHECK {
                         continue;
@@ -261,9 +267,6 @@ async fn supervise(
                     break;
                 }
             };
-            if until_end {
-                last_delivery = std::time::Instant::now();
-            }
             let tag = delivery.delivery_tag;
             let (message, handle) = delivery_message(&queue, delivery);
             let acks = ack_tx.clone();
@@ -276,6 +279,9 @@ async fn supervise(
             };
             if sent.is_err() {
                 break;
+            }
+            if until_end {
+                last_delivery = std::time::Instant::now();
             }
         }
         if stop.is_cancelled() {
