@@ -45,13 +45,6 @@ fn into_text(v: redis::Value) -> Option<String> {
     }
 }
 
-fn items(v: &redis::Value) -> Option<&[redis::Value]> {
-    match v {
-        redis::Value::Array(a) | redis::Value::Set(a) => Some(a),
-        _ => None,
-    }
-}
-
 fn into_items(v: redis::Value) -> Option<Vec<redis::Value>> {
     match v {
         redis::Value::Array(a) | redis::Value::Set(a) => Some(a),
@@ -143,12 +136,12 @@ pub(crate) fn parse_autoclaim_reply(
 }
 
 /// Extended `XPENDING` rows: `(id, consumer, idle ms, deliveries)`.
-pub(crate) fn parse_pending(v: &redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
-    items(v)
+pub(crate) fn parse_pending(v: redis::Value) -> Result<Vec<(String, String, u64, u64)>, String> {
+    into_items(v)
         .ok_or("the reply is not an array")?
-        .iter()
+        .into_iter()
         .map(|row| {
-            let r = items(row).ok_or("a row is not an array")?;
+            let r = into_items(row).ok_or("a row is not an array")?;
             let num = |i: usize| match r.get(i) {
                 Some(redis::Value::Int(n)) => Some(*n as u64),
                 Some(v) => text(v).and_then(|t| t.parse().ok()),
@@ -211,7 +204,7 @@ mod tests {
             redis::Value::Int(3),
         ])]);
         assert_eq!(
-            parse_pending(&pending).unwrap(),
+            parse_pending(pending).unwrap(),
             vec![("1-0".into(), "c1".into(), 500, 3)]
         );
     }

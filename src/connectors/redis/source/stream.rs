@@ -222,7 +222,7 @@ impl RedisStreamSource {
             .query_async(&mut self.cmd)
             .await
             .map_err(|e| self.err("listing own pending entries", e))?;
-        let rows = parse_pending(&reply)
+        let rows = parse_pending(reply)
             .map_err(|e| ConnectorError::Fatal(format!("unexpected XPENDING reply: {e}")))?;
         let next = rows.last().map(|(id, ..)| id.clone());
         let rows = self
@@ -442,7 +442,7 @@ impl RedisStreamSource {
             .query_async(&mut self.cmd)
             .await
             .map_err(|e| self.err("reading delivery counts", e))?;
-        let rows = parse_pending(&reply)
+        let rows = parse_pending(reply)
             .map_err(|e| ConnectorError::Fatal(format!("unexpected XPENDING reply: {e}")))?;
         Ok(rows.into_iter().map(|(id, _, _, n)| (id, n)).collect())
     }
