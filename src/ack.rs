@@ -117,15 +117,22 @@ impl Ack {
 
     /// Splits this handle into `n` handles, one per sink. With `n == 0` the
     /// message goes nowhere on purpose, which counts as delivered.
-    pub fn split(mut self, n: usize) -> Vec<Ack> {
-        let parts = (0..n)
-            .map(|_| Ack {
-                shared: Arc::clone(&self.shared),
-                completed: false,
-            })
-            .collect();
-        self.completed = true;
-        parts
+    ///
+    /// The handles are made as they are taken, and the last one is this
+    /// handle itself: a message going to one sink costs no new handle and
+    /// no list. Handles never taken count as failed, like dropped ones.
+    pub fn split(mut self, n: usize) -> Split {
+        if n == 0 {
+            self.completed = true;
+            return Split {
+                last: None,
+                left: 0,
+            };
+        }
+        Split {
+            last: Some(self),
+            left: n,
+        }
     }
 
     /// Reports this handle's outcome. The source hears of it once every
@@ -147,6 +154,37 @@ impl Drop for Ack {
         }
     }
 }
+
+/// The handles [`Ack::split`] made, taken one by one.
+#[must_use = "handles never taken count as failed"]
+pub struct Split {
+    /// The handle being split; handed out last. Dropped uncompleted (and so
+    /// failing the message) if the split is dropped before it is reached.
+    last: Option<Ack>,
+    left: usize,
+}
+
+impl Iterator for Split {
+    type Item = Ack;
+
+    fn next(&mut self) -> Option<Ack> {
+        self.left = self.left.checked_sub(1)?;
+        if self.left == 0 {
+            return self.last.take();
+        }
+        let shared = Arc::clone(&self.last.as_ref()?.shared);
+        Some(Ack {
+            shared,
+            completed: false,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Split {}
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -174,7 +212,7 @@ mod tests {
     #[test]
     fn source_hears_delivered_only_after_every_sink_confirmed() {
         let (ack, rx) = tracked();
-        let mut parts = ack.split(3);
+        let mut parts: Vec<Ack> = ack.split(3).collect();
         parts.pop().unwrap().delivered();
         parts.pop().unwrap().delivered();
         assert!(rx.try_recv().is_err(), "one sink still pending");
@@ -193,7 +231,7 @@ mod tests {
         .observed(move |o| {
             tx.send(("observer", o)).ok();
         });
-        let mut parts = ack.split(2);
+        let mut parts: Vec<Ack> = ack.split(2).collect();
         parts.pop().unwrap().delivered();
         assert!(rx.try_recv().is_err(), "one sink still pending");
         drop(parts);
@@ -205,7 +243,7 @@ mod tests {
     #[test]
     fn one_failed_sink_fails_the_message() {
         let (ack, rx) = tracked();
-        let mut parts = ack.split(2);
+        let mut parts: Vec<Ack> = ack.split(2).collect();
         parts.pop().unwrap().complete(Outcome::Failed);
         parts.pop().unwrap().delivered();
         assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
@@ -214,13 +252,13 @@ mod tests {
     #[test]
     fn the_worst_outcome_wins() {
         let (ack, rx) = tracked();
-        let mut parts = ack.split(3);
+        let mut parts: Vec<Ack> = ack.split(3).collect();
         parts.pop().unwrap().complete(Outcome::Rejected);
         parts.pop().unwrap().delivered();
         parts.pop().unwrap().delivered();
         assert_eq!(rx.try_recv(), Ok(Outcome::Rejected));
         let (ack, rx) = tracked();
-        let mut parts = ack.split(2);
+        let mut parts: Vec<Ack> = ack.split(2).collect();
         parts.pop().unwrap().complete(Outcome::Failed);
         parts.pop().unwrap().complete(Outcome::Rejected);
         assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
@@ -229,7 +267,7 @@ mod tests {
     #[test]
     fn a_dropped_handle_counts_as_failed() {
         let (ack, rx) = tracked();
-        let parts = ack.split(2);
+        let parts: Vec<Ack> = ack.split(2).collect();
         drop(parts);
         assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
         let (ack, rx) = tracked();
@@ -238,9 +276,25 @@ mod tests {
     }
 
     #[test]
+    fn handles_never_taken_from_a_split_count_as_failed() {
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(3);
+        parts.next().unwrap().delivered();
+        parts.next().unwrap().delivered();
+        drop(parts);
+        assert_eq!(rx.try_recv(), Ok(Outcome::Failed));
+        let (ack, rx) = tracked();
+        let mut parts = ack.split(1);
+        assert_eq!(parts.len(), 1);
+        parts.next().unwrap().delivered();
+        assert!(parts.next().is_none());
+        assert_eq!(rx.try_recv(), Ok(Outcome::Delivered));
+    }
+
+    #[test]
     fn routing_to_no_sink_is_a_delivery() {
         let (ack, rx) = tracked();
-        assert!(ack.split(0).is_empty());
+        assert_eq!(ack.split(0).count(), 0);
         assert_eq!(rx.try_recv(), Ok(Outcome::Delivered));
     }
 }

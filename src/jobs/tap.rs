@@ -368,8 +368,8 @@ fn route(router: &Router, names: &[String], message: &Message) -> String {
             .cloned()
             .unwrap_or_else(|| format!("sinks[{i}]"))
     };
-    match router.plan(message, &|| false) {
-        Err(e) => format!("→ dead letter: {e}"),
+    match router.plan(message.clone(), &|| false) {
+        Err(refused) => format!("→ dead letter: {}", refused.error),
         Ok(Plan::Dropped(why)) => format!("→ dropped: {why}"),
         Ok(Plan::Interrupted) => "→ interrupted".to_owned(),
         Ok(Plan::Echo(_, sinks)) => format!(

@@ -213,10 +213,11 @@ pub fn observe(
     let mut seen = Observed::default();
     for (n, input) in inputs.iter().enumerate() {
         let message = message_of(input, origin_of(&pipeline.source, n))?;
-        let plan = match router.plan(&message, &|| false) {
+        let plan = match router.plan(message, &|| false) {
             Ok(plan) => plan,
-            Err(e) => {
-                seen.dead_letters.push((e.to_string(), message, n + 1));
+            Err(refused) => {
+                let (error, message) = (refused.error, refused.message);
+                seen.dead_letters.push((error.to_string(), message, n + 1));
                 continue;
             }
         };

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::in_flight::Window;
-use super::router::{Plan, Router};
+use super::router::{Plan, Refused, Router};
 use super::sink_task::{Delivery, Rejections, SinkTask};
 use super::stats::{SinkStats, Stats, Totals, report_progress};
 use super::{PipelineError, RunOptions};
@@ -428,7 +428,8 @@ async fn hand_over(
         return reject(message, ack, "source", MessageError::GaveUp(reason)).await;
     }
     let stopping = || super::shutdown::signalled() || out.stop.is_cancelled();
-    let plan = match router.plan(&message, &stopping) {
+    let origin = tracing::enabled!(tracing::Level::DEBUG).then(|| message.describe_origin());
+    let plan = match router.plan(message, &stopping) {
         Ok(Plan::Deliver(plan)) => plan,
         Ok(Plan::Echo(echo, sinks)) => {
             // Not delivered as data: counted as dropped.
@@ -441,16 +442,19 @@ async fn hand_over(
             return Ok(());
         }
         Ok(Plan::Dropped(why)) => {
-            debug!(pipeline = out.pipeline, origin = %message.origin, "dropped: {why}");
+            debug!(pipeline = out.pipeline, origin, "dropped: {why}");
             out.stats.dropped.add(1);
             ack.delivered();
             return Ok(());
         }
-        Err(e) => return reject(message, ack, "steps", e).await,
+        Err(refused) => {
+            let Refused { message, error } = *refused;
+            return reject(message, ack, "steps", error).await;
+        }
     };
     // One ack handle per (message, sink), and per unmatched message that
     // is dead-lettered; filtered and dropped messages need none.
-    let handles_for = |sinks: &Vec<usize>| match (sinks.is_empty(), out.unmatched) {
+    let handles_for = |sinks: &[usize]| match (sinks.is_empty(), out.unmatched) {
         (true, Unmatched::DeadLetter) => 1,
         _ => sinks.len(),
     };
@@ -458,7 +462,7 @@ async fn hand_over(
     if plan.is_empty() {
         out.stats.dropped.add(1);
     }
-    let mut acks = ack.split(handles).into_iter();
+    let mut acks = ack.split(handles);
     // `part`: which of the messages the steps made of the source message
     // this one is (see `position::Position`).
     for (part, (mut message, sinks)) in plan.into_iter().enumerate() {
@@ -474,12 +478,13 @@ async fn hand_over(
             }
             continue;
         }
-        let message = Arc::new(message);
-        let acks: Vec<Ack> = acks.by_ref().take(sinks.len()).collect();
-        if acks.len() != sinks.len() {
-            return Err(PipelineError::Bug("ack count".into()));
-        }
-        send(message, acks, &sinks, out).await?;
+        send(
+            Arc::new(message),
+            acks.by_ref().take(sinks.len()),
+            &sinks,
+            out,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -487,11 +492,12 @@ async fn hand_over(
 /// Sends one message to `sinks`, each with its own share of the ack.
 async fn send(
     message: Arc<Message>,
-    acks: Vec<Ack>,
+    mut acks: impl Iterator<Item = Ack>,
     sinks: &[usize],
     out: &Outlets<'_>,
 ) -> Result<(), PipelineError> {
-    for (&i, ack) in sinks.iter().zip(acks) {
+    for &i in sinks {
+        let ack = acks.next().ok_or(PipelineError::Bug("ack count".into()))?;
         let delivery = Delivery {
             message: Arc::clone(&message),
             ack,

@@ -9,6 +9,7 @@
 //! come back in.
 
 use bytes::Bytes;
+use smallvec::{SmallVec, smallvec};
 
 use crate::config::pipeline::{Condition, Route, RoutingMode};
 use crate::config::{Config, PipelineConfig};
@@ -22,7 +23,18 @@ pub(crate) const ORIGIN_HEADER: &str = "ferry.origin";
 /// Header: how many ferry pipelines a message went through.
 pub(crate) const HOPS_HEADER: &str = "ferry.hops";
 
+/// The sinks one message goes to, by index. Inline: a pipeline has a
+/// handful of sinks, and the read loop plans every message.
+pub(crate) type Sinks = SmallVec<[usize; 4]>;
+
+/// The messages made from one source message, each with its sinks. Room
+/// for one inline: without steps there is exactly one.
+pub(crate) type Deliveries = SmallVec<[(Message, Sinks); 1]>;
+
 /// Where the messages made from one source message go.
+// Deliver is large on purpose: it is the plan of nearly every message, and
+// inline it costs no allocation; a plan is moved once, from plan() to send.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Plan {
     /// Not delivered anywhere, on purpose (loop protection).
@@ -30,13 +42,21 @@ pub enum Plan {
     /// An echo of this deployment's own change, for the sinks of a two-way
     /// sync only (they learn from it that the change went through the log);
     /// unchanged, without steps.
-    Echo(Box<Message>, Vec<usize>),
+    Echo(Box<Message>, Sinks),
     /// Each message with the indices of its sinks; an empty list means no
     /// route matched. Filters may leave no message at all.
-    Deliver(Vec<(Message, Vec<usize>)>),
+    Deliver(Deliveries),
     /// ferry is stopping and interrupted the steps: the message is left
     /// unacknowledged, for the next run.
     Interrupted,
+}
+
+/// A message the steps or routes could not handle, given back as it came
+/// from the source (for the dead-letter sink), with the reason.
+#[derive(Debug)]
+pub struct Refused {
+    pub message: Message,
+    pub error: MessageError,
 }
 
 pub struct Router {
@@ -45,25 +65,28 @@ pub struct Router {
     mode: RoutingMode,
     sinks: usize,
     origin: Option<String>,
+    /// `origin` as a header value, shared by every message rather than
+    /// copied into each.
+    origin_header: Option<Bytes>,
     max_hops: usize,
     /// The sinks of a two-way sync, which take echoes.
-    sync_sinks: Vec<usize>,
+    sync_sinks: Sinks,
     /// jq evaluation steps one message may take (steps and routes).
     jq_budget: u64,
 }
 
 impl Router {
     pub fn new(config: &Config, pipeline: &PipelineConfig) -> Self {
+        let origin = (pipeline.origin.as_ref())
+            .or(config.origin.as_ref())
+            .map(ToString::to_string);
         Self {
             steps: pipeline.compiled_steps(),
             routes: pipeline.compiled_routes(),
             mode: pipeline.routing,
             sinks: pipeline.sinks.len(),
-            origin: pipeline
-                .origin
-                .as_ref()
-                .or(config.origin.as_ref())
-                .map(ToString::to_string),
+            origin_header: origin.clone().map(Bytes::from),
+            origin,
             max_hops: pipeline.max_hops.unwrap_or(config.max_hops).get(),
             sync_sinks: (pipeline.sinks.iter().enumerate())
                 .filter(|(_, s)| s.connector.syncs())
@@ -76,20 +99,15 @@ impl Router {
     /// What to do with `message`. Its steps and route conditions share one
     /// jq budget; `stopping` is asked now and then during them, and a stop
     /// interrupts them.
+    ///
+    /// The message is taken, not borrowed: without steps it goes on as it
+    /// is, uncopied. With steps, the original is kept until the plan is
+    /// made, for the dead letter of a step that fails.
     pub fn plan(
         &self,
-        message: &Message,
+        message: Message,
         stopping: &dyn Fn() -> bool,
-    ) -> Result<Plan, MessageError> {
-        let budget = Budget::new(self.jq_budget, stopping);
-        match self.plan_within(message, &budget) {
-            Ok(plan) => Ok(plan),
-            Err(StepError::Message(e)) => Err(e),
-            Err(StepError::Interrupted) => Ok(Plan::Interrupted),
-        }
-    }
-
-    fn plan_within(&self, message: &Message, budget: &Budget) -> Result<Plan, StepError> {
+    ) -> Result<Plan, Box<Refused>> {
         let hops: usize = message
             .headers
             .get(HOPS_HEADER)
@@ -110,7 +128,7 @@ impl Router {
             if !self.sync_sinks.is_empty() {
                 let echo = Message {
                     echo: true,
-                    ..message.clone()
+                    ..message
                 };
                 return Ok(Plan::Echo(Box::new(echo), self.sync_sinks.clone()));
             }
@@ -118,16 +136,27 @@ impl Router {
                 "it came back to its origin `{origin}`"
             )));
         }
-        let outputs = steps::apply(&self.steps, message.clone(), budget)?;
-        let mut plan = Vec::with_capacity(outputs.len());
+        let budget = Budget::new(self.jq_budget, stopping);
+        let (outputs, original): (SmallVec<[Message; 1]>, _) = if self.steps.is_empty() {
+            (smallvec![message], None)
+        } else {
+            match steps::apply(&self.steps, message.clone(), &budget) {
+                Ok(outputs) => (SmallVec::from_vec(outputs), Some(message)),
+                Err(e) => return refuse(message, e),
+            }
+        };
+        let mut plan = Deliveries::with_capacity(outputs.len());
         for mut out in outputs {
-            let sinks = self.route(&out, budget)?;
-            out.headers
-                .set(HOPS_HEADER, Bytes::from((hops + 1).to_string()));
-            if let Some(origin) = &self.origin
+            let sinks = match self.route(&out, &budget) {
+                Ok(sinks) => sinks,
+                // Without steps `out` is still the source's message.
+                Err(e) => return refuse(original.unwrap_or(out), e),
+            };
+            out.headers.set(HOPS_HEADER, count_value(hops + 1));
+            if let Some(origin) = &self.origin_header
                 && out.headers.get(ORIGIN_HEADER).is_none()
             {
-                out.headers.set(ORIGIN_HEADER, Bytes::from(origin.clone()));
+                out.headers.set(ORIGIN_HEADER, origin.clone());
             }
             plan.push((out, sinks));
         }
@@ -135,11 +164,11 @@ impl Router {
     }
 
     /// Sink indices for one message; empty when no route matches.
-    fn route(&self, message: &Message, budget: &Budget) -> Result<Vec<usize>, StepError> {
+    fn route(&self, message: &Message, budget: &Budget) -> Result<Sinks, StepError> {
         if self.routes.is_empty() {
             return Ok((0..self.sinks).collect());
         }
-        let mut sinks: Vec<usize> = Vec::new();
+        let mut sinks = Sinks::new();
         let mut matched = false;
         let mut vars = None;
         let mut input = None;
@@ -173,9 +202,28 @@ impl Router {
         }
         if !matched && let Some(route) = self.routes.iter().find(|r| r.when == Condition::Otherwise)
         {
-            sinks.extend(&route.sinks);
+            sinks.extend(route.sinks.iter().copied());
         }
         Ok(sinks)
+    }
+}
+
+/// What a step error means for the plan: a stop leaves the message
+/// unacknowledged; anything else refuses it.
+fn refuse(message: Message, error: StepError) -> Result<Plan, Box<Refused>> {
+    match error {
+        StepError::Message(error) => Err(Box::new(Refused { message, error })),
+        StepError::Interrupted => Ok(Plan::Interrupted),
+    }
+}
+
+/// A hop count as a header value; the small ones (all but a misconfigured
+/// loop) without an allocation.
+fn count_value(n: usize) -> Bytes {
+    const DIGITS: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
+    match DIGITS.get(n) {
+        Some(digit) => Bytes::from_static(digit),
+        None => Bytes::from(n.to_string()),
     }
 }
 
@@ -218,10 +266,10 @@ key = "k"
 
     fn sinks_of(r: &Router, payload: &str) -> Vec<Vec<usize>> {
         match r
-            .plan(&Message::from_payload(payload.to_owned()), &|| false)
+            .plan(Message::from_payload(payload.to_owned()), &|| false)
             .unwrap()
         {
-            Plan::Deliver(v) => v.into_iter().map(|(_, s)| s).collect(),
+            Plan::Deliver(v) => v.into_iter().map(|(_, s)| s.to_vec()).collect(),
             other => panic!("not delivered: {other:?}"),
         }
     }
@@ -284,20 +332,20 @@ sinks = ["crm"]
     #[test]
     fn outgoing_messages_carry_origin_and_hops_and_echoes_are_dropped() {
         let r = router("origin = \"site-a\"\nmax_hops = 3", "");
-        let Plan::Deliver(out) = r.plan(&Message::from_payload("{}"), &|| false).unwrap() else {
+        let Plan::Deliver(out) = r.plan(Message::from_payload("{}"), &|| false).unwrap() else {
             panic!("delivered")
         };
         let m = &out[0].0;
         assert_eq!(m.headers.get(ORIGIN_HEADER).unwrap().as_ref(), b"site-a");
         assert_eq!(m.headers.get(HOPS_HEADER).unwrap().as_ref(), b"1");
         assert!(
-            matches!(r.plan(m, &|| false).unwrap(), Plan::Dropped(why) if why.contains("origin `site-a`"))
+            matches!(r.plan(m.clone(), &|| false).unwrap(), Plan::Dropped(why) if why.contains("origin `site-a`"))
         );
 
         let mut foreign = Message::from_payload("{}");
         foreign.headers.set(ORIGIN_HEADER, "site-b");
         foreign.headers.set(HOPS_HEADER, "2");
-        let Plan::Deliver(out) = r.plan(&foreign, &|| false).unwrap() else {
+        let Plan::Deliver(out) = r.plan(foreign, &|| false).unwrap() else {
             panic!("delivered")
         };
         assert_eq!(
@@ -307,7 +355,7 @@ sinks = ["crm"]
         );
         assert_eq!(out[0].0.headers.get(HOPS_HEADER).unwrap().as_ref(), b"3");
         assert!(
-            matches!(r.plan(&out[0].0, &|| false).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
+            matches!(r.plan(out[0].0.clone(), &|| false).unwrap(), Plan::Dropped(why) if why.contains("max_hops = 3"))
         );
     }
 
@@ -337,10 +385,10 @@ sync = true
         let r = Router::new(&config, &config.pipelines[0]);
         let mut echo = Message::from_payload("{}");
         echo.headers.set(ORIGIN_HEADER, "site-a");
-        let Plan::Echo(m, sinks) = r.plan(&echo, &|| false).unwrap() else {
+        let Plan::Echo(m, sinks) = r.plan(echo.clone(), &|| false).unwrap() else {
             panic!("an echo")
         };
-        assert_eq!(sinks, [1], "only the sync sink");
+        assert_eq!(sinks.as_slice(), [1], "only the sync sink");
         assert!(m.echo);
         assert_eq!(m.payload, echo.payload, "no steps ran");
     }
@@ -352,8 +400,9 @@ sync = true
             "[[pipeline.route]]\nwhen = '.a.b'\nsinks = [\"db\", \"mail\", \"crm\"]",
         );
         let e = r
-            .plan(&Message::from_payload(r#"{"a":"x"}"#), &|| false)
-            .unwrap_err();
+            .plan(Message::from_payload(r#"{"a":"x"}"#), &|| false)
+            .unwrap_err()
+            .error;
         assert!(e.to_string().contains("route condition"), "{e}");
     }
 
@@ -363,7 +412,10 @@ sync = true
             "",
             "jq_budget = 1000\n[[pipeline.step]]\nmap = '[range(400)] | length'\n[[pipeline.route]]\nwhen = '[range(700)] | length > 0'\nsinks = [\"db\", \"mail\", \"crm\"]",
         );
-        let e = r.plan(&Message::from_payload("{}"), &|| false).unwrap_err();
+        let e = r
+            .plan(Message::from_payload("{}"), &|| false)
+            .unwrap_err()
+            .error;
         assert!(e.to_string().contains("route condition: `[range(700)] | length > 0` took more than the 1000 evaluation steps"), "{e}");
     }
 
@@ -371,10 +423,13 @@ sync = true
     fn a_stop_interrupts_a_plan_and_leaves_the_message() {
         let r = router("", "[[pipeline.step]]\nfilter = 'def f: f; f'");
         assert_eq!(
-            r.plan(&Message::from_payload("{}"), &|| true).unwrap(),
+            r.plan(Message::from_payload("{}"), &|| true).unwrap(),
             Plan::Interrupted
         );
-        let e = r.plan(&Message::from_payload("{}"), &|| false).unwrap_err();
+        let e = r
+            .plan(Message::from_payload("{}"), &|| false)
+            .unwrap_err()
+            .error;
         assert!(
             e.to_string()
                 .contains("filter step: `def f: f; f` took more than the 1000000 evaluation steps"),
