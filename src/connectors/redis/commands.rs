@@ -25,10 +25,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::{StreamFields, WritePlan};
+use super::exactly_once::Recorded;
 use super::stream_entry::stream_fields;
 use crate::error::MessageError;
 use crate::message::Message;
-use crate::position::Scope;
 use crate::template::{Template, json_kind, lookup};
 
 /// The commands that write one message.
@@ -37,8 +37,8 @@ pub struct Write {
     pub commands: Vec<redis::Cmd>,
     /// The key written.
     pub key: Vec<u8>,
-    /// With `exactly_once`: the log whose position the write records.
-    pub scope: Option<Scope>,
+    /// With `exactly_once`: where the write is recorded.
+    pub(crate) recorded: Option<Recorded>,
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -158,7 +158,7 @@ impl Write {
         Ok(Write {
             commands: cmds,
             key,
-            scope: None,
+            recorded: None,
         })
     }
 }

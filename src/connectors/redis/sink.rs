@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::access::connect;
 use super::commands::Write;
 use super::config::{RedisSinkConfig, WritePlan};
-use super::{exactly_once, guards, script, sync};
+use super::{exactly_once, guards, script, slots, sync};
 use crate::connectors::{Confirming, Sink};
 use crate::error::{ConnectorError, MessageError};
 use crate::message::Message;
@@ -73,7 +73,10 @@ impl ExactlyOnce {
     /// whose settled mark moved since its positions were last forgotten.
     fn forget(&mut self, batch: &[Write]) -> Vec<redis::Cmd> {
         let mut out = Vec::new();
-        for scope in batch.iter().filter_map(|w| w.scope.as_ref()) {
+        for scope in batch
+            .iter()
+            .filter_map(|w| Some(&w.recorded.as_ref()?.scope))
+        {
             let Some(mark) = self.settled.below(scope) else {
                 continue;
             };
@@ -211,12 +214,34 @@ impl RedisSink {
         if let Some(memory) = &mut self.memory {
             memory.check(&mut self.conn).await?;
         }
-        let mut commands: Vec<redis::Cmd> = batch.iter().flat_map(|w| w.commands.clone()).collect();
-        // After the writes, whose replies come first. Their own replies are
-        // not read: a failed one is sent again with the next mark.
-        if let Scripted::ExactlyOnce(once) = &mut self.scripted {
-            commands.extend(once.forget(batch));
-        }
+        let cluster = self.conn.is_cluster();
+        // With `exactly_once`: the script calls, then the calls that forget
+        // positions, whose own replies are not read (a failed one is sent
+        // again with the next mark).
+        let (calls, forget) = match &mut self.scripted {
+            Scripted::ExactlyOnce(once) => {
+                let items = batch.iter().filter_map(|w| {
+                    Some(exactly_once::Item {
+                        recorded: w.recorded.as_ref()?,
+                        key: &w.key,
+                        commands: &w.commands,
+                    })
+                });
+                let alone = |item: &exactly_once::Item| {
+                    cluster && !slots::same_slot(&item.recorded.set, item.key)
+                };
+                let calls = exactly_once::calls(once.script.get_hash(), items, alone);
+                (calls, once.forget(batch))
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        // Borrowed: the batch stays whole for a retry, and `run` copies
+        // each command once, into the pipeline.
+        let commands: Vec<&redis::Cmd> = if calls.is_empty() {
+            batch.iter().flat_map(|w| &w.commands).collect()
+        } else {
+            calls.iter().map(|c| &c.cmd).chain(&forget).collect()
+        };
         let replies = self
             .conn
             .run(&commands, self.atomic)
@@ -224,16 +249,57 @@ impl RedisSink {
             .map_err(|e| ConnectorError::redis("writing a batch", e))?;
         let mut replies = replies.into_iter();
         let mut results = Vec::with_capacity(batch.len());
-        for w in batch {
-            let result = self
-                .result_of(replies.by_ref().take(w.commands.len()))
-                .await?;
-            results.push(result);
+        if calls.is_empty() {
+            for w in batch {
+                let result = self
+                    .result_of(replies.by_ref().take(w.commands.len()))
+                    .await?;
+                results.push(result);
+            }
+        } else {
+            results.resize(batch.len(), Ok(()));
+            for (call, reply) in calls.iter().zip(replies) {
+                self.settle_call(call, reply, &mut results).await?;
+            }
         }
         if let Some(replicas) = &self.replicas {
             replicas.confirm(&mut self.conn, &mut results).await?;
         }
         Ok(results)
+    }
+
+    /// Reads the reply of one `exactly_once` call into the results of its
+    /// messages: one reply each, or the call's error for all of them.
+    async fn settle_call(
+        &mut self,
+        call: &exactly_once::Call,
+        reply: redis::RedisResult<redis::Value>,
+        results: &mut [Result<(), MessageError>],
+    ) -> Result<(), ConnectorError> {
+        match reply {
+            Ok(redis::Value::Array(items)) if items.len() == call.messages.len() => {
+                for (&i, item) in call.messages.iter().zip(items) {
+                    let item = match item {
+                        redis::Value::ServerError(e) => Err(e.into()),
+                        v => Ok(v),
+                    };
+                    results[i] = self.result_of(std::iter::once(item)).await?;
+                }
+            }
+            Ok(other) => {
+                return Err(ConnectorError::Fatal(format!(
+                    "the exactly_once script answered {other:?} for {} messages",
+                    call.messages.len()
+                )));
+            }
+            Err(e) => {
+                let result = self.result_of(std::iter::once(Err(e))).await?;
+                for &i in &call.messages {
+                    results[i] = result.clone();
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -252,15 +318,9 @@ impl Sink for RedisSink {
                         message.describe_origin()
                     ))
                 })?;
-                let call = exactly_once::call(
-                    once.script.get_hash(),
-                    &exactly_once::scope_key(&once.base, &position.scope),
-                    &write.key,
-                    &exactly_once::member(&position),
-                    &write.commands,
-                );
-                write.commands = vec![call];
-                write.scope = Some(position.scope);
+                // Written through the script by `write_batch`, one call
+                // per scope.
+                write.recorded = Some(exactly_once::Recorded::new(&once.base, position));
             }
             Scripted::Sync(sync) => {
                 script::fits(&write.commands, "two-way `sync`")?;

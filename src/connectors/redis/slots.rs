@@ -50,7 +50,7 @@ pub(crate) fn hash_tag(key: &str) -> Option<&str> {
 }
 
 /// Whether two keys live in the same slot.
-pub(crate) fn same_slot(a: &str, b: &str) -> bool {
+pub(crate) fn same_slot(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
     Slot::for_key(a) == Slot::for_key(b)
 }
 
