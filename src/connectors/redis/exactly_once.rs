@@ -347,6 +347,17 @@ mod tests {
         );
     }
 
+    /// The calls for messages that each write `SET k v`.
+    fn one_set_each(recorded: &[Recorded]) -> Vec<Call> {
+        let write = [set("k", "v")];
+        let items = recorded.iter().map(|r| Item {
+            recorded: r,
+            key: b"k",
+            commands: &write,
+        });
+        calls("sha", items, |_| false)
+    }
+
     #[test]
     fn each_scope_gets_one_call_holding_its_messages_in_batch_order() {
         let r = [
@@ -356,13 +367,7 @@ mod tests {
             recorded("b", 2),
             recorded("a", 3),
         ];
-        let write = [set("k", "v")];
-        let items = r.iter().map(|r| Item {
-            recorded: r,
-            key: b"k",
-            commands: &write,
-        });
-        let calls = calls("sha", items, |_| false);
+        let calls = one_set_each(&r);
         let sets: Vec<_> = calls.iter().map(|c| text(&c.cmd)[3].clone()).collect();
         assert_eq!(sets, ["pos:stream:a", "pos:stream:b"]);
         assert_eq!(calls[0].messages, [0, 2, 4]);
@@ -376,13 +381,7 @@ mod tests {
         let r: Vec<_> = (0..per_call as u64 + 5)
             .map(|ms| recorded("s", ms))
             .collect();
-        let write = [set("k", "v")];
-        let items = r.iter().map(|r| Item {
-            recorded: r,
-            key: b"k",
-            commands: &write,
-        });
-        let calls = calls("sha", items, |_| false);
+        let calls = one_set_each(&r);
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].messages, (0..per_call).collect::<Vec<_>>());
         assert_eq!(
