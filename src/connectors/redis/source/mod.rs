@@ -55,10 +55,14 @@ pub(crate) struct Acker<T> {
     in_flight: Arc<InFlight<T>>,
 }
 
+/// Items in flight with their number of copies. Seeded per process (list
+/// elements are payloads anyone may write), and far cheaper than SipHash.
+type Counts<T> = HashMap<T, usize, foldhash::fast::RandomState>;
+
 struct InFlight<T> {
     /// Items handed out and not settled, with how many copies (list
     /// elements can repeat).
-    counts: Mutex<HashMap<T, usize>>,
+    counts: Mutex<Counts<T>>,
     /// An item was settled without being acknowledged (its delivery failed,
     /// or its acknowledgement was given up): it is still in Redis, no longer
     /// in flight, and waits to be read again.
@@ -107,7 +111,7 @@ impl<T: Hash + Eq> InFlight<T> {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<T, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts<T>> {
         crate::sync::lock(&self.counts)
     }
 }
@@ -128,7 +132,7 @@ impl<T: Hash + Eq + Clone + Send + 'static> Acker<T> {
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<T>();
         let in_flight = Arc::new(InFlight {
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             lost: AtomicBool::new(false),
             gate: tokio::sync::Mutex::new(()),
         });
@@ -238,7 +242,7 @@ mod tests {
 
     fn in_flight() -> InFlight<&'static str> {
         InFlight {
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             lost: AtomicBool::new(false),
             gate: tokio::sync::Mutex::new(()),
         }
