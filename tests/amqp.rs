@@ -101,13 +101,7 @@ declare = {{ exchanges = [{{ name = "shop", kind = "topic" }}], queues = [{{ nam
     });
     ferry.stop(Duration::from_secs(10));
     assert_eq!(vhost.drain("odd").await, vec![order(1).into_bytes()]);
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("dead")
-        .arg("-")
-        .arg("+")
-        .query(&mut feed.conn())
-        .unwrap();
-    let error: String = entries.ids[0].get("header.ferry.error").unwrap();
+    let error: String = feed.xrange("dead")[0].get("header.ferry.error").unwrap();
     assert!(error.contains("unroutable"), "{error}");
     assert!(error.contains("order.2"), "{error}");
 }

@@ -262,13 +262,7 @@ exactly_once = true
         assert_eq!(llen(&format!("orders:{id}")), 1, "order {id} written once");
     }
     assert_eq!(positions(&sink), 9, "every order recorded but 5");
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("dead")
-        .arg("-")
-        .arg("+")
-        .query(&mut source.conn())
-        .unwrap();
-    let error: String = entries.ids[0].get("header.ferry.error").unwrap();
+    let error: String = source.xrange("dead")[0].get("header.ferry.error").unwrap();
     assert!(error.contains("WRONGTYPE"), "{error}");
     // The sink takes what has arrived when it is free: the first batch
     // may hold one order and the next the rest, never one call per order.

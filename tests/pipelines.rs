@@ -13,16 +13,6 @@ use std::time::Duration;
 use ferry::connectors::generate::order;
 use support::*;
 
-fn xrange(redis: &RedisServer, key: &str) -> Vec<redis::streams::StreamId> {
-    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    r.ids
-}
-
 #[test]
 fn a_write_that_keeps_failing_goes_to_the_dead_letter_sink_after_the_configured_attempts() {
     let dead = RedisServer::start();
@@ -49,7 +39,7 @@ retry = {{ attempts = 3, initial = "50ms", max = "200ms" }}
     );
     let mut ferry = Ferry::start(&config);
     ferry.wait_success(Duration::from_secs(60));
-    let entries = xrange(&dead, "dead");
+    let entries = dead.xrange("dead");
     assert_eq!(entries.len(), 5, "{}", ferry.log());
     for e in &entries {
         assert_eq!(
@@ -108,7 +98,7 @@ member = "{{order_id}}"
         big.sort();
         assert_eq!(big, [3, 4, 8, 9], "{name}");
     }
-    let dead = xrange(&redis, "dead:strict");
+    let dead = redis.xrange("dead:strict");
     assert_eq!(dead.len(), 6);
     assert!(
         dead[0]
@@ -116,7 +106,7 @@ member = "{{order_id}}"
             .unwrap()
             .contains("no route matched")
     );
-    assert!(xrange(&redis, "dead:lenient").is_empty());
+    assert!(redis.xrange("dead:lenient").is_empty());
     assert!(ferry.log().contains("dropped=6"), "{}", ferry.log());
 }
 

@@ -113,13 +113,8 @@ pub async fn sends_invalid_input_to_the_dead_letter_sink<K: SourceKit>(name: &st
         orders_in(&verify) == 20 && dead_letters() == 1
     });
     stop(&mut ferry);
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("dead")
-        .arg("-")
-        .arg("+")
-        .query(&mut verify.conn())
-        .unwrap();
-    let entry = &entries.ids[0];
+    let entries = verify.xrange("dead");
+    let entry = &entries[0];
     let payload: String = entry.get("payload").unwrap();
     let error: String = entry.get("header.ferry.error").unwrap();
     assert_eq!(payload, "this is not an order");

@@ -174,13 +174,7 @@ key = "dead"
     });
     ferry.stop(Duration::from_secs(10));
     assert_eq!(verify.get("order:1"), None, "never written to the sink");
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("dead")
-        .arg("-")
-        .arg("+")
-        .query(&mut verify.conn())
-        .unwrap();
-    let reason: String = entries.ids[0].get("header.ferry.error").unwrap();
+    let reason: String = verify.xrange("dead")[0].get("header.ferry.error").unwrap();
     assert!(reason.contains("delivered 10 times"), "{reason}");
 }
 

@@ -118,6 +118,17 @@ impl RedisServer {
         redis::cmd("GET").arg(key).query(&mut self.conn()).unwrap()
     }
 
+    /// Every entry of the stream `key` (a dead-letter stream, say).
+    pub fn xrange(&self, key: &str) -> Vec<redis::streams::StreamId> {
+        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.conn())
+            .unwrap();
+        r.ids
+    }
+
     /// How many times Redis executed `command` (from INFO commandstats).
     pub fn calls(&self, command: &str) -> u64 {
         let info: String = redis::cmd("INFO")
