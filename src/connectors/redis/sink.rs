@@ -218,29 +218,36 @@ impl RedisSink {
         // With `exactly_once`: the script calls, then the calls that forget
         // positions, whose own replies are not read (a failed one is sent
         // again with the next mark).
-        let (calls, forget) = match &mut self.scripted {
+        let once = match &mut self.scripted {
             Scripted::ExactlyOnce(once) => {
-                let items = batch.iter().filter_map(|w| {
-                    Some(exactly_once::Item {
-                        recorded: w.recorded.as_ref()?,
-                        key: &w.key,
-                        commands: &w.commands,
+                // `prepare` records every write of this sink; one without
+                // a position would be left unwritten, so it stops the batch.
+                let items = batch
+                    .iter()
+                    .map(|w| {
+                        Some(exactly_once::Item {
+                            recorded: w.recorded.as_ref()?,
+                            key: &w.key,
+                            commands: &w.commands,
+                        })
                     })
-                });
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        ConnectorError::Fatal("an exactly_once write without a position".into())
+                    })?;
                 let alone = |item: &exactly_once::Item| {
                     cluster && !slots::same_slot(&item.recorded.set, item.key)
                 };
                 let calls = exactly_once::calls(once.script.get_hash(), items, alone);
-                (calls, once.forget(batch))
+                Some((calls, once.forget(batch)))
             }
-            _ => (Vec::new(), Vec::new()),
+            _ => None,
         };
         // Borrowed: the batch stays whole for a retry, and `run` copies
         // each command once, into the pipeline.
-        let commands: Vec<&redis::Cmd> = if calls.is_empty() {
-            batch.iter().flat_map(|w| &w.commands).collect()
-        } else {
-            calls.iter().map(|c| &c.cmd).chain(&forget).collect()
+        let commands: Vec<&redis::Cmd> = match &once {
+            None => batch.iter().flat_map(|w| &w.commands).collect(),
+            Some((calls, forget)) => calls.iter().map(|c| &c.cmd).chain(forget).collect(),
         };
         let replies = self
             .conn
@@ -249,17 +256,21 @@ impl RedisSink {
             .map_err(|e| ConnectorError::redis("writing a batch", e))?;
         let mut replies = replies.into_iter();
         let mut results = Vec::with_capacity(batch.len());
-        if calls.is_empty() {
-            for w in batch {
-                let result = self
-                    .result_of(replies.by_ref().take(w.commands.len()))
-                    .await?;
-                results.push(result);
+        match &once {
+            None => {
+                for w in batch {
+                    let result = self
+                        .result_of(replies.by_ref().take(w.commands.len()))
+                        .await?;
+                    results.push(result);
+                }
             }
-        } else {
-            results.resize(batch.len(), Ok(()));
-            for (call, reply) in calls.iter().zip(replies) {
-                self.settle_call(call, reply, &mut results).await?;
+            // Each message of the batch is in exactly one call.
+            Some((calls, _)) => {
+                results.resize(batch.len(), Ok(()));
+                for (call, reply) in calls.iter().zip(replies) {
+                    self.settle_call(call, reply, &mut results).await?;
+                }
             }
         }
         if let Some(replicas) = &self.replicas {
