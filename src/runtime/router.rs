@@ -64,10 +64,9 @@ pub struct Router {
     routes: Vec<Route>,
     mode: RoutingMode,
     sinks: usize,
-    origin: Option<String>,
-    /// `origin` as a header value, shared by every message rather than
-    /// copied into each.
-    origin_header: Option<Bytes>,
+    /// This deployment's origin, as the header value it is compared with
+    /// and shared by every message (not copied into each).
+    origin: Option<Bytes>,
     max_hops: usize,
     /// The sinks of a two-way sync, which take echoes.
     sync_sinks: Sinks,
@@ -77,16 +76,14 @@ pub struct Router {
 
 impl Router {
     pub fn new(config: &Config, pipeline: &PipelineConfig) -> Self {
-        let origin = (pipeline.origin.as_ref())
-            .or(config.origin.as_ref())
-            .map(ToString::to_string);
         Self {
             steps: pipeline.compiled_steps(),
             routes: pipeline.compiled_routes(),
             mode: pipeline.routing,
             sinks: pipeline.sinks.len(),
-            origin_header: origin.clone().map(Bytes::from),
-            origin,
+            origin: (pipeline.origin.as_ref())
+                .or(config.origin.as_ref())
+                .map(|o| Bytes::from(o.to_string())),
             max_hops: pipeline.max_hops.unwrap_or(config.max_hops).get(),
             sync_sinks: (pipeline.sinks.iter().enumerate())
                 .filter(|(_, s)| s.connector.syncs())
@@ -123,7 +120,7 @@ impl Router {
             && message
                 .headers
                 .get(ORIGIN_HEADER)
-                .is_some_and(|o| o == origin.as_bytes())
+                .is_some_and(|o| o == origin)
         {
             if !self.sync_sinks.is_empty() {
                 let echo = Message {
@@ -133,7 +130,8 @@ impl Router {
                 return Ok(Plan::Echo(Box::new(echo), self.sync_sinks.clone()));
             }
             return Ok(Plan::Dropped(format!(
-                "it came back to its origin `{origin}`"
+                "it came back to its origin `{}`",
+                String::from_utf8_lossy(origin)
             )));
         }
         let budget = Budget::new(self.jq_budget, stopping);
@@ -153,7 +151,7 @@ impl Router {
                 Err(e) => return refuse(original.unwrap_or(out), e),
             };
             out.headers.set(HOPS_HEADER, count_value(hops + 1));
-            if let Some(origin) = &self.origin_header
+            if let Some(origin) = &self.origin
                 && out.headers.get(ORIGIN_HEADER).is_none()
             {
                 out.headers.set(ORIGIN_HEADER, origin.clone());
