@@ -130,6 +130,24 @@ pub fn tables(r: &Report) -> String {
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "\nServers' CPU per message (us): the source server under the plain source client / under ferry, the sink server under the plain sink client / under ferry (the shared RabbitMQ node counts all its work)"
+    );
+    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    for t in &r.throughput {
+        let f = t.ferry.as_ref();
+        let _ = writeln!(
+            s,
+            "{:<22} {:>5} source {:>7} / {:>7}   sink {:>7} / {:>7}",
+            t.route,
+            size(t.size),
+            us(t.raw_source_server_us),
+            us(f.and_then(|f| f.source_server_us)),
+            us(t.raw_sink_server_us),
+            us(f.and_then(|f| f.sink_server_us)),
+        );
+    }
     if !r.latency.is_empty() {
         let _ = writeln!(
             s,

@@ -25,9 +25,14 @@ pub struct BridgeRun {
     pub busy: f64,
     pub sys_share: f64,
     pub peak_rss_mb: f64,
-    /// The private source and sink servers' CPU per wall second, if private.
+    /// The source and sink servers' CPU per wall second (the shared
+    /// RabbitMQ node's too), where ferry can find their process.
     pub source_server_busy: Option<f64>,
     pub sink_server_busy: Option<f64>,
+    /// The same servers' CPU per message, in microseconds: set beside the
+    /// plain clients' it shows whether a bridge makes a server work harder.
+    pub source_server_us: Option<f64>,
+    pub sink_server_us: Option<f64>,
     /// ferry only: its sink's batch writes, from its metrics.
     pub sink_writes: Option<crate::metrics::SinkWrites>,
 }
@@ -42,6 +47,11 @@ pub struct Throughput {
     /// Plain clients, messages per second (medians).
     pub raw_source: f64,
     pub raw_sink: f64,
+    /// The source server's CPU per message under the plain source client,
+    /// and the sink server's under the plain sink client (microseconds,
+    /// medians).
+    pub raw_source_server_us: Option<f64>,
+    pub raw_sink_server_us: Option<f64>,
     pub ferry: Option<BridgeRun>,
     pub peer: Option<BridgeRun>,
     /// ferry's rate over the slower plain client's.
@@ -119,6 +129,7 @@ fn run_bridge(setup: &Setup, role: Role, n: u64, opts: &Options) -> R<BridgeRun>
     let busy = |pid: Option<i32>, before: Option<f64>| -> Option<f64> {
         Some((cpu_seconds(pid?)? - before?) / secs)
     };
+    let per_msg = |busy: Option<f64>| busy.map(|b| b * secs * 1e6 / n as f64);
     let run = BridgeRun {
         rate: n as f64 / secs,
         seconds: secs,
@@ -136,6 +147,8 @@ fn run_bridge(setup: &Setup, role: Role, n: u64, opts: &Options) -> R<BridgeRun>
         peak_rss_mb: usage.peak_rss_mb,
         source_server_busy: busy(src_pid, src_cpu0),
         sink_server_busy: busy(dst_pid, dst_cpu0),
+        source_server_us: per_msg(busy(src_pid, src_cpu0)),
+        sink_server_us: per_msg(busy(dst_pid, dst_cpu0)),
         sink_writes,
     };
     drop(attached);
@@ -190,13 +203,24 @@ fn median_run(mut v: Vec<BridgeRun>) -> Option<BridgeRun> {
     Some(v.swap_remove(v.len() / 2))
 }
 
+/// Every repeat's plain source and sink rates, ferry's and the peer's
+/// runs, and the servers' CPU per message under the plain clients.
+type Runs = (
+    Vec<f64>,
+    Vec<f64>,
+    Vec<BridgeRun>,
+    Vec<BridgeRun>,
+    Vec<f64>,
+    Vec<f64>,
+);
+
 /// One repeat: a fresh setup, filled, then each client and bridge in turn.
 fn once(
     route: Route,
     size: usize,
     n: u64,
     opts: &Options,
-    out: &mut (Vec<f64>, Vec<f64>, Vec<BridgeRun>, Vec<BridgeRun>),
+    out: &mut Runs,
     errors: &mut Vec<String>,
 ) -> R<()> {
     let setup = Setup::start(route, size, opts.amqp_url)?;
@@ -206,12 +230,24 @@ fn once(
         roles.push(Role::Peer);
     }
     setup.fill(1..n + 1, &roles)?;
+    let (src_pid, dst_pid) = setup.server_pids();
+    let server_us = |pid: Option<i32>, before: Option<f64>| -> Option<f64> {
+        Some((cpu_seconds(pid?)? - before?) * 1e6 / n as f64)
+    };
+    let before = src_pid.and_then(cpu_seconds);
     match setup.raw_source(n, opts.timeout) {
-        Ok(d) => out.0.push(rate(n, d)),
+        Ok(d) => {
+            out.0.push(rate(n, d));
+            out.4.extend(server_us(src_pid, before));
+        }
         Err(e) => errors.push(format!("plain source client: {e}")),
     }
+    let before = dst_pid.and_then(cpu_seconds);
     match setup.raw_sink(n) {
-        Ok(d) => out.1.push(rate(n, d)),
+        Ok(d) => {
+            out.1.push(rate(n, d));
+            out.5.extend(server_us(dst_pid, before));
+        }
         Err(e) => errors.push(format!("plain sink client: {e}")),
     }
     match run_bridge(&setup, Role::Ferry, n, opts) {
@@ -231,7 +267,7 @@ fn once(
 pub fn measure(route: Route, size: usize, n: u64, opts: &Options) -> Throughput {
     let load = loadavg();
     let started = Instant::now();
-    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut out: Runs = Default::default();
     let mut errors = Vec::new();
     for _ in 0..opts.repeats {
         if let Err(e) = once(route, size, n, opts, &mut out, &mut errors) {
@@ -239,6 +275,8 @@ pub fn measure(route: Route, size: usize, n: u64, opts: &Options) -> Throughput 
         }
     }
     let (raw_source, raw_sink) = (median(out.0), median(out.1));
+    let some = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
+    let (raw_source_server_us, raw_sink_server_us) = (some(out.4), some(out.5));
     let ferry = median_run(out.2);
     let peer = median_run(out.3);
     let slower = raw_source.min(raw_sink);
@@ -262,6 +300,8 @@ pub fn measure(route: Route, size: usize, n: u64, opts: &Options) -> Throughput 
         load,
         raw_source,
         raw_sink,
+        raw_source_server_us,
+        raw_sink_server_us,
         ferry,
         peer,
         ratio,
