@@ -193,3 +193,81 @@ fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notificat
     assert!(log.contains("a job of 1502 messages"), "{log}");
     assert!(xlen("everything") >= 1502);
 }
+
+#[test]
+fn a_snapshot_of_keys_of_every_type_mixed_reads_each_key_by_its_own_type() {
+    // Keys of six types interleaved, so every read batch mixes them: the
+    // read sent with a key's TYPE is often the wrong one, and those keys
+    // must be read again by their own type.
+    let source = RedisServer::start();
+    let verify = RedisServer::start();
+    let kinds = ["string", "hash", "list", "set", "zset", "stream"];
+    let mut pipe = redis::pipe();
+    for i in 0..600 {
+        let key = format!("mix:{i}");
+        match kinds[i % kinds.len()] {
+            "string" => pipe.cmd("SET").arg(&key).arg(format!("v{i}")),
+            "hash" => pipe.cmd("HSET").arg(&key).arg("n").arg(i),
+            "list" => pipe.cmd("RPUSH").arg(&key).arg("a").arg(i),
+            "set" => pipe.cmd("SADD").arg(&key).arg(i),
+            "zset" => pipe.cmd("ZADD").arg(&key).arg(i).arg("m"),
+            _ => pipe.cmd("XADD").arg(&key).arg("1-1").arg("f").arg(i),
+        };
+    }
+    let _: () = pipe.query(&mut source.conn()).unwrap();
+
+    let config = pipeline(
+        &format!(
+            r#"{{ type = "redis-keyspace", url = "{}", pattern = "mix:*", until = "snapshot" }}"#,
+            source.url()
+        ),
+        &format!(
+            "type = \"redis\"\nurl = \"{}\"\nwrite = \"xadd\"\nkey = \"mixed\"\n",
+            verify.url()
+        ),
+    );
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_success(Duration::from_secs(30));
+
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("mixed")
+        .arg("-")
+        .arg("+")
+        .query(&mut verify.conn())
+        .unwrap();
+    let got: HashMap<String, (String, String)> = reply
+        .ids
+        .iter()
+        .map(|e| {
+            (
+                e.get::<String>("key").unwrap(),
+                (
+                    e.get::<String>("header.redis.type").unwrap(),
+                    e.get::<String>("payload").unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 600, "every key once at least");
+    for i in 0..600 {
+        let kind = kinds[i % kinds.len()];
+        let (seen, payload) = &got[&format!("mix:{i}")];
+        assert_eq!(seen, kind, "mix:{i}");
+        let expected = match kind {
+            "string" => format!("v{i}"),
+            "hash" => format!(r#"{{"n":"{i}"}}"#),
+            "list" => format!(r#"["a","{i}"]"#),
+            "set" => format!(r#"["{i}"]"#),
+            "zset" => format!(r#"{{"m":{i}.0}}"#),
+            _ => String::new(),
+        };
+        if kind == "stream" {
+            assert!(
+                payload.contains(&format!(r#""last_entry":{{"f":"{i}"}}"#)),
+                "mix:{i}: {payload}"
+            );
+        } else {
+            assert_eq!(payload, &expected, "mix:{i}");
+        }
+    }
+}

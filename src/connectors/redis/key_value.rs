@@ -11,8 +11,47 @@ use bytes::Bytes;
 
 use super::replies::{parse_entries, text};
 
-/// The value of a key as a payload; `None` (a tombstone) if it is gone.
-pub(crate) fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
+/// The command that reads a whole key of type `kind` (as `TYPE` names it),
+/// in the form [`encode_value`] takes; `EXISTS` for a type the source does
+/// not read (the key is then sent without a value).
+pub(crate) fn read_command(kind: &str, key: &str) -> redis::Cmd {
+    let mut c;
+    match kind {
+        "string" => {
+            c = redis::cmd("GET");
+            c.arg(key);
+        }
+        "hash" => {
+            c = redis::cmd("HGETALL");
+            c.arg(key);
+        }
+        "list" => {
+            c = redis::cmd("LRANGE");
+            c.arg(key).arg(0).arg(-1);
+        }
+        "set" => {
+            c = redis::cmd("SMEMBERS");
+            c.arg(key);
+        }
+        "zset" => {
+            c = redis::cmd("ZRANGE");
+            c.arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        "stream" => {
+            c = redis::cmd("XINFO");
+            c.arg("STREAM").arg(key);
+        }
+        _ => {
+            c = redis::cmd("EXISTS");
+            c.arg(key);
+        }
+    }
+    c
+}
+
+/// The value of a key as a payload; `None` (a tombstone) if it is gone. A
+/// string's bytes become the payload as they are, without a copy.
+pub(crate) fn encode_value(kind: &str, value: redis::Value) -> Option<Bytes> {
     use serde_json::{Map, Value as J};
     let strings = |v: &redis::Value| -> Vec<String> {
         match v {
@@ -37,25 +76,25 @@ pub(crate) fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
     let json = match kind {
         "string" => {
             return match value {
-                redis::Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+                redis::Value::BulkString(b) => Some(Bytes::from(b)),
                 redis::Value::Nil => None,
-                other => text(other).map(Bytes::from),
+                other => text(&other).map(Bytes::from),
             };
         }
         "hash" => J::Object(
-            pairs(value)
+            pairs(&value)
                 .into_iter()
                 .map(|(k, v)| (k, J::String(v)))
                 .collect(),
         ),
-        "list" => J::Array(strings(value).into_iter().map(J::String).collect()),
+        "list" => J::Array(strings(&value).into_iter().map(J::String).collect()),
         "set" => {
-            let mut members = strings(value);
+            let mut members = strings(&value);
             members.sort();
             J::Array(members.into_iter().map(J::String).collect())
         }
         "zset" => J::Object(
-            pairs(value)
+            pairs(&value)
                 .into_iter()
                 .map(|(m, s)| {
                     let score = s.parse::<f64>().ok().and_then(serde_json::Number::from_f64);
@@ -64,7 +103,7 @@ pub(crate) fn encode_value(kind: &str, value: &redis::Value) -> Option<Bytes> {
                 .collect(),
         ),
         "stream" => {
-            let info: HashMap<String, &redis::Value> = match value {
+            let info: HashMap<String, &redis::Value> = match &value {
                 redis::Value::Map(kv) => {
                     kv.iter().filter_map(|(k, v)| Some((text(k)?, v))).collect()
                 }
@@ -147,7 +186,7 @@ mod tests {
 
     #[test]
     fn values_are_encoded_by_type() {
-        let enc = |kind, v| encode_value(kind, &v).map(|b| String::from_utf8(b.to_vec()).unwrap());
+        let enc = |kind, v| encode_value(kind, v).map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(enc("string", bulk("hello")).as_deref(), Some("hello"));
         assert_eq!(enc("string", redis::Value::Nil), None);
         assert_eq!(enc("none", redis::Value::Int(0)), None);

@@ -32,7 +32,7 @@ use tracing::{debug, info};
 use crate::ack::Ack;
 use crate::connectors::redis::access::{RedisAccess, connect, connect_node};
 use crate::connectors::redis::config::{KeyspaceUntil, RedisKeyspaceSourceConfig};
-use crate::connectors::redis::key_value::{Observed, encode_value, observed};
+use crate::connectors::redis::key_value::{Observed, encode_value, observed, read_command};
 use crate::connectors::redis::named::Endpoint;
 use crate::connectors::redis::sync;
 use crate::connectors::{Envelope, Source};
@@ -42,6 +42,7 @@ use crate::observe::Probe;
 
 mod changes;
 mod cluster;
+mod read;
 
 pub(crate) use changes::notifications_enabled;
 use changes::{Shared, ensure_notifications, listen};
@@ -75,6 +76,11 @@ pub struct RedisKeyspaceSource {
     /// On a cluster: how to reach each primary for a scan.
     access: Option<Box<RedisAccess>>,
     scanned: VecDeque<String>,
+    /// The type of the last key read: the read sent with the next keys'
+    /// `TYPE`s.
+    likely: String,
+    /// The next keys' read, sent while the last ones are emitted.
+    ahead: Option<read::Ahead>,
     ready: VecDeque<Envelope>,
     /// With `sync`: the change ids of keys whose read with the script may
     /// have run without its reply arriving (at most one batch).
@@ -176,6 +182,8 @@ impl RedisKeyspaceSource {
             scan: config.snapshot.then(Scan::default),
             access,
             scanned: VecDeque::new(),
+            likely: "string".to_owned(),
+            ahead: None,
             ready: VecDeque::new(),
             unsettled: HashMap::new(),
         })
@@ -271,11 +279,8 @@ impl RedisKeyspaceSource {
             },
             None => keys,
         };
-        if let Err(e) = self.read_plain(&plain).await {
-            self.put_back(plain);
-            return Err(e);
-        }
-        Ok(())
+        // A failed read has put back the keys it did not emit.
+        self.read_plain(plain).await
     }
 
     fn put_back(&self, keys: Vec<(String, String)>) {
@@ -334,7 +339,7 @@ impl RedisKeyspaceSource {
                     debug!(pipeline = %self.pipeline, key, event, "ferry's own write, or no change; not emitted");
                 }
                 Observed::Changed(kind, value) => {
-                    let payload = encode_value(&kind, &value);
+                    let payload = encode_value(&kind, value);
                     self.emit(key.clone(), event.clone(), kind, payload, Some(change));
                 }
             }
@@ -342,86 +347,100 @@ impl RedisKeyspaceSource {
         Ok(plain)
     }
 
-    /// Reads the current values of `keys` (two pipelined round trips).
-    async fn read_plain(&mut self, keys: &[(String, String)]) -> Result<(), ConnectorError> {
+    /// Reads the current values of `keys` and waits for them (see
+    /// [`read`]). Keys not emitted when it fails wait to be read again.
+    async fn read_plain(&mut self, keys: Vec<(String, String)>) -> Result<(), ConnectorError> {
         if keys.is_empty() {
             return Ok(());
         }
-        let types: Vec<redis::Cmd> = keys
+        let ahead = read::send(&self.cmd, keys, self.likely.clone());
+        self.finish(ahead).await
+    }
+
+    /// Sends the next keys' read ahead, if there are keys and none is on
+    /// its way (not with `sync`, whose reads record what they saw).
+    fn read_ahead(&mut self) {
+        if self.ahead.is_some() || self.sync.is_some() {
+            return;
+        }
+        let keys = self.next_keys();
+        if !keys.is_empty() {
+            self.ahead = Some(read::send(&self.cmd, keys, self.likely.clone()));
+        }
+    }
+
+    /// Emits what a read sent ahead brought, reading the keys of another
+    /// type than guessed again. Keys not emitted when it fails wait to be
+    /// read again.
+    async fn finish(&mut self, ahead: read::Ahead) -> Result<(), ConnectorError> {
+        let read::Ahead {
+            keys,
+            guessed,
+            replies,
+        } = ahead;
+        let replies = match replies.await {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(e)) => {
+                self.put_back(keys);
+                return Err(self.err("reading keys", e));
+            }
+            Err(e) => {
+                self.put_back(keys);
+                return Err(ConnectorError::Retry(format!("reading keys: {e}")));
+            }
+        };
+        let sorted = match read::sort(keys, guessed, replies) {
+            Ok(sorted) => sorted,
+            Err((keys, e)) => {
+                self.put_back(keys);
+                return Err(self.err("reading key types", e));
+            }
+        };
+        self.likely = sorted.likely;
+        for (key, event, kind, value) in sorted.read {
+            self.emit_read(key, event, kind, value);
+        }
+        if sorted.again.is_empty() {
+            return Ok(());
+        }
+        let reads: Vec<redis::Cmd> = sorted
+            .again
             .iter()
-            .map(|(key, _)| {
-                let mut c = redis::cmd("TYPE");
-                c.arg(key);
-                c
-            })
+            .map(|(key, _, kind)| read_command(kind, key))
             .collect();
-        let types: Vec<String> = self
-            .cmd
-            .run(&types, false)
-            .await
-            .and_then(|replies| {
-                replies
-                    .into_iter()
-                    .map(|r| r.and_then(|v| Ok(redis::from_redis_value(v)?)))
-                    .collect()
-            })
-            .map_err(|e| self.err("reading key types", e))?;
-        let reads: Vec<redis::Cmd> = keys
-            .iter()
-            .zip(&types)
-            .map(|((key, _), kind)| {
-                let mut c;
-                match kind.as_str() {
-                    "string" => {
-                        c = redis::cmd("GET");
-                        c.arg(key);
-                    }
-                    "hash" => {
-                        c = redis::cmd("HGETALL");
-                        c.arg(key);
-                    }
-                    "list" => {
-                        c = redis::cmd("LRANGE");
-                        c.arg(key).arg(0).arg(-1);
-                    }
-                    "set" => {
-                        c = redis::cmd("SMEMBERS");
-                        c.arg(key);
-                    }
-                    "zset" => {
-                        c = redis::cmd("ZRANGE");
-                        c.arg(key).arg(0).arg(-1).arg("WITHSCORES");
-                    }
-                    "stream" => {
-                        c = redis::cmd("XINFO");
-                        c.arg("STREAM").arg(key);
-                    }
-                    _ => {
-                        c = redis::cmd("EXISTS");
-                        c.arg(key);
-                    }
+        let values = match self.cmd.run(&reads, false).await {
+            Ok(values) => values,
+            Err(e) => {
+                // The keys of the first round trip are emitted: only the
+                // others wait to be read again.
+                for (key, event, _) in sorted.again {
+                    self.shared.changed(key, event);
                 }
-                c
-            })
-            .collect();
-        let values = self
-            .cmd
-            .run(&reads, false)
-            .await
-            .map_err(|e| self.err("reading values", e))?;
-        for (((key, event), kind), value) in keys.iter().zip(types).zip(values) {
-            let value = match value {
-                Ok(v) => v,
-                // The key changed type in between: read it again later.
-                Err(_) => {
-                    self.shared.changed(key.clone(), event.clone());
-                    continue;
-                }
-            };
-            let payload = encode_value(&kind, &value);
-            self.emit(key.clone(), event.clone(), kind, payload, None);
+                return Err(self.err("reading values", e));
+            }
+        };
+        for ((key, event, kind), value) in sorted.again.into_iter().zip(values) {
+            self.emit_read(key, event, kind, value);
         }
         Ok(())
+    }
+
+    /// Emits the value read for a key of type `kind`; a read that failed
+    /// (the key changed type in between) is done again later.
+    fn emit_read(
+        &mut self,
+        key: String,
+        event: String,
+        kind: String,
+        value: redis::RedisResult<redis::Value>,
+    ) {
+        match value {
+            Ok(value) => {
+                let payload = encode_value(&kind, value);
+                self.emit(key, event, kind, payload, None);
+            }
+            Err(_) => self.shared.changed(key, event),
+        }
     }
 
     /// Queues the message for a key's value (`None`: it is gone), with the
@@ -451,6 +470,24 @@ impl RedisKeyspaceSource {
         self.ready.push_back(Envelope::new(message, Ack::none()));
     }
 
+    /// The next keys to read: changes first, then the scan's, so fresh
+    /// events are not stuck behind a large keyspace.
+    fn next_keys(&mut self) -> Vec<read::Changed> {
+        let mut keys: Vec<read::Changed> = self
+            .shared
+            .take(READ_BATCH)
+            .into_iter()
+            .filter(|(_, e)| self.wanted(e))
+            .collect();
+        while keys.len() < READ_BATCH {
+            let Some(key) = self.scanned.pop_front() else {
+                break;
+            };
+            keys.push((key, "snapshot".into()));
+        }
+        keys
+    }
+
     fn wanted(&self, event: &str) -> bool {
         event == "snapshot" || self.events.as_ref().is_none_or(|es| es.contains(event))
     }
@@ -462,6 +499,7 @@ impl Source for RedisKeyspaceSource {
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         loop {
             if let Some(envelope) = self.ready.pop_front() {
+                self.read_ahead();
                 return Ok(Some(envelope));
             }
             if let Some(e) = crate::sync::lock(&self.shared.fatal).take() {
@@ -475,20 +513,11 @@ impl Source for RedisKeyspaceSource {
             {
                 self.scan = Some(Scan::default());
             }
-            // Changes first, then the scan, so fresh events are not stuck
-            // behind a large keyspace.
-            let mut keys: Vec<(String, String)> = self
-                .shared
-                .take(READ_BATCH)
-                .into_iter()
-                .filter(|(_, e)| self.wanted(e))
-                .collect();
-            while keys.len() < READ_BATCH {
-                let Some(key) = self.scanned.pop_front() else {
-                    break;
-                };
-                keys.push((key, "snapshot".into()));
+            if let Some(ahead) = self.ahead.take() {
+                self.finish(ahead).await?;
+                continue;
             }
+            let keys = self.next_keys();
             if !keys.is_empty() {
                 self.read(keys).await?;
                 continue;
@@ -511,6 +540,9 @@ impl Source for RedisKeyspaceSource {
     async fn close(self) -> Result<(), ConnectorError> {
         if let Some(listener) = self.listener {
             listener.abort();
+        }
+        if let Some(ahead) = self.ahead {
+            ahead.replies.abort();
         }
         Ok(())
     }
