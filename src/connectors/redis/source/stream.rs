@@ -7,7 +7,8 @@
 //!   had delivered entries to this consumer) and after a failed delivery.
 //!   They are listed (`XPENDING`), those still in flight are left alone,
 //!   and the others are taken again (`XCLAIM` to itself).
-//! - Then new entries (`XREADGROUP ... >`, blocking).
+//! - Then new entries (`XREADGROUP ... >`, blocking), each read sent as the
+//!   last one's entries start to be delivered, so Redis answers it meanwhile.
 //! - Every `claim_idle / 2`, entries another consumer left pending for
 //!   `claim_idle` are claimed (`XAUTOCLAIM`): that consumer is presumed dead.
 //! - An entry is acknowledged (`XACK`) only once every sink confirmed it. An
@@ -41,6 +42,13 @@ mod group;
 
 use group::{create_group, job_of, keep_from, list_of_maps, trim_acknowledged};
 
+/// A read of new entries on its way: the streams it reads (by index) and
+/// the task bringing the reply.
+struct Ahead {
+    reading: Vec<usize>,
+    reply: tokio::task::JoinHandle<redis::RedisResult<redis::Value>>,
+}
+
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How often the group's floor is passed to `exactly_once` sinks, which
 /// keep the positions written since then.
@@ -61,6 +69,8 @@ pub struct RedisStreamSource {
     /// first page, `None` once that stream's pending entries are listed).
     pending_from: Option<Vec<Option<String>>>,
     buffer: VecDeque<Envelope>,
+    /// The next read of new entries, sent while the buffer is delivered.
+    ahead: Option<Ahead>,
     claim_cursors: Vec<String>,
     next_claim: Instant,
     next_trim: Instant,
@@ -163,6 +173,7 @@ impl RedisStreamSource {
             config: config.clone(),
             pending_from: None,
             buffer: VecDeque::new(),
+            ahead: None,
             claim_cursors: vec!["0-0".to_owned(); n],
             next_claim: Instant::now() + config.claim_idle.0 / 2,
             next_trim: Instant::now() + TRIM_EVERY,
@@ -276,7 +287,9 @@ impl RedisStreamSource {
         Ok(())
     }
 
-    async fn read_new(&mut self) -> Result<(), ConnectorError> {
+    /// Sends the read of new entries, on the reading connection, from a
+    /// task of its own: it runs while the last batch is delivered.
+    fn send_new(&self) -> Ahead {
         // A one-off copy reads only the streams not yet read to their end,
         // and does not wait: an empty answer means it is done.
         let reading: Vec<usize> = match &self.ends {
@@ -301,9 +314,32 @@ impl RedisStreamSource {
         for _ in &reading {
             c.arg(">");
         }
-        let reply: redis::Value = match c.query_async(&mut self.reader).await {
-            Ok(r) => r,
-            Err(e) if e.code() == Some("NOGROUP") && self.config.create_group => {
+        let mut reader = self.reader.clone();
+        Ahead {
+            reading,
+            reply: tokio::spawn(async move { c.query_async(&mut reader).await }),
+        }
+    }
+
+    /// Sends the next read of new entries ahead, unless one is on its way
+    /// or something else comes first (own pending entries, a claim, the
+    /// end of a one-off copy).
+    fn read_ahead(&mut self) {
+        if self.ahead.is_none()
+            && self.pending_from.is_none()
+            && !self.read_to_the_end()
+            && Instant::now() < self.next_claim
+        {
+            self.ahead = Some(self.send_new());
+        }
+    }
+
+    /// Delivers what a read of new entries brought.
+    async fn take_new(&mut self, ahead: Ahead) -> Result<(), ConnectorError> {
+        let Ahead { reading, reply } = ahead;
+        let reply: redis::Value = match reply.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.code() == Some("NOGROUP") && self.config.create_group => {
                 warn!(pipeline = %self.pipeline, "the consumer group is gone (stream deleted, or Redis \
                     restarted without persistence); creating it again");
                 for s in self.streams.clone() {
@@ -312,7 +348,13 @@ impl RedisStreamSource {
                 }
                 return Ok(());
             }
-            Err(e) => return Err(self.err("reading new entries", e)),
+            Ok(Err(e)) => return Err(self.err("reading new entries", e)),
+            Err(e) => {
+                return Err(ConnectorError::Retry(format!(
+                    "reading new entries (group {}): {e}",
+                    self.group
+                )));
+            }
         };
         self.probe.up();
         let per_stream = parse_read_reply(reply)
@@ -486,6 +528,7 @@ impl Source for RedisStreamSource {
     async fn next(&mut self) -> Result<Option<Envelope>, ConnectorError> {
         loop {
             if let Some(envelope) = self.buffer.pop_front() {
+                self.read_ahead();
                 return Ok(Some(envelope));
             }
             let now = Instant::now();
@@ -504,7 +547,10 @@ impl Source for RedisStreamSource {
             if self.acker.take_lost() {
                 self.reread_own_pending();
             }
-            let read = if self.pending_from.is_some() {
+            // A read sent ahead is taken before anything else is read.
+            let read = if let Some(ahead) = self.ahead.take() {
+                self.take_new(ahead).await
+            } else if self.pending_from.is_some() {
                 self.read_own_pending().await
             } else if self.read_to_the_end() {
                 return Ok(None);
@@ -512,7 +558,8 @@ impl Source for RedisStreamSource {
                 self.next_claim = now + (self.config.claim_idle.0 / 2).max(Duration::from_secs(1));
                 self.claim().await
             } else {
-                self.read_new().await
+                let ahead = self.send_new();
+                self.take_new(ahead).await
             };
             if let Err(e) = read {
                 // Redis may have delivered entries to this consumer (or
@@ -524,6 +571,11 @@ impl Source for RedisStreamSource {
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
+        // Entries a read sent ahead brought stay pending for this
+        // consumer: its next start delivers them.
+        if let Some(ahead) = &self.ahead {
+            ahead.reply.abort();
+        }
         let (mut cmd, streams, group) =
             (self.cmd.clone(), self.streams.clone(), self.group.clone());
         self.acker.close().await;
