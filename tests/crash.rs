@@ -151,14 +151,8 @@ exactly_once = true
         "the restart re-read orders written before the kill ({lookups} deliveries for {N} orders)"
     );
     assert_eq!(xlen(), N, "every order once, none twice");
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("orders-log")
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    let ids: std::collections::HashSet<String> = entries
-        .ids
+    let ids: std::collections::HashSet<String> = redis
+        .xrange("orders-log")
         .iter()
         .map(|e| e.get::<String>("key").unwrap())
         .collect();

@@ -31,25 +31,6 @@ fn xadd_orders(redis: &RedisServer, stream: &str, ids: std::ops::RangeInclusive<
     }
 }
 
-/// How many times each order id was appended to `stream`.
-fn order_counts(redis: &RedisServer, stream: &str) -> HashMap<u64, u32> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    let mut counts = HashMap::new();
-    for entry in reply.ids {
-        let payload: String = entry.get("payload").unwrap();
-        let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        *counts
-            .entry(json["order_id"].as_u64().unwrap())
-            .or_default() += 1;
-    }
-    counts
-}
-
 fn pending(redis: &RedisServer, stream: &str, group: &str) -> u64 {
     let summary: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
@@ -156,7 +137,7 @@ async fn two_processes_in_one_group_write_every_entry_once_across_a_kill_and_cla
         lag(&source, "orders", "g") == 0 && pending(&source, "orders", "g") == 0
     });
     b.stop(Duration::from_secs(30));
-    let counts = order_counts(&sink, "orders-log");
+    let counts = sink.order_counts("orders-log");
     let doubled = counts.values().filter(|&&c| c > 1).count();
     let lost = (1..=N).filter(|id| !counts.contains_key(id)).count();
     println!(
@@ -191,13 +172,13 @@ async fn positions_are_forgotten_once_the_group_acknowledged_them() {
     });
     xadd_orders(&source, "orders", 1..=N);
     wait_until(Duration::from_secs(60), "every order", || {
-        order_counts(&sink, "orders-log").len() as u64 == N
+        sink.order_counts("orders-log").len() as u64 == N
     });
     // Positions are forgotten with the writes that follow a settled mark.
     std::thread::sleep(Duration::from_secs(3));
     xadd_orders(&source, "orders", N + 1..=N + 1);
     wait_until(Duration::from_secs(30), "the last order", || {
-        order_counts(&sink, "orders-log").len() as u64 == N + 1
+        sink.order_counts("orders-log").len() as u64 == N + 1
     });
     let kept = positions(&sink);
     ferry.stop(Duration::from_secs(30));

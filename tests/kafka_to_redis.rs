@@ -85,14 +85,9 @@ async fn a_payload_that_is_not_json_goes_to_the_dead_letter_stream_and_the_rest_
     ferry.wait_success(Duration::from_secs(60));
 
     assert_eq!(redis.dbsize(), 101, "100 orders and the dead-letter stream");
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("dead:{topic}"))
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert_eq!(entries.ids.len(), 1);
-    let entry = &entries.ids[0];
+    let entries = redis.xrange(&format!("dead:{topic}"));
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
     let field =
         |name: &str| -> String { entry.get(name).unwrap_or_else(|| panic!("no field {name}")) };
     assert_eq!(field("payload"), "this is not json");

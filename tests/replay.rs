@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,25 +61,6 @@ fn xlen(redis: &RedisServer, key: &str) -> u64 {
         .arg(key)
         .query(&mut redis.conn())
         .unwrap()
-}
-
-/// How often each order id appears in the log stream the replay writes.
-fn appended(redis: &RedisServer, stream: &str) -> HashMap<u64, u32> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    let mut counts = HashMap::new();
-    for entry in reply.ids {
-        let payload: String = entry.get("payload").unwrap();
-        let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        *counts
-            .entry(json["order_id"].as_u64().unwrap())
-            .or_default() += 1;
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,7 +153,7 @@ exactly_once = true
     eprintln!("last run: {said}");
     assert!(said.starts_with("replayed"), "{said}");
 
-    let counts = appended(&fresh, "orders-log");
+    let counts = fresh.order_counts("orders-log");
     assert_eq!(counts.len(), 100_000, "every recent order");
     assert!(counts.values().all(|&n| n == 1), "none twice");
     assert!(counts.keys().all(|id| (5_000..105_000).contains(id)));

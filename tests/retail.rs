@@ -18,13 +18,8 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn stream(redis: &RedisServer, key: &str) -> Vec<BTreeMap<String, String>> {
-    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    r.ids
+    redis
+        .xrange(key)
         .iter()
         .map(|e| {
             e.map

@@ -53,14 +53,8 @@ fn keyspace_changes_arrive_as_values_by_type_and_deletions_as_tombstones() {
     );
     ferry.stop(Duration::from_secs(10));
 
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("changes")
-        .arg("-")
-        .arg("+")
-        .query(&mut verify.conn())
-        .unwrap();
-    let seen: Vec<(String, String, String, Option<String>)> = entries
-        .ids
+    let seen: Vec<(String, String, String, Option<String>)> = verify
+        .xrange("changes")
         .iter()
         .map(|e| {
             (
@@ -173,14 +167,8 @@ fn a_keyspace_snapshot_job_copies_every_matching_key_and_stops_without_notificat
 
     copy("user:*", "users");
     let keys: std::collections::HashSet<String> = {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("users")
-            .arg("-")
-            .arg("+")
-            .query(&mut verify.conn())
-            .unwrap();
-        reply
-            .ids
+        verify
+            .xrange("users")
             .iter()
             .map(|e| e.get::<String>("key").unwrap())
             .collect()
@@ -229,14 +217,8 @@ fn a_snapshot_of_keys_of_every_type_mixed_reads_each_key_by_its_own_type() {
     let mut ferry = Ferry::start(&config);
     ferry.wait_success(Duration::from_secs(30));
 
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg("mixed")
-        .arg("-")
-        .arg("+")
-        .query(&mut verify.conn())
-        .unwrap();
-    let got: HashMap<String, (String, String)> = reply
-        .ids
+    let got: HashMap<String, (String, String)> = verify
+        .xrange("mixed")
         .iter()
         .map(|e| {
             (

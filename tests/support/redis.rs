@@ -129,6 +129,20 @@ impl RedisServer {
         r.ids
     }
 
+    /// How many times each order id (the JSON payload's `order_id`) was
+    /// appended to the stream `key`.
+    pub fn order_counts(&self, key: &str) -> std::collections::HashMap<u64, u32> {
+        let mut counts = std::collections::HashMap::new();
+        for entry in self.xrange(key) {
+            let payload: String = entry.get("payload").unwrap();
+            let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            *counts
+                .entry(json["order_id"].as_u64().unwrap())
+                .or_default() += 1;
+        }
+        counts
+    }
+
     /// How many times Redis executed `command` (from INFO commandstats).
     pub fn calls(&self, command: &str) -> u64 {
         let info: String = redis::cmd("INFO")
