@@ -126,10 +126,9 @@ fn run_bridge(setup: &Setup, role: Role, n: u64, opts: &Options) -> R<BridgeRun>
             .map(|text| crate::metrics::sink_writes(&text, n, secs)),
         _ => None,
     };
-    let busy = |pid: Option<i32>, before: Option<f64>| -> Option<f64> {
-        Some((cpu_seconds(pid?)? - before?) / secs)
-    };
-    let per_msg = |busy: Option<f64>| busy.map(|b| b * secs * 1e6 / n as f64);
+    let (src_used, dst_used) = (cpu_since(src_pid, src_cpu0), cpu_since(dst_pid, dst_cpu0));
+    let busy = |used: Option<f64>| used.map(|s| s / secs);
+    let per_msg = |used: Option<f64>| used.map(|s| s * 1e6 / n as f64);
     let run = BridgeRun {
         rate: n as f64 / secs,
         seconds: secs,
@@ -145,15 +144,20 @@ fn run_bridge(setup: &Setup, role: Role, n: u64, opts: &Options) -> R<BridgeRun>
             0.0
         },
         peak_rss_mb: usage.peak_rss_mb,
-        source_server_busy: busy(src_pid, src_cpu0),
-        sink_server_busy: busy(dst_pid, dst_cpu0),
-        source_server_us: per_msg(busy(src_pid, src_cpu0)),
-        sink_server_us: per_msg(busy(dst_pid, dst_cpu0)),
+        source_server_busy: busy(src_used),
+        sink_server_busy: busy(dst_used),
+        source_server_us: per_msg(src_used),
+        sink_server_us: per_msg(dst_used),
         sink_writes,
     };
     drop(attached);
     bridge.stop();
     Ok(run)
+}
+
+/// CPU seconds a process used since it had used `before`.
+fn cpu_since(pid: Option<i32>, before: Option<f64>) -> Option<f64> {
+    Some(cpu_seconds(pid?)? - before?)
 }
 
 /// A profiler attached to a ferry run, interrupted (so it writes its
@@ -203,16 +207,17 @@ fn median_run(mut v: Vec<BridgeRun>) -> Option<BridgeRun> {
     Some(v.swap_remove(v.len() / 2))
 }
 
-/// Every repeat's plain source and sink rates, ferry's and the peer's
-/// runs, and the servers' CPU per message under the plain clients.
-type Runs = (
-    Vec<f64>,
-    Vec<f64>,
-    Vec<BridgeRun>,
-    Vec<BridgeRun>,
-    Vec<f64>,
-    Vec<f64>,
-);
+/// What every repeat measured.
+#[derive(Default)]
+struct Runs {
+    raw_source: Vec<f64>,
+    raw_sink: Vec<f64>,
+    ferry: Vec<BridgeRun>,
+    peer: Vec<BridgeRun>,
+    /// The servers' CPU per message under the plain clients.
+    raw_source_server_us: Vec<f64>,
+    raw_sink_server_us: Vec<f64>,
+}
 
 /// One repeat: a fresh setup, filled, then each client and bridge in turn.
 fn once(
@@ -231,33 +236,31 @@ fn once(
     }
     setup.fill(1..n + 1, &roles)?;
     let (src_pid, dst_pid) = setup.server_pids();
-    let server_us = |pid: Option<i32>, before: Option<f64>| -> Option<f64> {
-        Some((cpu_seconds(pid?)? - before?) * 1e6 / n as f64)
-    };
+    let server_us = |pid, before| cpu_since(pid, before).map(|s| s * 1e6 / n as f64);
     let before = src_pid.and_then(cpu_seconds);
     match setup.raw_source(n, opts.timeout) {
         Ok(d) => {
-            out.0.push(rate(n, d));
-            out.4.extend(server_us(src_pid, before));
+            out.raw_source.push(rate(n, d));
+            out.raw_source_server_us.extend(server_us(src_pid, before));
         }
         Err(e) => errors.push(format!("plain source client: {e}")),
     }
     let before = dst_pid.and_then(cpu_seconds);
     match setup.raw_sink(n) {
         Ok(d) => {
-            out.1.push(rate(n, d));
-            out.5.extend(server_us(dst_pid, before));
+            out.raw_sink.push(rate(n, d));
+            out.raw_sink_server_us.extend(server_us(dst_pid, before));
         }
         Err(e) => errors.push(format!("plain sink client: {e}")),
     }
     match run_bridge(&setup, Role::Ferry, n, opts) {
-        Ok(r) => out.2.push(r),
+        Ok(r) => out.ferry.push(r),
         Err(e) => errors.push(format!("ferry: {e}")),
     }
     if peer.is_some() {
         setup.clear_output()?;
         match run_bridge(&setup, Role::Peer, n, opts) {
-            Ok(r) => out.3.push(r),
+            Ok(r) => out.peer.push(r),
             Err(e) => errors.push(format!("peer: {e}")),
         }
     }
@@ -267,18 +270,19 @@ fn once(
 pub fn measure(route: Route, size: usize, n: u64, opts: &Options) -> Throughput {
     let load = loadavg();
     let started = Instant::now();
-    let mut out: Runs = Default::default();
+    let mut out = Runs::default();
     let mut errors = Vec::new();
     for _ in 0..opts.repeats {
         if let Err(e) = once(route, size, n, opts, &mut out, &mut errors) {
             errors.push(format!("setup: {e}"));
         }
     }
-    let (raw_source, raw_sink) = (median(out.0), median(out.1));
+    let (raw_source, raw_sink) = (median(out.raw_source), median(out.raw_sink));
     let some = |v: Vec<f64>| (!v.is_empty()).then(|| median(v));
-    let (raw_source_server_us, raw_sink_server_us) = (some(out.4), some(out.5));
-    let ferry = median_run(out.2);
-    let peer = median_run(out.3);
+    let raw_source_server_us = some(out.raw_source_server_us);
+    let raw_sink_server_us = some(out.raw_sink_server_us);
+    let ferry = median_run(out.ferry);
+    let peer = median_run(out.peer);
     let slower = raw_source.min(raw_sink);
     let ratio = ferry.as_ref().map_or(f64::NAN, |f| f.rate / slower);
     let vs_peer = match (&ferry, &peer) {

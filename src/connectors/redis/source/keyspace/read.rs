@@ -42,14 +42,14 @@ pub(super) fn send(cmd: &RedisConn, keys: Vec<Changed>, guessed: String) -> Ahea
 }
 
 /// A key, its event, its type and the reply to its read.
-pub(super) type Value4 = (String, String, String, RedisResult<Value>);
+pub(super) type KeyRead = (String, String, String, RedisResult<Value>);
 
 /// What one round trip found.
 #[derive(Debug, Default)]
 pub(super) struct Sorted {
     /// Keys read by their type (or gone), to emit; a failed reply means the
     /// key changed type in between, and is read again later.
-    pub(super) read: Vec<Value4>,
+    pub(super) read: Vec<KeyRead>,
     /// Keys of another type than guessed, with their type: read them again.
     pub(super) again: Vec<(String, String, String)>,
     /// The read to send with the next keys: the last type seen.
