@@ -184,7 +184,9 @@ fn plain_over_tls_carries_a_sink_and_a_source_and_a_wrong_password_is_refused_wi
     );
     assert!(stdout.contains("`sasl.password`"), "{stdout}");
     for config in [&sink, &source] {
+        let started = std::time::Instant::now();
         let (code, _, stderr) = run(dir.path(), config, &[]);
+        println!("a refused login reported in {:?}", started.elapsed());
         assert_eq!(code, 1, "a refused login stops the run: {stderr}");
         assert!(stderr.contains("`sasl.password`"), "{stderr}");
         assert!(!stderr.contains("wrong-pass"), "{stderr}");

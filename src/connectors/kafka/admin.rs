@@ -15,6 +15,12 @@ use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One metadata request of [`partitions_of`]: a refused login makes the
+/// request wait out its whole timeout, so it is asked in slices and the
+/// refusal heard between them ends the wait (it took 10 s to report a
+/// wrong password before).
+const ATTEMPT: Duration = Duration::from_millis(500);
+
 /// How many partitions `topic` has, or `None` if it does not exist, asked
 /// with `fetch` (any client's `fetch_metadata`; it blocks, so it runs on
 /// the blocking pool). A refused login fails the request only with "broker
@@ -26,13 +32,13 @@ pub(crate) async fn partitions_of<F>(
     refusal: Arc<LoginRefusal>,
 ) -> Result<Option<usize>, ConnectorError>
 where
-    F: FnOnce(&str, Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>
+    F: Fn(&str, Duration) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata>
         + Send
         + 'static,
 {
     let topic_name = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = fetch(&topic_name, TIMEOUT)
+        let metadata = unless_refused(|timeout| fetch(&topic_name, timeout), &refusal)
             .map_err(|e| refusal.or(format!("reading metadata of `{topic_name}`"), e))?;
         Ok(metadata
             .topics()
@@ -43,6 +49,23 @@ where
     })
     .await
     .map_err(|e| ConnectorError::Fatal(format!("kafka metadata task failed: {e}")))?
+}
+
+/// `request` (blocking, given its timeout) asked in slices of [`ATTEMPT`]
+/// until it answers, `refusal` hears that the login was refused, or 10 s
+/// have passed: its last answer.
+pub(crate) fn unless_refused<T>(
+    request: impl Fn(Duration) -> rdkafka::error::KafkaResult<T>,
+    refusal: &LoginRefusal,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match request(left.min(ATTEMPT)) {
+            Err(_) if left > ATTEMPT && refusal.get().is_none() => continue,
+            answer => return answer,
+        }
+    }
 }
 
 /// Polls `client` for `wait` (its log lines reach its context only so).
