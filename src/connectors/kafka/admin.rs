@@ -15,10 +15,12 @@ use crate::error::ConnectorError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One metadata request of [`partitions_of`]: a refused login makes the
-/// request wait out its whole timeout, so it is asked in slices and the
-/// refusal heard between them ends the wait (it took 10 s to report a
-/// wrong password before).
+/// One slice of [`unless_refused`]: a refused login makes a request wait
+/// out its whole timeout, so it is asked in slices and the refusal heard
+/// between them ends the wait (a sink took 10 s to report a wrong
+/// password before). Only clients whose context hears librdkafka's log
+/// while blocked gain from it: a `StreamConsumer` hears it only when
+/// polled, so the source's start-up requests are not sliced.
 const ATTEMPT: Duration = Duration::from_millis(500);
 
 /// How many partitions `topic` has, or `None` if it does not exist, asked
@@ -54,7 +56,7 @@ where
 /// `request` (blocking, given its timeout) asked in slices of [`ATTEMPT`]
 /// until it answers, `refusal` hears that the login was refused, or 10 s
 /// have passed: its last answer.
-pub(crate) fn unless_refused<T>(
+fn unless_refused<T>(
     request: impl Fn(Duration) -> rdkafka::error::KafkaResult<T>,
     refusal: &LoginRefusal,
 ) -> rdkafka::error::KafkaResult<T> {

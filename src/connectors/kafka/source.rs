@@ -350,12 +350,11 @@ fn positions(
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        let refusal = consumer.context().watch.refusal();
-        let metadata = admin::unless_refused(
-            |timeout| consumer.fetch_metadata(Some(topic), timeout),
-            refusal,
-        )
-        .map_err(|e| refusal.or(format!("reading metadata of topic `{topic}`"), e))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| {
+                ConnectorError::kafka(format!("reading metadata of topic `{topic}`"), e)
+            })?;
         let found = metadata
             .topics()
             .iter()
